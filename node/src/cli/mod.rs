@@ -1,0 +1,4 @@
+//! Command-line subcommands that run in the `ringkv` process itself.
+
+pub(crate) mod ring;
+pub(crate) mod table;

@@ -1,0 +1,288 @@
+//! Exact balance analysis from arc lengths, and the sampled figures that
+//! check it. Pure arithmetic over a [`Ring`]; nothing here samples unless
+//! its name says so.
+
+use serde::Serialize;
+
+use crate::moves::moved_fraction;
+use crate::node::NodeId;
+use crate::ring::Ring;
+use crate::token::{key_position, RING_SIZE};
+
+/// One node's share of the key space.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NodeShare {
+    /// The node.
+    pub id: NodeId,
+    /// Its weight.
+    pub weight: u32,
+    /// Its zone, if any.
+    pub zone: Option<String>,
+    /// Tokens it holds (`vnodes * weight`).
+    pub tokens: u32,
+    /// Fraction of the key space it owns as primary, exact from arcs.
+    pub share: f64,
+    /// Fraction of the key space it holds a replica of at the analysed
+    /// replication factor, exact from arcs (`nodetool status` "effective").
+    pub replica_share: f64,
+    /// Its fair share: weight over total weight.
+    pub expected: f64,
+}
+
+impl NodeShare {
+    /// `share / expected`: 1.0 is exactly fair, 1.2 is 20% over.
+    pub fn load(&self) -> f64 {
+        self.share / self.expected
+    }
+}
+
+/// Exact shares of every node, in the ring's node order (by id), with
+/// replica shares for replication factor `rf`.
+pub fn shares(ring: &Ring, rf: usize) -> Vec<NodeShare> {
+    let nodes = ring.nodes();
+    let mut primary = vec![0u128; nodes.len()];
+    let mut replica = vec![0u128; nodes.len()];
+    let mut picked = Vec::new();
+    for (range, t) in ring.arcs() {
+        let len = range.len();
+        primary[ring.owner_index(t) as usize] += len;
+        picked.clear();
+        ring.replica_indices(t, rf, &mut picked);
+        for &i in &picked {
+            replica[i as usize] += len;
+        }
+    }
+    let total_weight: f64 = nodes.iter().map(|n| f64::from(n.weight)).sum();
+    let copies = rf.clamp(1, nodes.len()) as f64;
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| NodeShare {
+            id: n.id,
+            weight: n.weight,
+            zone: n.zone.clone(),
+            tokens: ring.vnodes() * n.weight,
+            share: primary[i] as f64 / RING_SIZE,
+            replica_share: replica[i] as f64 / RING_SIZE / copies,
+            expected: f64::from(n.weight) / total_weight,
+        })
+        .collect()
+}
+
+/// How evenly the key space is spread, judged against each node's fair
+/// share so that weighted nodes are not called unbalanced.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Balance {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// The most loaded node's load over the mean load (1.0 is perfect).
+    pub max_over_avg: f64,
+    /// The least loaded node's load over the mean load.
+    pub min_over_avg: f64,
+    /// Standard deviation of node shares, as a fraction of the key space.
+    pub stddev: f64,
+    /// Coefficient of variation of load (standard deviation over mean):
+    /// the relative spread, comparable across cluster sizes.
+    pub cv: f64,
+}
+
+/// Balance figures over a set of shares (population statistics).
+pub fn balance(shares: &[NodeShare]) -> Balance {
+    let n = shares.len().max(1) as f64;
+    let loads: Vec<f64> = shares.iter().map(NodeShare::load).collect();
+    let mean_load = loads.iter().sum::<f64>() / n;
+    let var_load = loads.iter().map(|l| (l - mean_load).powi(2)).sum::<f64>() / n;
+    let mean_share = shares.iter().map(|s| s.share).sum::<f64>() / n;
+    let var_share = shares
+        .iter()
+        .map(|s| (s.share - mean_share).powi(2))
+        .sum::<f64>()
+        / n;
+    let max = loads.iter().copied().fold(f64::MIN, f64::max);
+    let min = loads.iter().copied().fold(f64::MAX, f64::min);
+    Balance {
+        nodes: shares.len(),
+        max_over_avg: max / mean_load,
+        min_over_avg: min / mean_load,
+        stddev: var_share.sqrt(),
+        cv: var_load.sqrt() / mean_load,
+    }
+}
+
+/// What a topology change costs, exactly, next to the alternatives.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MoveCost {
+    /// Fraction of the key space whose owner (first replica) changes.
+    pub owner_moved: f64,
+    /// Fraction of the key space whose replica set (of `rf`) changes.
+    pub replicas_moved: f64,
+    /// Number of range moves at `rf` (what handoff would plan).
+    pub range_moves: usize,
+    /// Fraction that `hash % N` placement would move for the same change in
+    /// node count.
+    pub modulo_moved: f64,
+    /// The least any placement could move: the weight that changes hands.
+    pub ideal_moved: f64,
+}
+
+/// The exact cost of going from `old` to `new` at replication factor `rf`.
+pub fn move_cost(old: &Ring, new: &Ring, rf: usize) -> MoveCost {
+    MoveCost {
+        owner_moved: moved_fraction(old, new, 1),
+        replicas_moved: moved_fraction(old, new, rf),
+        range_moves: crate::moves::moves(old, new, rf).len(),
+        modulo_moved: modulo_moved_fraction(old.nodes().len(), new.nodes().len()),
+        ideal_moved: ideal_moved_fraction(old, new),
+    }
+}
+
+/// Fraction of uniformly hashed keys whose `hash % n` changes when the node
+/// count goes from `from` to `to`: a key stays only when both remainders
+/// agree, which happens for `min(from, to)` residues out of `lcm(from, to)`.
+pub fn modulo_moved_fraction(from: usize, to: usize) -> f64 {
+    if from == 0 || to == 0 {
+        return 1.0;
+    }
+    let lcm = (from / gcd(from, to)) as f64 * to as f64;
+    1.0 - from.min(to) as f64 / lcm
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// The least fraction of keys any placement must move: the total variation
+/// distance between the fair shares (weight over total weight) before and
+/// after. Adding one node to N equal ones gives 1/(N+1).
+pub fn ideal_moved_fraction(old: &Ring, new: &Ring) -> f64 {
+    let fair = |ring: &Ring| -> Vec<(NodeId, f64)> {
+        let total: f64 = ring.nodes().iter().map(|n| f64::from(n.weight)).sum();
+        ring.nodes()
+            .iter()
+            .map(|n| (n.id, f64::from(n.weight) / total))
+            .collect()
+    };
+    let (before, after) = (fair(old), fair(new));
+    let share_in = |list: &[(NodeId, f64)], id: NodeId| {
+        list.iter().find(|(i, _)| *i == id).map_or(0.0, |(_, s)| *s)
+    };
+    after
+        .iter()
+        .map(|&(id, s)| (s - share_in(&before, id)).max(0.0))
+        .sum()
+}
+
+/// Key counts from sampling: how many of `keys` each node owns, in the
+/// ring's node order.
+pub fn sample_owners<'a>(ring: &Ring, keys: impl IntoIterator<Item = &'a [u8]>) -> Vec<u64> {
+    let mut counts = vec![0u64; ring.nodes().len()];
+    for key in keys {
+        let owner = ring.owner_of(key_position(key));
+        let i = ring.node_index(&owner).expect("owner is in the ring");
+        counts[i] += 1;
+    }
+    counts
+}
+
+/// Sampled move counts for `keys` going from `old` to `new`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SampledMoves {
+    /// Keys sampled.
+    pub keys: u64,
+    /// Keys whose owner changed.
+    pub owner_moved: u64,
+    /// Keys whose `position % node count` changed (modulo placement).
+    pub modulo_moved: u64,
+}
+
+/// Samples `keys` through both rings.
+pub fn sample_moves<'a>(
+    old: &Ring,
+    new: &Ring,
+    keys: impl IntoIterator<Item = &'a [u8]>,
+) -> SampledMoves {
+    let (n_old, n_new) = (old.nodes().len() as u64, new.nodes().len() as u64);
+    let mut out = SampledMoves::default();
+    for key in keys {
+        let pos = key_position(key);
+        out.keys += 1;
+        out.owner_moved += u64::from(old.owner_of(pos) != new.owner_of(pos));
+        out.modulo_moved += u64::from(pos.0 % n_old != pos.0 % n_new);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::NodeSpec;
+
+    fn ring_of(n: usize, vnodes: u32) -> Ring {
+        let view: Vec<_> = (0..n)
+            .map(|i| NodeSpec::new(NodeId::from_name(&format!("node-{i}"))))
+            .collect();
+        Ring::build(&view, vnodes).unwrap()
+    }
+
+    #[test]
+    fn shares_sum_to_one() {
+        let ring = ring_of(7, 30);
+        let s = shares(&ring, 3);
+        let total: f64 = s.iter().map(|s| s.share).sum();
+        let replicas: f64 = s.iter().map(|s| s.replica_share).sum();
+        assert!((total - 1.0).abs() < 1e-9, "{total}");
+        assert!((replicas - 1.0).abs() < 1e-9, "{replicas}");
+    }
+
+    #[test]
+    fn modulo_fraction_matches_known_values() {
+        assert!((modulo_moved_fraction(10, 11) - 10.0 / 11.0).abs() < 1e-12);
+        assert!((modulo_moved_fraction(4, 2) - 0.5).abs() < 1e-12);
+        assert_eq!(modulo_moved_fraction(5, 5), 0.0);
+        assert!((modulo_moved_fraction(2, 3) - (1.0 - 2.0 / 6.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ideal_for_one_join_is_one_over_n_plus_one() {
+        let (a, b) = (ring_of(9, 4), ring_of(10, 4));
+        assert!((ideal_moved_fraction(&a, &b) - 0.1).abs() < 1e-12);
+        assert!((ideal_moved_fraction(&b, &a) - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn sampled_shares_agree_with_exact_shares() {
+        let ring = ring_of(5, 50);
+        let keys: Vec<Vec<u8>> = (0..200_000u32).map(|i| i.to_le_bytes().to_vec()).collect();
+        let counts = sample_owners(&ring, keys.iter().map(Vec::as_slice));
+        for (s, c) in shares(&ring, 1).iter().zip(counts) {
+            let sampled = c as f64 / keys.len() as f64;
+            // 200k samples: standard error about 0.1 percentage points.
+            assert!(
+                (sampled - s.share).abs() < 0.006,
+                "{sampled} vs {}",
+                s.share
+            );
+        }
+    }
+
+    #[test]
+    fn balance_of_perfect_shares_is_flat() {
+        let s: Vec<NodeShare> = (0..4)
+            .map(|i| NodeShare {
+                id: NodeId::from_name(&i.to_string()),
+                weight: 1,
+                zone: None,
+                tokens: 1,
+                share: 0.25,
+                replica_share: 0.25,
+                expected: 0.25,
+            })
+            .collect();
+        let b = balance(&s);
+        assert!((b.max_over_avg - 1.0).abs() < 1e-12);
+        assert!(b.cv.abs() < 1e-12 && b.stddev.abs() < 1e-12);
+    }
+}
