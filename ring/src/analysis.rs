@@ -22,8 +22,10 @@ pub struct NodeShare {
     pub tokens: u32,
     /// Fraction of the key space it owns as primary, exact from arcs.
     pub share: f64,
-    /// Fraction of the key space it holds a replica of at the analysed
-    /// replication factor, exact from arcs (`nodetool status` "effective").
+    /// Its share of all the copies stored at the analysed replication
+    /// factor, exact from arcs; shares sum to 1 (multiply by the factor for
+    /// the fraction of keys it holds a copy of, `nodetool status`'s
+    /// "effective ownership").
     pub replica_share: f64,
     /// Its fair share: weight over total weight.
     pub expected: f64,
@@ -118,33 +120,54 @@ pub struct MoveCost {
     pub replicas_moved: f64,
     /// Number of range moves at `rf` (what handoff would plan).
     pub range_moves: usize,
-    /// Fraction that `hash % N` placement would move for the same change in
-    /// node count.
+    /// Fraction that `hash % N` placement over the same node lists would
+    /// move.
     pub modulo_moved: f64,
     /// The least any placement could move: the weight that changes hands.
     pub ideal_moved: f64,
 }
 
 /// The exact cost of going from `old` to `new` at replication factor `rf`.
-pub fn move_cost(old: &Ring, new: &Ring, rf: usize) -> MoveCost {
+/// `old_list` and `new_list` are the node lists a `hash % N` placement
+/// would index, in an operator's order (joins appended, leaves removed).
+pub fn move_cost(
+    old: &Ring,
+    new: &Ring,
+    rf: usize,
+    old_list: &[NodeId],
+    new_list: &[NodeId],
+) -> MoveCost {
     MoveCost {
         owner_moved: moved_fraction(old, new, 1),
         replicas_moved: moved_fraction(old, new, rf),
         range_moves: crate::moves::moves(old, new, rf).len(),
-        modulo_moved: modulo_moved_fraction(old.nodes().len(), new.nodes().len()),
+        modulo_moved: modulo_moved_fraction(old_list, new_list),
         ideal_moved: ideal_moved_fraction(old, new),
     }
 }
 
-/// Fraction of uniformly hashed keys whose `hash % n` changes when the node
-/// count goes from `from` to `to`: a key stays only when both remainders
-/// agree, which happens for `min(from, to)` residues out of `lcm(from, to)`.
-pub fn modulo_moved_fraction(from: usize, to: usize) -> f64 {
-    if from == 0 || to == 0 {
+/// Fraction of uniformly hashed keys whose node changes when placement is
+/// `list[hash % len]` and the list goes from `old` to `new`. Over one cycle
+/// of `lcm(a, b)` hashes a key stays exactly when `old[h % a] == new[h % b]`;
+/// for a node at index i in `old` and j in `new` that happens once per cycle
+/// when `i ≡ j (mod gcd(a, b))`, and never otherwise.
+pub fn modulo_moved_fraction(old: &[NodeId], new: &[NodeId]) -> f64 {
+    let (a, b) = (old.len(), new.len());
+    if a == 0 || b == 0 {
         return 1.0;
     }
-    let lcm = (from / gcd(from, to)) as f64 * to as f64;
-    1.0 - from.min(to) as f64 / lcm
+    let g = gcd(a, b);
+    let lcm = (a / g) as f64 * b as f64;
+    let stays = old
+        .iter()
+        .enumerate()
+        .filter(|(i, id)| {
+            new.iter()
+                .position(|n| n == *id)
+                .is_some_and(|j| i % g == j % g)
+        })
+        .count();
+    1.0 - stays as f64 / lcm
 }
 
 fn gcd(mut a: usize, mut b: usize) -> usize {
@@ -177,10 +200,10 @@ pub fn ideal_moved_fraction(old: &Ring, new: &Ring) -> f64 {
 
 /// Key counts from sampling: how many of `keys` each node owns, in the
 /// ring's node order.
-pub fn sample_owners<'a>(ring: &Ring, keys: impl IntoIterator<Item = &'a [u8]>) -> Vec<u64> {
+pub fn sample_owners<K: AsRef<[u8]>>(ring: &Ring, keys: impl IntoIterator<Item = K>) -> Vec<u64> {
     let mut counts = vec![0u64; ring.nodes().len()];
     for key in keys {
-        let owner = ring.owner_of(key_position(key));
+        let owner = ring.owner_of(key_position(key.as_ref()));
         let i = ring.node_index(&owner).expect("owner is in the ring");
         counts[i] += 1;
     }
@@ -194,23 +217,27 @@ pub struct SampledMoves {
     pub keys: u64,
     /// Keys whose owner changed.
     pub owner_moved: u64,
-    /// Keys whose `position % node count` changed (modulo placement).
+    /// Keys whose `list[position % len]` changed (modulo placement).
     pub modulo_moved: u64,
 }
 
-/// Samples `keys` through both rings.
-pub fn sample_moves<'a>(
+/// Samples `keys` through both rings, and through modulo placement over
+/// `old_list` and `new_list`.
+pub fn sample_moves<K: AsRef<[u8]>>(
     old: &Ring,
     new: &Ring,
-    keys: impl IntoIterator<Item = &'a [u8]>,
+    old_list: &[NodeId],
+    new_list: &[NodeId],
+    keys: impl IntoIterator<Item = K>,
 ) -> SampledMoves {
-    let (n_old, n_new) = (old.nodes().len() as u64, new.nodes().len() as u64);
+    let (a, b) = (old_list.len().max(1) as u64, new_list.len().max(1) as u64);
     let mut out = SampledMoves::default();
     for key in keys {
-        let pos = key_position(key);
+        let pos = key_position(key.as_ref());
         out.keys += 1;
         out.owner_moved += u64::from(old.owner_of(pos) != new.owner_of(pos));
-        out.modulo_moved += u64::from(pos.0 % n_old != pos.0 % n_new);
+        let (i, j) = ((pos.0 % a) as usize, (pos.0 % b) as usize);
+        out.modulo_moved += u64::from(old_list.get(i) != new_list.get(j));
     }
     out
 }
@@ -237,12 +264,45 @@ mod tests {
         assert!((replicas - 1.0).abs() < 1e-9, "{replicas}");
     }
 
+    fn ids(n: usize) -> Vec<NodeId> {
+        (0..n)
+            .map(|i| NodeId::from_name(&format!("node-{i}")))
+            .collect()
+    }
+
     #[test]
     fn modulo_fraction_matches_known_values() {
-        assert!((modulo_moved_fraction(10, 11) - 10.0 / 11.0).abs() < 1e-12);
-        assert!((modulo_moved_fraction(4, 2) - 0.5).abs() < 1e-12);
-        assert_eq!(modulo_moved_fraction(5, 5), 0.0);
-        assert!((modulo_moved_fraction(2, 3) - (1.0 - 2.0 / 6.0)).abs() < 1e-12);
+        let all = ids(12);
+        let f = |a: usize, b: usize| modulo_moved_fraction(&all[..a], &all[..b]);
+        assert!((f(10, 11) - 10.0 / 11.0).abs() < 1e-12);
+        assert!((f(4, 2) - 0.5).abs() < 1e-12);
+        assert_eq!(f(5, 5), 0.0);
+        assert!((f(2, 3) - (1.0 - 2.0 / 6.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn modulo_fraction_counts_a_swap_at_the_same_size() {
+        // Remove node-1 of 5 and append a new node: still 5 nodes, but every
+        // index from 1 on now names another node; only index 0 stays.
+        let old = ids(5);
+        let mut new: Vec<NodeId> = old.iter().filter(|id| **id != old[1]).copied().collect();
+        new.push(NodeId::from_name("new"));
+        assert!((modulo_moved_fraction(&old, &new) - 0.8).abs() < 1e-12);
+        // Brute force over one lcm cycle agrees, also for unequal sizes.
+        for (c, d) in [
+            (&old[..], &new[..]),
+            (&old[..4], &new[..3]),
+            (&old[1..], &new[..]),
+        ] {
+            let (a, b) = (c.len(), d.len());
+            let lcm = a * b / gcd(a, b);
+            let moved = (0..lcm).filter(|h| c[h % a] != d[h % b]).count();
+            let want = moved as f64 / lcm as f64;
+            assert!(
+                (want - modulo_moved_fraction(c, d)).abs() < 1e-12,
+                "{a} -> {b}"
+            );
+        }
     }
 
     #[test]
@@ -255,10 +315,9 @@ mod tests {
     #[test]
     fn sampled_shares_agree_with_exact_shares() {
         let ring = ring_of(5, 50);
-        let keys: Vec<Vec<u8>> = (0..200_000u32).map(|i| i.to_le_bytes().to_vec()).collect();
-        let counts = sample_owners(&ring, keys.iter().map(Vec::as_slice));
+        let counts = sample_owners(&ring, (0..200_000u32).map(u32::to_le_bytes));
         for (s, c) in shares(&ring, 1).iter().zip(counts) {
-            let sampled = c as f64 / keys.len() as f64;
+            let sampled = c as f64 / 200_000.0;
             // 200k samples: standard error about 0.1 percentage points.
             assert!(
                 (sampled - s.share).abs() < 0.006,

@@ -4,7 +4,7 @@
 //! of the membership view (node id, weight, zone) and the vnode count, so
 //! every peer with the same view builds the same ring and the same digest.
 //!
-//! - [`token`]: key → position (blake3, hash tags), [`Token`], [`TokenRange`].
+//! - [`token`]: key → position (XXH3-64, hash tags), [`Token`], [`TokenRange`].
 //! - [`Ring`]: build, owner and replica lookup, ranges, digest.
 //! - [`moves()`]: ring A → ring B as range moves, exact.
 //! - [`analysis`]: exact shares and balance from arc lengths, move costs

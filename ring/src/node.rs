@@ -56,7 +56,7 @@ impl FromStr for NodeId {
         let bad = || RingError::BadNodeId {
             text: s.chars().take(64).collect(),
         };
-        if s.len() != 32 || !s.is_ascii() {
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());
         }
         let mut id = [0u8; 16];
@@ -142,6 +142,10 @@ mod tests {
         assert!("abc".parse::<NodeId>().is_err());
         assert!("zz".repeat(16).parse::<NodeId>().is_err());
         assert!("é".repeat(16).parse::<NodeId>().is_err());
+        assert!(
+            "+0".repeat(16).parse::<NodeId>().is_err(),
+            "from_str_radix alone takes '+'"
+        );
     }
 
     #[test]

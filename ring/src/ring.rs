@@ -12,6 +12,7 @@
 //!   lookups touch one slot and nothing else; a bucket that holds tokens
 //!   names its first token, and the lookup scans the few that follow.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -374,10 +375,11 @@ fn validate(view: &[NodeSpec], vnodes: u32) -> Result<Vec<NodeSpec>, RingError> 
     if let Some(node) = nodes.iter().find(|n| n.weight == 0) {
         return Err(RingError::ZeroWeight { node: node.id });
     }
-    let tokens: u64 = nodes
+    // u64 products of two u32 cannot overflow; their sum can, so saturate.
+    let tokens = nodes
         .iter()
         .map(|n| u64::from(vnodes) * u64::from(n.weight))
-        .sum();
+        .fold(0u64, u64::saturating_add);
     if tokens > MAX_TOKENS {
         return Err(RingError::TooManyTokens {
             tokens,
@@ -395,26 +397,23 @@ fn zone_classes(nodes: &[NodeSpec]) -> (Vec<u32>, u32) {
     if nodes.iter().all(|n| n.zone.is_none()) {
         return ((0..count).collect(), count);
     }
-    let mut names: Vec<Option<&str>> = Vec::new();
+    let mut named: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut next = 0u32;
     let mut classes = Vec::with_capacity(nodes.len());
     for node in nodes {
         let class = match node.zone.as_deref() {
-            Some(zone) => match names.iter().position(|n| *n == Some(zone)) {
-                Some(i) => i,
-                None => {
-                    names.push(Some(zone));
-                    names.len() - 1
-                }
-            },
+            Some(zone) => *named.entry(zone).or_insert_with(|| {
+                next += 1;
+                next - 1
+            }),
             None => {
-                names.push(None);
-                names.len() - 1
+                next += 1;
+                next - 1
             }
         };
-        classes.push(u32::try_from(class).expect("zone count fits u32"));
+        classes.push(class);
     }
-    let zones = u32::try_from(names.len()).expect("zone count fits u32");
-    (classes, zones)
+    (classes, next)
 }
 
 /// The lookup table over the sorted tokens: about four buckets per token,
@@ -504,6 +503,106 @@ mod tests {
             Ring::build(&huge, 150),
             Err(RingError::TooManyTokens { .. })
         ));
+    }
+
+    #[test]
+    fn huge_vnodes_and_weights_are_refused_not_wrapped() {
+        // 4 * 2^31 * 2^31 wraps a u64 sum to 0; 2 * (2^32-1)^2 overflows it.
+        let big = |n: usize, w: u32| -> Vec<NodeSpec> {
+            (0..n)
+                .map(|i| NodeSpec::new(NodeId::from_name(&i.to_string())).with_weight(w))
+                .collect()
+        };
+        assert!(matches!(
+            Ring::build(&big(4, 1 << 31), 1 << 31),
+            Err(RingError::TooManyTokens { .. })
+        ));
+        let err = Ring::build(&big(2, u32::MAX), u32::MAX).unwrap_err();
+        assert_eq!(
+            err,
+            RingError::TooManyTokens {
+                tokens: u64::MAX,
+                limit: MAX_TOKENS
+            }
+        );
+    }
+
+    /// A ring with hand-placed tokens (node index per token), for collisions
+    /// and extreme positions that real token hashes never produce.
+    fn handmade(nodes: usize, tokens: &[(u64, u32)]) -> Ring {
+        let names: Vec<String> = (0..nodes).map(|i| format!("x{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut ring = Ring::build(&view(&names), 1).unwrap();
+        let mut pairs = tokens.to_vec();
+        pairs.sort_unstable();
+        ring.tokens = pairs.iter().map(|p| p.0).collect();
+        ring.owners = pairs.iter().map(|p| p.1).collect();
+        let (slots, shift) = build_slots(&ring.tokens, &ring.owners);
+        ring.slots = slots;
+        ring.shift = shift;
+        ring
+    }
+
+    /// Brute force over thousands of small hand-made rings whose tokens
+    /// collide and sit at 0 and u64::MAX: `moves` lists exactly the changed
+    /// positions, fully merged, and `ranges_replicated_by` matches lookups.
+    #[test]
+    fn moves_are_exact_with_collisions_and_extreme_tokens() {
+        let mut x = 12345u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let vals = [0u64, 1, 2, 1 << 62, 1 << 63, u64::MAX - 1, u64::MAX];
+        let mut probes: Vec<u64> = Vec::new();
+        for v in vals {
+            probes.extend([v, v.wrapping_add(1), v.wrapping_sub(1), v / 2 + 7]);
+        }
+        for _ in 0..3000 {
+            let nodes = 1 + (rnd() % 4) as usize;
+            let mut make = || {
+                let mut t: Vec<(u64, u32)> = (0..1 + rnd() % 5)
+                    .map(|_| (vals[(rnd() % 7) as usize], (rnd() % nodes as u64) as u32))
+                    .collect();
+                for i in 0..nodes as u32 {
+                    if !t.iter().any(|p| p.1 == i) {
+                        t.push((vals[(rnd() % 7) as usize], i));
+                    }
+                }
+                t
+            };
+            let (a, b) = (handmade(nodes, &make()), handmade(nodes, &make()));
+            for n in 1..=3 {
+                let ms = crate::moves::moves(&a, &b, n);
+                for &p in &probes {
+                    let (x, y) = (a.replicas_of(Token(p), n), b.replicas_of(Token(p), n));
+                    assert_eq!(a.owner_of(Token(p)), x[0]);
+                    let hits: Vec<_> = ms.iter().filter(|m| m.range.contains(Token(p))).collect();
+                    assert!(hits.len() <= 1, "overlapping moves {ms:?}");
+                    let same = x.len() == y.len() && x.iter().all(|i| y.contains(i));
+                    match hits.first() {
+                        Some(m) => assert!(m.old == x && m.new == y && !same, "{m:?} at {p}"),
+                        None => assert!(same, "change at {p} not listed: {ms:?}"),
+                    }
+                }
+                for (w, m1) in ms.iter().enumerate() {
+                    let m2 = &ms[(w + 1) % ms.len()];
+                    if ms.len() > 1 && m1.range.end == m2.range.start {
+                        assert!(m1.old != m2.old || m1.new != m2.new, "unmerged {ms:?}");
+                    }
+                }
+            }
+            for node in a.nodes.clone() {
+                let ranges = a.ranges_replicated_by(&node.id, 2);
+                for &p in &probes {
+                    let holds = a.replicas_of(Token(p), 2).contains(&node.id);
+                    let count = ranges.iter().filter(|(r, _)| r.contains(Token(p))).count();
+                    assert_eq!(usize::from(holds), count, "{ranges:?} at {p}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -37,8 +37,8 @@ pub(crate) struct SimulateArgs {
     #[arg(long, value_delimiter = ',')]
     zones: Vec<String>,
     /// Add this many nodes (weight 1, zones continuing the pattern).
-    #[arg(long, default_value_t = 0)]
-    add: u32,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=NODES_MAX as u64))]
+    add: u64,
     /// Remove these nodes by name (repeat the flag or separate by commas).
     #[arg(long, value_delimiter = ',')]
     remove: Vec<String>,
@@ -181,10 +181,7 @@ struct SimulateReport {
 
 fn ring_report(ring: &Ring, nodes: &[SimNode], rf: usize, keys: u64) -> RingReport {
     let shares = analysis::shares(ring, rf);
-    let sampled = (keys > 0).then(|| {
-        let keys: Vec<Vec<u8>> = sample_keys(keys).collect();
-        analysis::sample_owners(ring, keys.iter().map(Vec::as_slice))
-    });
+    let sampled = (keys > 0).then(|| analysis::sample_owners(ring, sample_keys(keys)));
     let balance = analysis::balance(&shares);
     let mut rows: Vec<NodeRow> = shares
         .into_iter()
@@ -279,30 +276,36 @@ fn change_report(
         .filter(|n| !args.remove.contains(&n.name))
         .cloned()
         .collect();
-    let first_new = args.nodes + 1;
-    let added = sim_nodes(
-        first_new,
-        args.nodes + u64::from(args.add),
-        &[],
-        &args.zones,
-    )?;
+    if args.nodes + args.add > NODES_MAX as u64 {
+        bail!(
+            "--nodes plus --add is {}, more than {NODES_MAX}",
+            args.nodes + args.add
+        );
+    }
+    let added = sim_nodes(args.nodes + 1, args.nodes + args.add, &[], &args.zones)?;
     after_nodes.extend(added.iter().cloned());
     if after_nodes.is_empty() {
         bail!("removing every node leaves no ring to compare");
     }
     let after = build(&after_nodes, args.vnodes)?;
     let all: Vec<SimNode> = nodes.iter().chain(added.iter()).cloned().collect();
+    // hash % N indexes the operator's list: leaves removed, joins appended.
+    let old_list: Vec<NodeId> = nodes.iter().map(|n| n.spec.id).collect();
+    let new_list: Vec<NodeId> = after_nodes.iter().map(|n| n.spec.id).collect();
     let sampled = (args.keys > 0).then(|| {
-        let keys: Vec<Vec<u8>> = sample_keys(args.keys).collect();
-        analysis::sample_moves(before, &after, keys.iter().map(Vec::as_slice))
+        analysis::sample_moves(before, &after, &old_list, &new_list, sample_keys(args.keys))
     });
-    let mut removed = args.remove.clone();
-    removed.dedup();
+    let mut removed: Vec<String> = Vec::new();
+    for name in &args.remove {
+        if !removed.contains(name) {
+            removed.push(name.clone());
+        }
+    }
     Ok(ChangeReport {
         added: added.iter().map(|n| n.name.clone()).collect(),
         removed,
         after: ring_report(&after, &all, rf, args.keys),
-        cost: analysis::move_cost(before, &after, rf),
+        cost: analysis::move_cost(before, &after, rf, &old_list, &new_list),
         sampled,
     })
 }
@@ -598,6 +601,30 @@ mod tests {
         assert!(err.to_string().contains("weight 0 for node-2"), "{err}");
         assert!(sim(&["--nodes", "0"]).is_err());
         assert!(sim(&["--nodes", "3", "--hot-key-share", "1.5"]).is_err());
+    }
+
+    #[test]
+    fn simulate_swap_at_the_same_size_counts_modulo_moves() {
+        let out = sim(&[
+            "--nodes", "5", "--vnodes", "50", "--remove", "node-2", "--add", "1", "--json",
+        ])
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let cost = &v["change"]["cost"];
+        assert!(
+            (cost["modulo_moved"].as_f64().unwrap() - 0.8).abs() < 1e-9,
+            "{cost}"
+        );
+        assert!(cost["ideal_moved"].as_f64().unwrap() > 0.19);
+        let sampled = &v["change"]["sampled"];
+        let frac = sampled["modulo_moved"].as_f64().unwrap() / sampled["keys"].as_f64().unwrap();
+        assert!((frac - 0.8).abs() < 0.01, "{sampled}");
+    }
+
+    #[test]
+    fn simulate_refuses_too_many_added_nodes() {
+        let err = sim(&["--nodes", "10", "--add", "100000"]).unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
     }
 
     #[test]
