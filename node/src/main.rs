@@ -20,6 +20,9 @@ enum Command {
     /// Placement: simulate rings and compare vnode counts.
     #[command(subcommand)]
     Ring(RingCommand),
+    /// Local clusters and the membership simulator.
+    #[command(subcommand)]
+    Testbed(ringkv_testbed::cli::TestbedCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Ring(RingCommand::Simulate(args)) => cli::ring::simulate(args),
         Command::Ring(RingCommand::Sweep(args)) => cli::ring::sweep(args),
+        Command::Testbed(cmd) => ringkv_testbed::cli::run(cmd),
     };
     match result {
         Ok(text) => {

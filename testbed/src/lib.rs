@@ -1,7 +1,7 @@
 //! Local ringkv clusters of real processes, faults, workloads and the
-//! checker (issue 7), and the message-level gossip simulator (issue 3).
-//!
-//! Nothing is here yet; the crate exists so the workspace has its final
-//! shape and dependency directions from the first commit.
+//! checker (issue 7, to come), and the message-level gossip simulator.
 
 #![warn(missing_docs)]
+
+pub mod cli;
+pub mod sim;

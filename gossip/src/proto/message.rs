@@ -1,0 +1,192 @@
+//! Wire types: the protocol, spelled out.
+//!
+//! Every message is an [`Envelope`]: the cluster id (messages from another
+//! cluster are dropped), the sender's id and address, the sender's view
+//! digest (so divergence shows at once), one [`Body`], and piggybacked
+//! [`Update`]s. Datagrams (probes, acks, gossip) stay under the configured
+//! datagram size; push-pull travels on a stream.
+//!
+//! The exchanges:
+//! - Probe: `Ping{seq, target}` → `Ack{seq}`. A probe of a suspected or dead
+//!   peer carries that peer's own state first, so it refutes at once.
+//! - Indirect probe: `PingReq{seq, target}` to k peers; each pings the
+//!   target with its own seq and forwards the `Ack{seq}`, or sends
+//!   `Nack{seq}` when the target stays silent (Lifeguard: a nack proves the
+//!   helper is alive, so silence counts against this peer's health).
+//! - `Gossip`: only piggybacked updates, to a few random peers per round.
+//! - `PushPull{members, join, reply}`: full state one way, full state back.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use ringkv_ring::NodeId;
+use serde::{Deserialize, Serialize};
+
+use crate::proto::member::{Incarnation, Member, Meta, State};
+
+/// Identity of a cluster, derived from its secret.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ClusterId(pub [u8; 16]);
+
+impl fmt::Debug for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClusterId(")?;
+        for b in &self.0[..4] {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// Everything a peer sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Sender's cluster.
+    pub cluster: ClusterId,
+    /// Sender.
+    pub from: NodeId,
+    /// Where to answer the sender.
+    pub from_addr: SocketAddr,
+    /// Sender's membership view digest when it sent this.
+    pub view: u64,
+    /// The message itself.
+    pub body: Body,
+    /// Membership updates riding along.
+    pub updates: Vec<Update>,
+}
+
+/// The message kinds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Body {
+    /// Are you alive? Answer with `Ack { seq }`.
+    Ping {
+        /// Sender's probe number.
+        seq: u64,
+        /// Who the sender meant to probe; others ignore it.
+        target: NodeId,
+    },
+    /// Please probe `target` for me and forward its ack.
+    PingReq {
+        /// The requester's probe number, echoed in the forwarded ack/nack.
+        seq: u64,
+        /// Who to probe.
+        target: NodeId,
+        /// Where.
+        target_addr: SocketAddr,
+    },
+    /// Answer to `Ping`, or a forwarded answer to `PingReq`.
+    Ack {
+        /// The probe number answered.
+        seq: u64,
+    },
+    /// The target of an indirect probe did not answer in time.
+    Nack {
+        /// The requester's probe number.
+        seq: u64,
+    },
+    /// Nothing but the piggybacked updates.
+    Gossip,
+    /// Full state exchange.
+    PushPull {
+        /// Sent by a joining peer to its seed.
+        join: bool,
+        /// This is the answer to a push-pull (do not answer it).
+        reply: bool,
+        /// Every member the sender knows, itself included.
+        members: Vec<Member>,
+    },
+}
+
+/// One membership statement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Update {
+    /// The member is alive at this incarnation, with this metadata.
+    Alive {
+        /// Member.
+        id: NodeId,
+        /// Incarnation.
+        incarnation: Incarnation,
+        /// Its metadata.
+        meta: Meta,
+    },
+    /// `by` suspects the member at this incarnation.
+    Suspect {
+        /// Member.
+        id: NodeId,
+        /// Incarnation.
+        incarnation: Incarnation,
+        /// The suspecting peer (counted as a Lifeguard confirmation).
+        by: NodeId,
+    },
+    /// `by` declared the member dead at this incarnation.
+    Dead {
+        /// Member.
+        id: NodeId,
+        /// Incarnation.
+        incarnation: Incarnation,
+        /// The peer whose suspicion ran out.
+        by: NodeId,
+    },
+    /// The member left gracefully at this incarnation.
+    Left {
+        /// Member.
+        id: NodeId,
+        /// Incarnation.
+        incarnation: Incarnation,
+    },
+}
+
+impl Update {
+    /// The member the update is about.
+    pub fn id(&self) -> NodeId {
+        match self {
+            Self::Alive { id, .. }
+            | Self::Suspect { id, .. }
+            | Self::Dead { id, .. }
+            | Self::Left { id, .. } => *id,
+        }
+    }
+
+    /// Its incarnation.
+    pub fn incarnation(&self) -> Incarnation {
+        match self {
+            Self::Alive { incarnation, .. }
+            | Self::Suspect { incarnation, .. }
+            | Self::Dead { incarnation, .. }
+            | Self::Left { incarnation, .. } => *incarnation,
+        }
+    }
+
+    /// The state it asserts.
+    pub fn state(&self) -> State {
+        match self {
+            Self::Alive { .. } => State::Alive,
+            Self::Suspect { .. } => State::Suspect,
+            Self::Dead { .. } => State::Dead,
+            Self::Left { .. } => State::Left,
+        }
+    }
+
+    /// The update that restates what we hold about `m`.
+    pub fn of_member(m: &Member, by: NodeId) -> Self {
+        let (id, incarnation) = (m.id, m.incarnation);
+        match m.state {
+            State::Alive => Self::Alive {
+                id,
+                incarnation,
+                meta: m.meta.clone(),
+            },
+            State::Suspect => Self::Suspect {
+                id,
+                incarnation,
+                by,
+            },
+            State::Dead => Self::Dead {
+                id,
+                incarnation,
+                by,
+            },
+            State::Left => Self::Left { id, incarnation },
+        }
+    }
+}

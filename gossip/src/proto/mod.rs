@@ -1,0 +1,17 @@
+//! The sans-IO membership core: no sockets, no clock, no OS randomness.
+//! `codec` is the only place messages become bytes.
+
+pub(crate) mod awareness;
+pub(crate) mod broadcast;
+pub mod codec;
+pub(crate) mod idset;
+pub mod member;
+pub mod message;
+pub(crate) mod probe;
+pub(crate) mod pushpull;
+pub(crate) mod suspicion;
+pub mod swim;
+pub(crate) mod timer;
+
+#[cfg(test)]
+mod tests;

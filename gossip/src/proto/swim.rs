@@ -1,0 +1,887 @@
+//! The SWIM state machine with Lifeguard. Sans-IO: no sockets, no clock, no
+//! threads. Time comes in as `now`, randomness from the generator it was
+//! built with, and everything it wants done comes out of `poll_*`.
+//!
+//! Call order, for a shell or a simulator:
+//! 1. Build it with [`Swim::new`]; call [`Swim::handle_join`] with seeds, or
+//!    not, to start a cluster of one.
+//! 2. Feed it: [`Swim::handle_datagram`] and [`Swim::handle_stream`] for
+//!    received bytes, [`Swim::handle_timeout`] when [`Swim::poll_timeout`]
+//!    is reached, and the `handle_*` requests (leave, metadata).
+//! 3. After every call, drain [`Swim::poll_transmit`] (send each to its
+//!    address on its channel) and [`Swim::poll_event`].
+//!
+//! Invariants: `members` never holds this peer; `live` holds exactly the
+//! Alive and Suspect members and `dead` the Dead ones; `digest` is the XOR of
+//! every member's digest part, this peer's included; each suspicion belongs
+//! to a Suspect member at the suspicion's incarnation.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, RngCore};
+use ringkv_ring::NodeId;
+
+use crate::config::Config;
+use crate::error::CodecError;
+use crate::proto::awareness::Awareness;
+use crate::proto::broadcast::Broadcasts;
+use crate::proto::codec;
+use crate::proto::idset::IdSet;
+use crate::proto::member::{digest_part, Incarnation, Member, Meta, State};
+use crate::proto::message::{Body, Envelope, Update};
+use crate::proto::probe::{Forward, Probe};
+use crate::proto::suspicion::Suspicion;
+use crate::proto::timer::{TimerKind, Timers};
+
+/// How bytes travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// Unreliable, unordered, at most `max_datagram_size` (QUIC datagram).
+    Datagram,
+    /// Reliable (QUIC stream), at most `max_stream_message`.
+    Stream,
+}
+
+/// Bytes to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination.
+    pub to: SocketAddr,
+    /// How to send them.
+    pub channel: Channel,
+    /// The encoded message.
+    pub bytes: Vec<u8>,
+}
+
+/// What changed, for the owner of the state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A member became live: new, or back from Dead or Left.
+    MemberJoined(NodeId),
+    /// A member is suspected.
+    MemberSuspected(NodeId),
+    /// A suspected member refuted and is Alive again.
+    MemberRecovered(NodeId),
+    /// A member was declared dead.
+    MemberDead(NodeId),
+    /// A member left gracefully.
+    MemberLeft(NodeId),
+    /// A live member's metadata changed.
+    MetaChanged(NodeId),
+    /// A long-dead or long-gone member was forgotten.
+    MemberReaped(NodeId),
+    /// A seed answered: this peer has the cluster's state.
+    JoinedCluster,
+    /// This peer's incarnation rose (persist it: it must only grow).
+    IncarnationChanged(Incarnation),
+}
+
+/// Counters, for metrics and the simulator.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Probes started.
+    pub probes: u64,
+    /// Probes that got no ack in their period.
+    pub probes_failed: u64,
+    /// Suspicions this peer raised itself.
+    pub suspicions_raised: u64,
+    /// Times this peer refuted a suspicion or death of itself.
+    pub refutations: u64,
+    /// Datagrams sent and their bytes.
+    pub datagrams_sent: u64,
+    /// Bytes in datagrams sent.
+    pub datagram_bytes_sent: u64,
+    /// Stream messages sent.
+    pub streams_sent: u64,
+    /// Bytes in stream messages sent.
+    pub stream_bytes_sent: u64,
+    /// Messages received (both channels).
+    pub messages_received: u64,
+    /// Bytes received (both channels).
+    pub bytes_received: u64,
+    /// Messages that did not decode.
+    pub decode_errors: u64,
+    /// Messages from another cluster.
+    pub foreign_dropped: u64,
+    /// Stalls of this peer's own loop noticed.
+    pub stalls: u64,
+}
+
+/// Where an update came from; push-pull states are weaker evidence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    Gossip,
+    PushPull,
+    Local,
+}
+
+/// A member with bookkeeping.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub(crate) member: Member,
+    /// When its state last changed (for reaping).
+    pub(crate) since: Instant,
+}
+
+/// Reap scan period.
+const REAP_PERIOD: Duration = Duration::from_secs(10);
+/// Most events or transmits queued before the caller drains them; beyond,
+/// the oldest events are dropped (transmits are never dropped: they are
+/// bounded by the work one call does).
+const EVENTS_MAX: usize = 65_536;
+
+/// One peer's membership protocol. See the module doc for the call order.
+#[derive(Debug)]
+pub struct Swim<R> {
+    pub(crate) config: Config,
+    pub(crate) rng: R,
+    pub(crate) me: Member,
+    pub(crate) left: bool,
+    pub(crate) members: BTreeMap<NodeId, Entry>,
+    pub(crate) live: IdSet,
+    pub(crate) dead: IdSet,
+    pub(crate) digest: u64,
+    pub(crate) peer_views: BTreeMap<NodeId, u64>,
+    pub(crate) probe_order: Vec<NodeId>,
+    pub(crate) probe_next: usize,
+    /// Probes in flight by seq: the round-robin one and suspicion probes.
+    pub(crate) probes: BTreeMap<u64, Probe>,
+    pub(crate) forwards: BTreeMap<u64, Forward>,
+    /// Pings sent to dead members to find healed partitions: seq → member.
+    pub(crate) dead_pings: BTreeMap<u64, NodeId>,
+    pub(crate) suspicions: BTreeMap<NodeId, Suspicion>,
+    pub(crate) broadcasts: Broadcasts,
+    pub(crate) awareness: Awareness,
+    pub(crate) timers: Timers,
+    pub(crate) seq: u64,
+    pub(crate) seeds: Vec<SocketAddr>,
+    pub(crate) joined: bool,
+    pub(crate) join_backoff: Duration,
+    /// Until then, this peer convicts nobody: its own loop stalled.
+    pub(crate) catch_up_until: Option<Instant>,
+    pub(crate) transmits: VecDeque<Transmit>,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) stats: Stats,
+}
+
+impl<R: RngCore> Swim<R> {
+    /// A peer alone in its cluster, joined to nobody yet.
+    ///
+    /// `incarnation` must be above any this peer used before (the daemon
+    /// persists it); `rng` is this peer's only source of randomness.
+    ///
+    /// # Panics
+    /// If `config` does not validate.
+    pub fn new(
+        config: Config,
+        id: NodeId,
+        incarnation: Incarnation,
+        meta: Meta,
+        rng: R,
+        now: Instant,
+    ) -> Self {
+        config.validate().expect("gossip config must validate");
+        let me = Member {
+            id,
+            incarnation,
+            state: State::Alive,
+            meta,
+        };
+        let digest = me.digest_part();
+        let mut swim = Self {
+            broadcasts: Broadcasts::new(config.broadcast_queue_max),
+            awareness: Awareness::new(config.awareness_max),
+            join_backoff: config.probe_interval,
+            config,
+            rng,
+            me,
+            left: false,
+            members: BTreeMap::new(),
+            live: IdSet::default(),
+            dead: IdSet::default(),
+            digest,
+            peer_views: BTreeMap::new(),
+            probe_order: Vec::new(),
+            probe_next: 0,
+            probes: BTreeMap::new(),
+            forwards: BTreeMap::new(),
+            dead_pings: BTreeMap::new(),
+            suspicions: BTreeMap::new(),
+            timers: Timers::default(),
+            seq: 0,
+            seeds: Vec::new(),
+            joined: true,
+            catch_up_until: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        };
+        // Spread the periodic timers so peers started together do not
+        // probe and gossip in lockstep.
+        let probe_at = now + swim.jitter(swim.config.probe_interval);
+        let gossip_at = now + swim.jitter(swim.config.gossip_interval);
+        let pp_at =
+            now + swim.config.push_pull_interval + swim.jitter(swim.config.push_pull_interval);
+        let seed_at = now
+            + swim.config.seed_contact_interval
+            + swim.jitter(swim.config.seed_contact_interval);
+        swim.timers.set(probe_at, TimerKind::Probe);
+        swim.timers.set(gossip_at, TimerKind::Gossip);
+        swim.timers.set(pp_at, TimerKind::PushPull);
+        swim.timers.set(now + REAP_PERIOD, TimerKind::Reap);
+        swim.timers.set(seed_at, TimerKind::SeedContact);
+        swim
+    }
+
+    // ---- requests -------------------------------------------------------
+
+    /// Joins a cluster through `seeds` (addresses of any of its peers):
+    /// sends each a push-pull and retries with backoff until one answers.
+    pub fn handle_join(&mut self, now: Instant, seeds: Vec<SocketAddr>) {
+        self.observe_time(now);
+        self.seeds = seeds
+            .into_iter()
+            .filter(|a| *a != self.me.meta.addr)
+            .collect();
+        if self.seeds.is_empty() {
+            return;
+        }
+        self.joined = false;
+        self.join_backoff = self.config.probe_interval;
+        self.send_join(now);
+    }
+
+    /// Leaves gracefully: announces Left and stops probing. Keep driving the
+    /// machine until [`Swim::leave_spread`] or a timeout, then stop.
+    pub fn handle_leave(&mut self, now: Instant) {
+        self.observe_time(now);
+        if self.left {
+            return;
+        }
+        self.left = true;
+        self.set_self_state(State::Left);
+        let update = Update::Left {
+            id: self.me.id,
+            incarnation: self.me.incarnation,
+        };
+        self.broadcasts.push(update);
+        // Tell a few peers at once rather than waiting for the next round.
+        self.gossip_round(now, false);
+    }
+
+    /// Replaces this peer's metadata: a new incarnation carries it.
+    pub fn handle_update_meta(&mut self, now: Instant, meta: Meta) {
+        self.observe_time(now);
+        // After leaving, a new Alive would undo the Left we announced.
+        if self.left || meta == self.me.meta {
+            return;
+        }
+        self.me.meta = meta;
+        self.bump_incarnation(self.me.incarnation + 1);
+    }
+
+    /// Loads a view known to be current (a simulator's warm start, or a
+    /// restarted peer's saved members) without treating it as news: no
+    /// events, nothing queued for gossip. Members already known, and this
+    /// peer, are left as they are.
+    pub fn handle_restore(&mut self, now: Instant, members: Vec<Member>) {
+        self.observe_time(now);
+        for member in members {
+            if member.id != self.me.id && !self.members.contains_key(&member.id) {
+                self.insert_member_quietly(now, member);
+            }
+        }
+        self.probe_order.clear();
+        self.probe_next = 0;
+    }
+
+    // ---- inputs ---------------------------------------------------------
+
+    /// A datagram arrived.
+    ///
+    /// # Errors
+    /// The bytes did not decode; nothing changed but the error counter.
+    pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) -> Result<(), CodecError> {
+        self.handle_bytes(now, bytes, self.config.max_datagram_size.max(2048))
+    }
+
+    /// A stream message arrived (push-pull).
+    ///
+    /// # Errors
+    /// The bytes did not decode; nothing changed but the error counter.
+    pub fn handle_stream(&mut self, now: Instant, bytes: &[u8]) -> Result<(), CodecError> {
+        self.handle_bytes(now, bytes, self.config.max_stream_message)
+    }
+
+    fn handle_bytes(&mut self, now: Instant, bytes: &[u8], limit: usize) -> Result<(), CodecError> {
+        self.observe_time(now);
+        self.stats.messages_received += 1;
+        self.stats.bytes_received += bytes.len() as u64;
+        let env = match codec::decode(bytes, limit) {
+            Ok(env) => env,
+            Err(e) => {
+                self.stats.decode_errors += 1;
+                return Err(e);
+            }
+        };
+        self.handle_envelope(now, env);
+        Ok(())
+    }
+
+    /// A decoded message arrived (the simulator may skip the bytes).
+    pub fn handle_envelope(&mut self, now: Instant, env: Envelope) {
+        if env.cluster != self.config.cluster {
+            self.stats.foreign_dropped += 1;
+            return;
+        }
+        if env.from == self.me.id {
+            return;
+        }
+        if self.peer_views.len() < 4 * (self.members.len() + 16)
+            || self.peer_views.contains_key(&env.from)
+        {
+            self.peer_views.insert(env.from, env.view);
+        }
+        for update in env.updates {
+            self.apply(now, update, Source::Gossip);
+        }
+        match env.body {
+            Body::Ping { seq, target } => self.on_ping(now, env.from_addr, seq, target),
+            Body::PingReq {
+                seq,
+                target,
+                target_addr,
+            } => {
+                self.on_ping_req(now, env.from_addr, seq, target, target_addr);
+            }
+            Body::Ack { seq } => self.on_ack(now, seq),
+            Body::Nack { seq } => self.on_nack(seq),
+            Body::Gossip => {}
+            Body::PushPull {
+                join: _,
+                reply,
+                members,
+            } => {
+                self.on_push_pull(now, env.from, env.from_addr, reply, members);
+            }
+        }
+    }
+
+    /// Timers due at `now` fire.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.observe_time(now);
+        // Bounded: each timer is popped once; handlers only add timers in
+        // the future of `now` except none.
+        while let Some((_, kind)) = self.timers.pop_due(now) {
+            self.on_timer(now, kind);
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, kind: TimerKind) {
+        match kind {
+            TimerKind::Probe => self.on_probe_tick(now),
+            TimerKind::ProbeTimeout { seq } => self.on_probe_timeout(now, seq),
+            TimerKind::ProbeEnd { seq } => self.on_probe_end(now, seq),
+            TimerKind::ForwardNack { seq } => self.on_forward_nack(now, seq),
+            TimerKind::Suspicion { id } => self.on_suspicion_timer(now, id),
+            TimerKind::Gossip => {
+                self.gossip_round(now, true);
+                let next = now + self.config.gossip_interval;
+                self.timers.set(next, TimerKind::Gossip);
+            }
+            TimerKind::PushPull => self.on_push_pull_tick(now),
+            TimerKind::Reap => self.on_reap(now),
+            TimerKind::JoinRetry => self.on_join_retry(now),
+            TimerKind::SeedContact => self.on_seed_contact(now),
+        }
+    }
+
+    // ---- outputs --------------------------------------------------------
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next membership event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Swim::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    // ---- getters --------------------------------------------------------
+
+    /// This peer as it presents itself.
+    pub fn me(&self) -> &Member {
+        &self.me
+    }
+
+    /// Every other member known, dead and left ones included, by id.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values().map(|e| &e.member)
+    }
+
+    /// One member (not this peer).
+    pub fn member(&self, id: &NodeId) -> Option<&Member> {
+        self.members.get(id).map(|e| &e.member)
+    }
+
+    /// Live members (Alive or Suspect), this peer not counted.
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Digest of this peer's view: every member's (id, incarnation, state).
+    pub fn view_digest(&self) -> u64 {
+        self.digest
+    }
+
+    /// `(agreeing, reporting)`: of the live peers whose digest this peer has
+    /// heard, how many last reported the same view as this peer's now.
+    pub fn agreement(&self) -> (usize, usize) {
+        let mut agree = 0;
+        let mut heard = 0;
+        for id in self.live.as_slice() {
+            if let Some(view) = self.peer_views.get(id) {
+                heard += 1;
+                agree += usize::from(*view == self.digest);
+            }
+        }
+        (agree, heard)
+    }
+
+    /// Whether a seed has answered (always true without seeds).
+    pub fn is_joined(&self) -> bool {
+        self.joined
+    }
+
+    /// Whether this peer has left.
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
+    /// After [`Swim::handle_leave`]: whether the Left update has been sent
+    /// at least `times` times (or retired after its last send).
+    pub fn leave_spread(&self, times: u32) -> bool {
+        self.left && self.broadcasts.sent(&self.me.id).is_none_or(|n| n >= times)
+    }
+
+    /// Lifeguard local health score (0 is healthy).
+    pub fn health_score(&self) -> u32 {
+        self.awareness.score()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Updates waiting to be gossiped.
+    pub fn pending_broadcasts(&self) -> usize {
+        self.broadcasts.len()
+    }
+
+    /// Pending timers (for leak checks in tests).
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    // ---- updates --------------------------------------------------------
+
+    /// Applies one membership statement, by the precedence rules in
+    /// `member.rs`. Returns whether anything changed.
+    pub(crate) fn apply(&mut self, now: Instant, update: Update, source: Source) -> bool {
+        let id = update.id();
+        if id == self.me.id {
+            return self.apply_about_me(update);
+        }
+        let (incarnation, mut state) = (update.incarnation(), update.state());
+        let Some(entry) = self.members.get(&id) else {
+            return self.apply_unknown(now, update, source);
+        };
+        let current = (entry.member.incarnation, entry.member.state);
+        // Push-pull: a peer that believes a member dead makes us suspect it,
+        // so it still gets a chance to refute (memberlist does the same).
+        if source == Source::PushPull && state == State::Dead && current.1.is_live() {
+            state = State::Suspect;
+        }
+        if (incarnation, state) <= current {
+            if let (Update::Suspect { by, .. }, (inc, State::Suspect)) = (&update, current) {
+                if inc == incarnation {
+                    self.confirm_suspicion(id, *by);
+                }
+            }
+            return false;
+        }
+        let by = match &update {
+            Update::Suspect { by, .. } | Update::Dead { by, .. } => *by,
+            _ => self.me.id,
+        };
+        let meta = match update {
+            Update::Alive { meta, .. } => Some(meta),
+            _ => None,
+        };
+        self.set_member(now, id, incarnation, state, meta, by);
+        true
+    }
+
+    fn apply_unknown(&mut self, now: Instant, update: Update, source: Source) -> bool {
+        let (id, incarnation) = (update.id(), update.incarnation());
+        match update {
+            Update::Alive { meta, .. } => {
+                let member = Member {
+                    id,
+                    incarnation,
+                    state: State::Alive,
+                    meta,
+                };
+                self.insert_member(now, member);
+                self.events_push(Event::MemberJoined(id));
+                self.rebroadcast(id);
+                true
+            }
+            // Without metadata we cannot add a member we never saw alive.
+            _ => {
+                let _ = source;
+                false
+            }
+        }
+    }
+
+    /// A statement about this peer: refute suspicion, death or a stale
+    /// leave with a higher incarnation.
+    fn apply_about_me(&mut self, update: Update) -> bool {
+        let incarnation = update.incarnation();
+        match update.state() {
+            // A claim at u64::MAX cannot be outbid; ignore it rather than
+            // wrap (a peer must not be able to crash or rewind us).
+            State::Alive => {
+                let Some(next) = incarnation.checked_add(1) else {
+                    return false;
+                };
+                if incarnation > self.me.incarnation && !self.left {
+                    // Someone remembers a later life of ours (we lost our
+                    // incarnation): move past it.
+                    self.bump_incarnation(next);
+                    return true;
+                }
+                false
+            }
+            State::Suspect | State::Dead | State::Left => {
+                let Some(next) = incarnation.checked_add(1) else {
+                    return false;
+                };
+                if self.left || incarnation < self.me.incarnation {
+                    return false;
+                }
+                self.stats.refutations += 1;
+                self.awareness.apply(1);
+                self.bump_incarnation(next);
+                true
+            }
+        }
+    }
+
+    /// Raises this peer's incarnation and announces it Alive.
+    pub(crate) fn bump_incarnation(&mut self, to: Incarnation) {
+        debug_assert!(to > self.me.incarnation, "incarnations only grow");
+        self.digest ^= self.me.digest_part();
+        self.me.incarnation = to;
+        self.digest ^= self.me.digest_part();
+        self.events_push(Event::IncarnationChanged(to));
+        let update = Update::Alive {
+            id: self.me.id,
+            incarnation: to,
+            meta: self.me.meta.clone(),
+        };
+        self.broadcasts.push(update);
+    }
+
+    fn set_self_state(&mut self, state: State) {
+        self.digest ^= self.me.digest_part();
+        self.me.state = state;
+        self.digest ^= self.me.digest_part();
+    }
+
+    pub(crate) fn insert_member(&mut self, now: Instant, member: Member) {
+        if member.state.is_live() {
+            self.add_to_probe_order(member.id);
+        }
+        self.insert_member_quietly(now, member);
+    }
+
+    /// Inserts a member without touching the probe order.
+    fn insert_member_quietly(&mut self, now: Instant, member: Member) {
+        let id = member.id;
+        self.digest ^= member.digest_part();
+        match member.state {
+            State::Alive | State::Suspect => {
+                self.live.insert(id);
+            }
+            State::Dead => {
+                self.dead.insert(id);
+            }
+            State::Left => {}
+        }
+        self.members.insert(id, Entry { member, since: now });
+    }
+
+    /// Moves a known member to `(incarnation, state)` and emits the events.
+    fn set_member(
+        &mut self,
+        now: Instant,
+        id: NodeId,
+        incarnation: Incarnation,
+        state: State,
+        meta: Option<Meta>,
+        by: NodeId,
+    ) {
+        let entry = self.members.get_mut(&id).expect("caller checked");
+        let before = entry.member.state;
+        self.digest ^= entry.member.digest_part();
+        let meta_changed = meta.as_ref().is_some_and(|m| *m != entry.member.meta);
+        entry.member.incarnation = incarnation;
+        entry.member.state = state;
+        if let Some(meta) = meta {
+            entry.member.meta = meta;
+        }
+        if before != state {
+            entry.since = now;
+        }
+        self.digest ^= digest_part(&id, incarnation, state);
+
+        if state.is_live() {
+            self.dead.remove(&id);
+            if self.live.insert(id) {
+                self.add_to_probe_order(id);
+            }
+        } else {
+            self.live.remove(&id);
+            if state == State::Dead {
+                self.dead.insert(id);
+            } else {
+                self.dead.remove(&id);
+            }
+        }
+        if state != State::Suspect {
+            self.suspicions.remove(&id);
+        }
+
+        match (before, state) {
+            (_, State::Suspect) => {
+                self.start_suspicion(now, id, incarnation, by);
+                if before != State::Suspect {
+                    self.events_push(Event::MemberSuspected(id));
+                }
+                if by != self.me.id {
+                    self.maybe_probe_suspect(now, id);
+                }
+            }
+            (State::Suspect, State::Alive) => self.events_push(Event::MemberRecovered(id)),
+            (State::Dead | State::Left, State::Alive) => self.events_push(Event::MemberJoined(id)),
+            (b, State::Dead) if b != State::Dead => self.events_push(Event::MemberDead(id)),
+            (b, State::Left) if b != State::Left => self.events_push(Event::MemberLeft(id)),
+            _ => {}
+        }
+        if meta_changed && state == State::Alive && before.is_live() {
+            self.events_push(Event::MetaChanged(id));
+        }
+        self.rebroadcast_with(id, by);
+    }
+
+    /// Queues our current statement about `id` for gossip.
+    pub(crate) fn rebroadcast(&mut self, id: NodeId) {
+        self.rebroadcast_with(id, self.me.id);
+    }
+
+    fn rebroadcast_with(&mut self, id: NodeId, by: NodeId) {
+        if let Some(entry) = self.members.get(&id) {
+            self.broadcasts.push(Update::of_member(&entry.member, by));
+        }
+    }
+
+    pub(crate) fn events_push(&mut self, event: Event) {
+        if self.events.len() >= EVENTS_MAX {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
+    // ---- suspicion ------------------------------------------------------
+
+    fn start_suspicion(&mut self, now: Instant, id: NodeId, incarnation: Incarnation, by: NodeId) {
+        let n = self.live.len() + 1;
+        let min = self.config.suspicion_min(n);
+        let max = min * self.config.suspicion_max_mult;
+        // Confirmations can only come from peers other than the suspect and
+        // the first suspecter.
+        let expected = self
+            .config
+            .suspicion_confirmations
+            .min(u32::try_from(n.saturating_sub(2)).unwrap_or(u32::MAX));
+        let s = Suspicion::new(incarnation, by, now, min, max, expected);
+        let deadline = s.deadline();
+        self.suspicions.insert(id, s);
+        self.timers.set(deadline, TimerKind::Suspicion { id });
+    }
+
+    pub(crate) fn confirm_suspicion(&mut self, id: NodeId, by: NodeId) {
+        let Some(s) = self.suspicions.get_mut(&id) else {
+            return;
+        };
+        if s.confirm(by) {
+            let deadline = s.deadline();
+            self.timers.set(deadline, TimerKind::Suspicion { id });
+            // Pass the confirmation on so others count it too.
+            let incarnation = s.incarnation;
+            self.broadcasts.push(Update::Suspect {
+                id,
+                incarnation,
+                by,
+            });
+        }
+    }
+
+    fn on_suspicion_timer(&mut self, now: Instant, id: NodeId) {
+        let Some(s) = self.suspicions.get(&id) else {
+            return;
+        };
+        let deadline = s.deadline();
+        if now < deadline {
+            return;
+        }
+        if let Some(until) = self.catch_up_until.filter(|u| now < *u) {
+            // Our own loop stalled: the refutation may be sitting in our
+            // inbox. Judge after catching up.
+            self.timers.set(until, TimerKind::Suspicion { id });
+            return;
+        }
+        let incarnation = s.incarnation;
+        let me = self.me.id;
+        self.apply(
+            now,
+            Update::Dead {
+                id,
+                incarnation,
+                by: me,
+            },
+            Source::Local,
+        );
+    }
+
+    // ---- time -----------------------------------------------------------
+
+    /// Notices stalls of this peer's own loop: a call arriving long after
+    /// the earliest timer was due means nothing ran here for a while, so
+    /// silence from others proves nothing until inputs are caught up.
+    fn observe_time(&mut self, now: Instant) {
+        let Some(due) = self.timers.next() else {
+            return;
+        };
+        if now > due + self.config.stall_threshold {
+            self.stats.stalls += 1;
+            let window = self
+                .config
+                .stall_threshold
+                .max(self.config.probe_interval * 2);
+            self.catch_up_until = Some(now + window);
+        }
+    }
+
+    /// Whether this peer is catching up after a stall (convicts nobody).
+    pub fn is_catching_up(&self, now: Instant) -> bool {
+        self.catch_up_until.is_some_and(|u| now < u)
+    }
+
+    pub(crate) fn jitter(&mut self, span: Duration) -> Duration {
+        let nanos = u64::try_from(span.as_nanos()).unwrap_or(u64::MAX).max(1);
+        Duration::from_nanos(self.rng.random_range(0..nanos))
+    }
+
+    // ---- sending --------------------------------------------------------
+
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Sends `body` to `to` as a datagram, filling the room left with
+    /// piggybacked updates; `first` is placed before the queued ones.
+    pub(crate) fn send_datagram(&mut self, to: SocketAddr, body: Body, first: Option<Update>) {
+        let mut env = self.envelope(body);
+        let exclude = first.as_ref().map(Update::id);
+        let mut used = codec::header_len() + codec::encoded_len(&env) + codec::varint_max();
+        if let Some(update) = first {
+            used += codec::encoded_len(&update);
+            env.updates.push(update);
+        }
+        let budget = self.config.max_datagram_size.saturating_sub(used);
+        let limit = self.config.retransmit_limit(self.live.len() + 1);
+        env.updates
+            .extend(self.broadcasts.take(budget, limit, exclude));
+        self.push_transmit(to, Channel::Datagram, &env);
+    }
+
+    pub(crate) fn send_stream(&mut self, to: SocketAddr, body: Body) {
+        let env = self.envelope(body);
+        self.push_transmit(to, Channel::Stream, &env);
+    }
+
+    fn envelope(&self, body: Body) -> Envelope {
+        Envelope {
+            cluster: self.config.cluster,
+            from: self.me.id,
+            from_addr: self.me.meta.addr,
+            view: self.digest,
+            body,
+            updates: Vec::new(),
+        }
+    }
+
+    fn push_transmit(&mut self, to: SocketAddr, channel: Channel, env: &Envelope) {
+        let Ok(bytes) = codec::encode(env) else {
+            return;
+        };
+        match channel {
+            Channel::Datagram => {
+                self.stats.datagrams_sent += 1;
+                self.stats.datagram_bytes_sent += bytes.len() as u64;
+            }
+            Channel::Stream => {
+                self.stats.streams_sent += 1;
+                self.stats.stream_bytes_sent += bytes.len() as u64;
+            }
+        }
+        self.transmits.push_back(Transmit { to, channel, bytes });
+    }
+
+    /// One gossip round: the queued updates to `fanout` random live peers;
+    /// with `heal`, also a probe of one dead member with probability
+    /// dead / (live + 1), so healed partitions are found.
+    pub(crate) fn gossip_round(&mut self, now: Instant, heal: bool) {
+        if !self.broadcasts.is_empty() {
+            let targets = self
+                .live
+                .pick(&mut self.rng, self.config.gossip_fanout, &[]);
+            for id in targets {
+                if self.broadcasts.is_empty() {
+                    break;
+                }
+                let addr = self.members[&id].member.meta.addr;
+                self.send_datagram(addr, Body::Gossip, None);
+            }
+        }
+        if heal && !self.left && !self.dead.is_empty() {
+            let p = self.dead.len() as f64 / (self.live.len() + 1) as f64;
+            if self.rng.random_bool(p.min(1.0)) {
+                self.ping_dead_member(now);
+            }
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! `ringkv testbed ...`: the commands the `ringkv` binary hands over.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use ringkv_gossip::Config;
+use serde::Serialize;
+
+use crate::sim::{self, Report, SimConfig, Step};
+
+/// Testbed commands.
+#[derive(Debug, Subcommand)]
+pub enum TestbedCommand {
+    /// Simulate thousands of peers' membership protocol in virtual time.
+    Simulate(SimulateArgs),
+}
+
+/// Which membership configuration the simulated peers run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Profile {
+    /// ringkv's defaults.
+    Ringkv,
+    /// memberlist's LAN defaults: 1 s probes, 500 ms timeout, suspicion
+    /// multiplier 4, gossip every 200 ms to 3 peers.
+    Memberlist,
+}
+
+/// Arguments of `ringkv testbed simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Peers at the start (a warm, converged cluster).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(2..=100_000))]
+    pub nodes: u64,
+    /// Seed: the same seed gives the same output, byte for byte.
+    #[arg(long, default_value_t = 1, env = "RINGKV_SEED")]
+    pub seed: u64,
+    /// Probability that a datagram is lost, 0 to 1.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    pub loss: f64,
+    /// One-way network delay in milliseconds.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_delay)]
+    pub delay: f64,
+    /// Simulated seconds to run.
+    #[arg(long, default_value_t = 60.0, value_parser = parse_duration_secs)]
+    pub duration: f64,
+    /// Kill K random peers at time T: `K@T`, e.g. `1@10s`.
+    #[arg(long, value_name = "K@T")]
+    pub kill: Vec<String>,
+    /// Cut fraction F of the peers off at T1 until T2: `F@T1..T2`.
+    #[arg(long, value_name = "F@T1..T2")]
+    pub partition: Vec<String>,
+    /// Pause K random peers at T for D: `K@T+D`, e.g. `1@20s+5s`.
+    #[arg(long, value_name = "K@T+D")]
+    pub pause: Vec<String>,
+    /// K new peers join through a random peer at T: `K@T`.
+    #[arg(long, value_name = "K@T")]
+    pub join: Vec<String>,
+    /// K random peers leave gracefully at T: `K@T`.
+    #[arg(long, value_name = "K@T")]
+    pub leave: Vec<String>,
+    /// Membership configuration to run.
+    #[arg(long, value_enum, default_value_t = Profile::Ringkv)]
+    pub profile: Profile,
+    /// Run this many seeds (seed, seed+1, ...) and report percentiles.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub runs: u64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    let v = if s.ends_with('%') { v / 100.0 } else { v };
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s} is not between 0 and 1"))
+    }
+}
+
+fn parse_delay(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches("ms")
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of ms"))?;
+    if (0.0..=10_000.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} ms is outside 0..=10000"))
+    }
+}
+
+fn parse_duration_secs(s: &str) -> Result<f64, String> {
+    let d = parse_time(s)?;
+    if d.is_zero() || d > Duration::from_secs(24 * 3600) {
+        return Err(format!("{s}: between 0 and 24 h"));
+    }
+    Ok(d.as_secs_f64())
+}
+
+/// `10s`, `500ms`, `2m`, or plain seconds.
+fn parse_time(s: &str) -> Result<Duration, String> {
+    let (num, unit) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a time like 10s or 500ms"))?;
+    if !(0.0..=86_400.0).contains(&(v * unit)) {
+        return Err(format!("{s}: time out of range"));
+    }
+    Ok(Duration::from_secs_f64(v * unit))
+}
+
+fn parse_count_at(s: &str) -> Result<(usize, &str)> {
+    let (k, rest) = s
+        .split_once('@')
+        .with_context(|| format!("{s:?}: expected K@T"))?;
+    let k: usize = k
+        .parse()
+        .with_context(|| format!("{s:?}: {k:?} is not a count"))?;
+    Ok((k, rest))
+}
+
+/// Parses the fault flags into timed steps, checked against the run.
+fn steps(args: &SimulateArgs, duration: Duration) -> Result<Vec<(Duration, Step)>> {
+    let time = |t: &str| parse_time(t).map_err(anyhow::Error::msg);
+    let mut out = Vec::new();
+    for s in &args.kill {
+        let (count, t) = parse_count_at(s)?;
+        out.push((time(t)?, Step::Kill { count }));
+    }
+    for s in &args.join {
+        let (count, t) = parse_count_at(s)?;
+        out.push((time(t)?, Step::Join { count }));
+    }
+    for s in &args.leave {
+        let (count, t) = parse_count_at(s)?;
+        out.push((time(t)?, Step::Leave { count }));
+    }
+    for s in &args.pause {
+        let (count, rest) = parse_count_at(s)?;
+        let (t, d) = rest
+            .split_once('+')
+            .with_context(|| format!("{s:?}: expected K@T+D"))?;
+        out.push((
+            time(t)?,
+            Step::Pause {
+                count,
+                length: time(d)?,
+            },
+        ));
+    }
+    for s in &args.partition {
+        let (f, rest) = s
+            .split_once('@')
+            .with_context(|| format!("{s:?}: expected F@T1..T2"))?;
+        let fraction = parse_fraction(f).map_err(anyhow::Error::msg)?;
+        let (t1, t2) = rest
+            .split_once("..")
+            .with_context(|| format!("{s:?}: expected F@T1..T2"))?;
+        let (start, heal_at) = (time(t1)?, time(t2)?);
+        if heal_at <= start {
+            bail!("{s:?}: the heal must come after the cut");
+        }
+        out.push((start, Step::Partition { fraction, heal_at }));
+    }
+    for (at, step) in &out {
+        if *at >= duration {
+            bail!(
+                "a step at {:.1} s is past the end of the run ({:.1} s): {step:?}",
+                at.as_secs_f64(),
+                duration.as_secs_f64()
+            );
+        }
+        let count = match step {
+            Step::Kill { count }
+            | Step::Join { count }
+            | Step::Leave { count }
+            | Step::Pause { count, .. } => *count,
+            Step::Partition { .. } => 0,
+        };
+        if count > 100_000 {
+            bail!("{step:?}: at most 100000 peers per step");
+        }
+    }
+    out.sort_by_key(|s| s.0);
+    Ok(out)
+}
+
+fn config_for(args: &SimulateArgs, seed: u64) -> Result<SimConfig> {
+    let duration = Duration::from_secs_f64(args.duration);
+    let mut gossip = match args.profile {
+        Profile::Ringkv => Config::default(),
+        Profile::Memberlist => Config::memberlist_like(),
+    };
+    gossip.cluster = sim::sim_cluster();
+    Ok(SimConfig {
+        nodes: usize::try_from(args.nodes).context("node count")?,
+        seed,
+        loss: args.loss,
+        delay: Duration::from_secs_f64(args.delay / 1000.0),
+        duration,
+        gossip,
+        steps: steps(args, duration)?,
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    runs: usize,
+    first_seed: u64,
+    detection_first_suspected: Percentiles,
+    detection_all_dead: Percentiles,
+    change_spread: Percentiles,
+    failures_not_detected: usize,
+    changes_not_spread: usize,
+    false_positives: usize,
+    bytes_per_peer_second: Percentiles,
+    messages_per_peer_second: Percentiles,
+    reports: Vec<Report>,
+}
+
+#[derive(Debug, Serialize)]
+struct Percentiles {
+    samples: usize,
+    p50: Option<f64>,
+    p99: Option<f64>,
+    max: Option<f64>,
+}
+
+impl Percentiles {
+    fn of(mut v: Vec<f64>) -> Self {
+        v.sort_by(f64::total_cmp);
+        let pick = |q: f64| {
+            (!v.is_empty()).then(|| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1])
+        };
+        Self {
+            samples: v.len(),
+            p50: pick(0.5),
+            p99: pick(0.99),
+            max: v.last().copied(),
+        }
+    }
+
+    fn render(&self, unit: &str) -> String {
+        match (self.p50, self.p99, self.max) {
+            (Some(a), Some(b), Some(c)) => format!(
+                "p50 {a:.3}{unit}  p99 {b:.3}{unit}  max {c:.3}{unit}  ({} samples)",
+                self.samples
+            ),
+            _ => "no samples".into(),
+        }
+    }
+}
+
+fn summarize(reports: Vec<Report>, first_seed: u64) -> Summary {
+    let f = |pick: &dyn Fn(&Report) -> Vec<Option<f64>>| -> (Vec<f64>, usize) {
+        let all: Vec<Option<f64>> = reports.iter().flat_map(pick).collect();
+        let missing = all.iter().filter(|v| v.is_none()).count();
+        (all.into_iter().flatten().collect(), missing)
+    };
+    let (suspected, _) = f(&|r| r.failures.iter().map(|x| x.first_suspected_after).collect());
+    let (dead, not_detected) = f(&|r| r.failures.iter().map(|x| x.all_dead_after).collect());
+    let (spread, not_spread) = f(&|r| r.changes.iter().map(|x| x.everyone_after).collect());
+    Summary {
+        runs: reports.len(),
+        first_seed,
+        detection_first_suspected: Percentiles::of(suspected),
+        detection_all_dead: Percentiles::of(dead),
+        change_spread: Percentiles::of(spread),
+        failures_not_detected: not_detected,
+        changes_not_spread: not_spread,
+        false_positives: reports.iter().map(|r| r.false_positives.len()).sum(),
+        bytes_per_peer_second: Percentiles::of(
+            reports
+                .iter()
+                .map(|r| r.traffic.bytes_per_peer_second())
+                .collect(),
+        ),
+        messages_per_peer_second: Percentiles::of(
+            reports
+                .iter()
+                .map(|r| r.traffic.messages_per_peer_second())
+                .collect(),
+        ),
+        reports,
+    }
+}
+
+/// Runs `ringkv testbed simulate`. Returns the output; wall time goes to
+/// stderr so the output stays identical for a seed.
+pub fn simulate(args: &SimulateArgs) -> Result<String> {
+    let started = Instant::now();
+    let mut reports = Vec::new();
+    for run in 0..args.runs {
+        let seed = args.seed.wrapping_add(run);
+        reports.push(sim::simulate(config_for(args, seed)?));
+    }
+    eprintln!(
+        "simulated in {:.1} s of wall time",
+        started.elapsed().as_secs_f64()
+    );
+    if args.runs == 1 {
+        let report = reports.pop().expect("one run");
+        if args.json {
+            return Ok(serde_json::to_string_pretty(&report).expect("reports serialize") + "\n");
+        }
+        return Ok(report.render());
+    }
+    let summary = summarize(reports, args.seed);
+    if args.json {
+        return Ok(serde_json::to_string_pretty(&summary).expect("reports serialize") + "\n");
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} runs of {} peers, seeds {}..{}",
+        summary.runs,
+        args.nodes,
+        args.seed,
+        args.seed + args.runs - 1
+    );
+    let _ = writeln!(
+        out,
+        "first suspicion after a kill:  {}",
+        summary.detection_first_suspected.render(" s")
+    );
+    let _ = writeln!(
+        out,
+        "dead at every running peer:    {}",
+        summary.detection_all_dead.render(" s")
+    );
+    let _ = writeln!(
+        out,
+        "join/leave known to everyone:  {}",
+        summary.change_spread.render(" s")
+    );
+    let _ = writeln!(
+        out,
+        "failures never detected: {}, changes never spread: {}, false positives: {}",
+        summary.failures_not_detected, summary.changes_not_spread, summary.false_positives
+    );
+    let _ = writeln!(
+        out,
+        "bytes sent per peer per second: {}",
+        summary.bytes_per_peer_second.render(" B/s")
+    );
+    let _ = writeln!(
+        out,
+        "messages per peer per second:   {}",
+        summary.messages_per_peer_second.render("")
+    );
+    Ok(out)
+}
+
+/// Runs a testbed command.
+pub fn run(cmd: &TestbedCommand) -> Result<String> {
+    match cmd {
+        TestbedCommand::Simulate(args) => simulate(args),
+    }
+}
