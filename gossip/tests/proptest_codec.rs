@@ -87,7 +87,7 @@ fn arb_member() -> impl Strategy<Value = Member> {
             id,
             incarnation,
             state,
-            meta,
+            meta: meta.into(),
         },
     )
 }
@@ -98,7 +98,7 @@ fn arb_update() -> impl Strategy<Value = Update> {
             Update::Alive {
                 id,
                 incarnation,
-                meta,
+                meta: meta.clone().into(),
             }
         }),
         (arb_node_id(), any::<u64>(), arb_node_id()).prop_map(|(id, incarnation, by)| {
@@ -198,7 +198,7 @@ fn arb_world_update() -> impl Strategy<Value = Update> {
         (arb_who(), arb_inc(), any::<u8>()).prop_map(|(i, incarnation, v)| Update::Alive {
             id: world_id(i),
             incarnation,
-            meta: world_meta(i, v)
+            meta: world_meta(i, v).into()
         }),
         (arb_who(), arb_inc(), arb_who()).prop_map(|(i, incarnation, by)| Update::Suspect {
             id: world_id(i),
@@ -222,7 +222,7 @@ fn arb_world_member() -> impl Strategy<Value = Member> {
         id: world_id(i),
         incarnation,
         state,
-        meta: world_meta(i, v),
+        meta: world_meta(i, v).into(),
     })
 }
 

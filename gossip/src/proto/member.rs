@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use ringkv_ring::NodeId;
 use serde::{Deserialize, Serialize};
@@ -120,8 +121,9 @@ pub struct Member {
     pub incarnation: Incarnation,
     /// State at that incarnation.
     pub state: State,
-    /// Metadata (from the latest Alive we accepted).
-    pub meta: Meta,
+    /// Metadata (from the latest Alive we accepted). Shared: every peer's
+    /// table can point at one copy per member incarnation.
+    pub meta: Arc<Meta>,
 }
 
 impl Member {
@@ -156,7 +158,7 @@ mod tests {
             id: NodeId::from_name("m"),
             incarnation,
             state,
-            meta: Meta::new("127.0.0.1:1".parse().unwrap(), "m"),
+            meta: Meta::new("127.0.0.1:1".parse().unwrap(), "m").into(),
         }
     }
 

@@ -18,6 +18,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use ringkv_ring::NodeId;
 use serde::{Deserialize, Serialize};
@@ -107,7 +108,7 @@ pub enum Update {
         /// Incarnation.
         incarnation: Incarnation,
         /// Its metadata.
-        meta: Meta,
+        meta: Arc<Meta>,
     },
     /// `by` suspects the member at this incarnation.
     Suspect {

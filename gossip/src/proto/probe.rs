@@ -103,7 +103,7 @@ impl<R: RngCore> Swim<R> {
     }
 
     fn start_probe(&mut self, now: Instant, target: NodeId, suspicion_probe: bool) {
-        let member = &self.members[&target].member;
+        let member = &self.members[&target];
         let (addr, incarnation) = (member.meta.addr, member.incarnation);
         // Lifeguard: a suspected peer hears it in the probe and refutes at
         // once in its ack.
@@ -150,7 +150,7 @@ impl<R: RngCore> Swim<R> {
         let Some(entry) = self.members.get(&probe.target) else {
             return;
         };
-        let m = &entry.member;
+        let m = entry;
         if m.incarnation != probe.incarnation {
             return;
         }
@@ -179,14 +179,14 @@ impl<R: RngCore> Swim<R> {
             return;
         };
         let target = probe.target;
-        let Some(target_addr) = self.members.get(&target).map(|e| e.member.meta.addr) else {
+        let Some(target_addr) = self.members.get(&target).map(|e| e.meta.addr) else {
             return;
         };
         let helpers = self
             .live
             .pick(&mut self.rng, self.config.indirect_probes, &[target]);
         for helper in &helpers {
-            let addr = self.members[helper].member.meta.addr;
+            let addr = self.members[helper].meta.addr;
             self.send_datagram(
                 addr,
                 Body::PingReq {
@@ -241,8 +241,8 @@ impl<R: RngCore> Swim<R> {
         let first = self
             .members
             .get(&target)
-            .filter(|e| e.member.state == State::Suspect)
-            .map(|e| Update::of_member(&e.member, self.me.id));
+            .filter(|e| e.state == State::Suspect)
+            .map(|e| Update::of_member(e, self.me.id));
         self.send_datagram(target_addr, Body::Ping { seq: mine, target }, first);
         self.timers.set(
             now + self.config.probe_timeout,
@@ -262,7 +262,7 @@ impl<R: RngCore> Swim<R> {
         if let Some(id) = self.dead_pings.remove(&seq) {
             // A member we hold dead answered: the partition healed. Its ack
             // carried its refutation; now swap full state with it.
-            if let Some(addr) = self.members.get(&id).map(|e| e.member.meta.addr) {
+            if let Some(addr) = self.members.get(&id).map(|e| e.meta.addr) {
                 self.push_pull_with(now, addr);
             }
         }
@@ -291,7 +291,7 @@ impl<R: RngCore> Swim<R> {
         }
         let seq = self.next_seq();
         self.dead_pings.insert(seq, id);
-        let member = &self.members[&id].member;
+        let member = &self.members[&id];
         let (addr, first) = (member.meta.addr, Update::of_member(member, self.me.id));
         self.send_datagram(addr, Body::Ping { seq, target: id }, Some(first));
     }

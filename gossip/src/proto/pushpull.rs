@@ -17,7 +17,7 @@ impl<R: RngCore> Swim<R> {
     /// This peer and every member it knows.
     pub(crate) fn full_state(&self) -> Vec<Member> {
         std::iter::once(self.me.clone())
-            .chain(self.members.values().map(|e| e.member.clone()))
+            .chain(self.members.values().cloned())
             .collect()
     }
 
@@ -129,7 +129,7 @@ impl<R: RngCore> Swim<R> {
             return;
         }
         if let Some(&id) = self.live.pick(&mut self.rng, 1, &[]).first() {
-            let addr = self.members[&id].member.meta.addr;
+            let addr = self.members[&id].meta.addr;
             self.push_pull_with(now, addr);
         }
     }
@@ -144,7 +144,7 @@ impl<R: RngCore> Swim<R> {
             .live
             .as_slice()
             .iter()
-            .map(|id| self.members[id].member.meta.addr)
+            .map(|id| self.members[id].meta.addr)
             .collect();
         let outside: Vec<SocketAddr> = self
             .seeds
@@ -164,17 +164,17 @@ impl<R: RngCore> Swim<R> {
         self.timers
             .set(now + std::time::Duration::from_secs(10), TimerKind::Reap);
         let old: Vec<NodeId> = self
-            .members
-            .values()
-            .filter(|e| {
-                !e.member.state.is_live()
-                    && now.duration_since(e.since) >= self.config.dead_reap_after
-            })
-            .map(|e| e.member.id)
+            .gone_since
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= self.config.dead_reap_after)
+            .map(|(id, _)| *id)
             .collect();
         for id in old {
-            let entry = self.members.remove(&id).expect("listed above");
-            self.digest ^= entry.member.digest_part();
+            self.gone_since.remove(&id);
+            let Some(member) = self.members.remove(&id) else {
+                continue;
+            };
+            self.digest ^= member.digest_part();
             self.dead.remove(&id);
             self.peer_views.remove(&id);
             self.events_push(Event::MemberReaped(id));

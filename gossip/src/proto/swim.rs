@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, RngCore};
@@ -117,14 +118,6 @@ pub(crate) enum Source {
     Local,
 }
 
-/// A member with bookkeeping.
-#[derive(Clone, Debug)]
-pub(crate) struct Entry {
-    pub(crate) member: Member,
-    /// When its state last changed (for reaping).
-    pub(crate) since: Instant,
-}
-
 /// Reap scan period.
 const REAP_PERIOD: Duration = Duration::from_secs(10);
 /// Most events or transmits queued before the caller drains them; beyond,
@@ -139,7 +132,9 @@ pub struct Swim<R> {
     pub(crate) rng: R,
     pub(crate) me: Member,
     pub(crate) left: bool,
-    pub(crate) members: BTreeMap<NodeId, Entry>,
+    pub(crate) members: BTreeMap<NodeId, Member>,
+    /// When each Dead or Left member became so (for reaping).
+    pub(crate) gone_since: BTreeMap<NodeId, Instant>,
     pub(crate) live: IdSet,
     pub(crate) dead: IdSet,
     pub(crate) digest: u64,
@@ -187,7 +182,7 @@ impl<R: RngCore> Swim<R> {
             id,
             incarnation,
             state: State::Alive,
-            meta,
+            meta: Arc::new(meta),
         };
         let digest = me.digest_part();
         let mut swim = Self {
@@ -199,6 +194,7 @@ impl<R: RngCore> Swim<R> {
             me,
             left: false,
             members: BTreeMap::new(),
+            gone_since: BTreeMap::new(),
             live: IdSet::default(),
             dead: IdSet::default(),
             digest,
@@ -275,10 +271,10 @@ impl<R: RngCore> Swim<R> {
     pub fn handle_update_meta(&mut self, now: Instant, meta: Meta) {
         self.observe_time(now);
         // After leaving, a new Alive would undo the Left we announced.
-        if self.left || meta == self.me.meta {
+        if self.left || meta == *self.me.meta {
             return;
         }
-        self.me.meta = meta;
+        self.me.meta = Arc::new(meta);
         self.bump_incarnation(self.me.incarnation + 1);
     }
 
@@ -424,12 +420,12 @@ impl<R: RngCore> Swim<R> {
 
     /// Every other member known, dead and left ones included, by id.
     pub fn members(&self) -> impl Iterator<Item = &Member> {
-        self.members.values().map(|e| &e.member)
+        self.members.values()
     }
 
     /// One member (not this peer).
     pub fn member(&self, id: &NodeId) -> Option<&Member> {
-        self.members.get(id).map(|e| &e.member)
+        self.members.get(id)
     }
 
     /// Live members (Alive or Suspect), this peer not counted.
@@ -505,7 +501,7 @@ impl<R: RngCore> Swim<R> {
         let Some(entry) = self.members.get(&id) else {
             return self.apply_unknown(now, update, source);
         };
-        let current = (entry.member.incarnation, entry.member.state);
+        let current = (entry.incarnation, entry.state);
         // Push-pull: a peer that believes a member dead makes us suspect it,
         // so it still gets a chance to refute (memberlist does the same).
         if source == Source::PushPull && state == State::Dead && current.1.is_live() {
@@ -629,7 +625,10 @@ impl<R: RngCore> Swim<R> {
             }
             State::Left => {}
         }
-        self.members.insert(id, Entry { member, since: now });
+        if !member.state.is_live() {
+            self.gone_since.insert(id, now);
+        }
+        self.members.insert(id, member);
     }
 
     /// Moves a known member to `(incarnation, state)` and emits the events.
@@ -639,20 +638,22 @@ impl<R: RngCore> Swim<R> {
         id: NodeId,
         incarnation: Incarnation,
         state: State,
-        meta: Option<Meta>,
+        meta: Option<Arc<Meta>>,
         by: NodeId,
     ) {
         let entry = self.members.get_mut(&id).expect("caller checked");
-        let before = entry.member.state;
-        self.digest ^= entry.member.digest_part();
-        let meta_changed = meta.as_ref().is_some_and(|m| *m != entry.member.meta);
-        entry.member.incarnation = incarnation;
-        entry.member.state = state;
+        let before = entry.state;
+        self.digest ^= entry.digest_part();
+        let meta_changed = meta.as_ref().is_some_and(|m| *m != entry.meta);
+        entry.incarnation = incarnation;
+        entry.state = state;
         if let Some(meta) = meta {
-            entry.member.meta = meta;
+            entry.meta = meta;
         }
-        if before != state {
-            entry.since = now;
+        if state.is_live() {
+            self.gone_since.remove(&id);
+        } else if before != state {
+            self.gone_since.insert(id, now);
         }
         self.digest ^= digest_part(&id, incarnation, state);
 
@@ -702,7 +703,7 @@ impl<R: RngCore> Swim<R> {
 
     fn rebroadcast_with(&mut self, id: NodeId, by: NodeId) {
         if let Some(entry) = self.members.get(&id) {
-            self.broadcasts.push(Update::of_member(&entry.member, by));
+            self.broadcasts.push(Update::of_member(entry, by));
         }
     }
 
@@ -873,7 +874,7 @@ impl<R: RngCore> Swim<R> {
                 if self.broadcasts.is_empty() {
                     break;
                 }
-                let addr = self.members[&id].member.meta.addr;
+                let addr = self.members[&id].meta.addr;
                 self.send_datagram(addr, Body::Gossip, None);
             }
         }

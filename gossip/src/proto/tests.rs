@@ -63,7 +63,7 @@ fn alive(i: usize, incarnation: Incarnation) -> Update {
     Update::Alive {
         id: id(i),
         incarnation,
-        meta: meta(i),
+        meta: meta(i).into(),
     }
 }
 
@@ -72,7 +72,7 @@ fn member(i: usize, incarnation: Incarnation, state: State) -> Member {
         id: id(i),
         incarnation,
         state,
-        meta: meta(i),
+        meta: meta(i).into(),
     }
 }
 
@@ -1006,7 +1006,7 @@ fn datagrams_stay_within_max_datagram_size_with_many_queued_updates() {
                     id: NodeId::from_name(&format!("fake-{k}")),
                     incarnation: 1,
                     state: State::Alive,
-                    meta: m,
+                    meta: m.into(),
                 }
             })
             .collect();
@@ -1063,10 +1063,10 @@ fn metadata_update_reaches_others_as_meta_changed() {
         net.p_mut(0).handle_update_meta(now, new_meta.clone());
         net.flush();
         expect_event(&net, 0, &Event::IncarnationChanged(2));
-        assert_eq!(net.p(0).me().meta, new_meta);
+        assert_eq!(*net.p(0).me().meta, new_meta);
 
         net.run_until(ms(1_000), "n1 and n2 have n0's new metadata", |net| {
-            (1..3).all(|i| net.p(i).member(&id(0)).is_some_and(|m| m.meta == new_meta))
+            (1..3).all(|i| net.p(i).member(&id(0)).is_some_and(|m| *m.meta == new_meta))
         });
         for i in 1..3 {
             expect_event(&net, i, &Event::MetaChanged(id(0)));
@@ -1364,7 +1364,7 @@ fn claims_at_the_highest_incarnation_do_not_panic() {
         Update::Alive {
             id: id(0),
             incarnation: u64::MAX,
-            meta: meta(0),
+            meta: meta(0).into(),
         },
     ] {
         let mut p = peer(0, 1, 20, t0);
