@@ -3,13 +3,16 @@
 //! [`proto`] is a sans-IO state machine: messages and timer expiries in,
 //! messages, timer deadlines and membership events out, with time and
 //! randomness passed in, so tests and the simulator replay exactly from a
-//! seed. The QUIC transport that drives it is a thin shell (issue 4).
+//! seed. [`runner`] is the thin tokio shell that drives it over QUIC
+//! ([`transport`]: mutual TLS rooted in the cluster key).
 
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod error;
 pub mod proto;
+pub mod runner;
+pub mod transport;
 
 pub use config::Config;
 pub use error::{CodecError, ConfigError};
@@ -17,3 +20,4 @@ pub use proto::member::{Incarnation, Member, Meta, NodeStatus, State};
 pub use proto::message::{Body, ClusterId, Envelope, Update};
 pub use proto::swim::{Channel, Event, Stats, Swim, Transmit};
 pub use ringkv_ring::NodeId;
+pub use transport::tls::{ClusterKey, NodeIdentity, TlsError};

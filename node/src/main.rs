@@ -1,8 +1,13 @@
 //! `ringkv`: the peer daemon and its command-line client.
 
+mod api;
 mod cli;
+mod client;
+mod daemon;
+mod datadir;
+mod keyargs;
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -17,12 +22,29 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Placement: simulate rings and compare vnode counts.
-    #[command(subcommand)]
-    Ring(RingCommand),
+    /// Run a peer: join a cluster (or start one) and serve until SIGTERM.
+    Node(daemon::NodeArgs),
+    /// Members as a peer sees them (like `serf members`, `nodetool status`).
+    Members(cli::cluster::MembersArgs),
+    /// The ring: a live peer's with --peer, or `simulate` and `sweep`.
+    Ring(RingArgs),
+    /// The replicas of a key (like `nodetool getendpoints`).
+    Owners(cli::cluster::OwnersArgs),
+    /// Print a new cluster key.
+    Keygen,
     /// Local clusters and the membership simulator.
     #[command(subcommand)]
     Testbed(ringkv_testbed::cli::TestbedCommand),
+}
+
+/// `ringkv ring`: a live peer's ring, or a simulation.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct RingArgs {
+    #[command(subcommand)]
+    command: Option<RingCommand>,
+    #[command(flatten)]
+    peer: Option<cli::cluster::PeerArgs>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,10 +58,26 @@ enum RingCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     let result = match &cli.command {
-        Command::Ring(RingCommand::Simulate(args)) => cli::ring::simulate(args),
-        Command::Ring(RingCommand::Sweep(args)) => cli::ring::sweep(args),
+        Command::Ring(RingArgs {
+            command: Some(RingCommand::Simulate(args)),
+            ..
+        }) => cli::ring::simulate(args),
+        Command::Ring(RingArgs {
+            command: Some(RingCommand::Sweep(args)),
+            ..
+        }) => cli::ring::sweep(args),
         Command::Testbed(cmd) => ringkv_testbed::cli::run(cmd),
+        Command::Keygen => Ok(cli::cluster::keygen()),
+        other => block_on(other),
     };
     match result {
         Ok(text) => {
@@ -52,4 +90,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Commands that talk to the network run on a tokio runtime.
+fn block_on(command: &Command) -> anyhow::Result<String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match command {
+            Command::Node(args) => daemon::run(args).await.map(|()| String::new()),
+            Command::Members(args) => cli::cluster::members(args).await,
+            Command::Owners(args) => cli::cluster::owners(args).await,
+            Command::Ring(RingArgs {
+                peer: Some(peer), ..
+            }) => cli::cluster::ring(peer).await,
+            Command::Ring(_) => {
+                anyhow::bail!("ringkv ring needs --peer ADDR, or a subcommand: simulate, sweep")
+            }
+            _ => unreachable!("handled without a runtime"),
+        }
+    })
 }

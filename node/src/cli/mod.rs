@@ -1,4 +1,5 @@
 //! Command-line subcommands that run in the `ringkv` process itself.
 
+pub(crate) mod cluster;
 pub(crate) mod ring;
 pub(crate) mod table;

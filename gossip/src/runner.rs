@@ -1,0 +1,561 @@
+//! The thin shell: one tokio task owns the [`Swim`] state machine and one
+//! QUIC endpoint. It feeds the machine received datagrams and stream
+//! messages, wakes it at its deadlines, sends what it asks to send over
+//! pooled connections, and publishes the membership view on a `watch`
+//! channel. Bidirectional streams (client requests) are handed to the
+//! owner of the runner.
+//!
+//! Bounds: the inbox, each address's queue of messages waiting for a
+//! connection, and the work done per wake-up are limited, so a flood from
+//! any address cannot grow memory without bound; what does not fit is
+//! dropped and counted, as a lossy network would drop it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand_chacha::ChaCha8Rng;
+use ringkv_ring::NodeId;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use crate::proto::member::{Member, Meta, State};
+use crate::proto::swim::{Channel, Event, Stats, Swim};
+use crate::transport::tls::{peer_node_id, SERVER_NAME};
+
+/// Most received messages waiting for the state machine.
+const INBOX_MAX: usize = 4096;
+/// Most messages queued for one address while connecting to it.
+const PENDING_PER_ADDR: usize = 64;
+/// Most addresses with a connection attempt or queue at once.
+const PENDING_ADDRS_MAX: usize = 1024;
+/// Inputs handled per wake-up before timers and commands get a turn.
+const IO_LOOP_BOUND: usize = 256;
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The membership as the runner last published it.
+#[derive(Clone, Debug)]
+pub struct View {
+    /// This peer.
+    pub me: Member,
+    /// Every other member known, by id.
+    pub members: Vec<Member>,
+    /// View digest.
+    pub digest: u64,
+    /// `(agreeing, reporting)` live peers.
+    pub agreement: (usize, usize),
+    /// Whether a seed answered (or none was needed).
+    pub joined: bool,
+    /// Protocol counters.
+    pub stats: Stats,
+    /// Lifeguard local health score.
+    pub health: u32,
+    /// Increases with every published change of membership.
+    pub index: u64,
+}
+
+impl View {
+    /// Live members (Alive or Suspect), this peer included.
+    pub fn live(&self) -> impl Iterator<Item = &Member> {
+        std::iter::once(&self.me).chain(self.members.iter().filter(|m| m.state.is_live()))
+    }
+}
+
+/// Requests to the runner.
+#[derive(Debug)]
+pub enum Command {
+    /// Leave gracefully; answered once the leave has been sent out enough
+    /// (or the timeout passed).
+    Leave {
+        /// Gives up waiting for the spread after this long.
+        timeout: Duration,
+        /// Answered when done.
+        done: oneshot::Sender<()>,
+    },
+    /// Replace this peer's metadata.
+    UpdateMeta(Meta),
+}
+
+/// A client request stream, handed to the runner's owner.
+#[derive(Debug)]
+pub struct Request {
+    /// The authenticated peer (or CLI) that opened it.
+    pub from: NodeId,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Write the answer here.
+    pub send: quinn::SendStream,
+    /// Read the request here.
+    pub recv: quinn::RecvStream,
+}
+
+/// Counters the runner keeps beside the state machine's.
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    /// Messages dropped because the inbox was full.
+    pub inbox_dropped: AtomicU64,
+    /// Messages dropped because no connection could be made in time.
+    pub unsent: AtomicU64,
+    /// Connections refused or failed during the handshake.
+    pub handshake_failures: AtomicU64,
+    /// Bytes received in datagrams and stream messages.
+    pub bytes_in: AtomicU64,
+}
+
+/// What the runner's owner holds.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    /// Commands in.
+    pub commands: mpsc::Sender<Command>,
+    /// The latest view.
+    pub view: watch::Receiver<Arc<View>>,
+    /// Transport counters.
+    pub transport: Arc<TransportStats>,
+}
+
+enum Input {
+    Datagram(Vec<u8>),
+    Stream(Vec<u8>),
+    Connected(SocketAddr, quinn::Connection),
+    /// A peer connected to us: the newest connection from an address
+    /// replaces a pooled one, which may belong to a process that died.
+    Accepted(SocketAddr, quinn::Connection),
+    ConnectFailed(SocketAddr),
+}
+
+/// Everything the runner needs, ready-made: tests inject their own.
+#[derive(Debug)]
+pub struct RunnerParts {
+    /// The state machine, joined or not.
+    pub swim: Swim<ChaCha8Rng>,
+    /// The endpoint, already bound, with its server config.
+    pub endpoint: quinn::Endpoint,
+    /// How to connect to peers.
+    pub client_config: quinn::ClientConfig,
+    /// Where client request streams go.
+    pub requests: mpsc::Sender<Request>,
+    /// Largest stream message accepted.
+    pub max_stream_message: usize,
+}
+
+/// Starts the runner task; it stops when `shutdown` resolves or after a
+/// completed `Leave`.
+pub fn spawn(
+    parts: RunnerParts,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (Handle, tokio::task::JoinHandle<()>) {
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let view = Arc::new(snapshot(&parts.swim, 0));
+    let (view_tx, view_rx) = watch::channel(view);
+    let transport = Arc::new(TransportStats::default());
+    let runner = Runner::new(parts, cmd_rx, view_tx, transport.clone());
+    let task = tokio::spawn(runner.run(shutdown));
+    (
+        Handle {
+            commands: cmd_tx,
+            view: view_rx,
+            transport,
+        },
+        task,
+    )
+}
+
+fn snapshot(swim: &Swim<ChaCha8Rng>, index: u64) -> View {
+    View {
+        me: swim.me().clone(),
+        members: swim.members().cloned().collect(),
+        digest: swim.view_digest(),
+        agreement: swim.agreement(),
+        joined: swim.is_joined(),
+        stats: swim.stats().clone(),
+        health: swim.health_score(),
+        index,
+    }
+}
+
+struct Runner {
+    swim: Swim<ChaCha8Rng>,
+    endpoint: quinn::Endpoint,
+    client_config: quinn::ClientConfig,
+    requests: mpsc::Sender<Request>,
+    max_stream: usize,
+    conns: BTreeMap<SocketAddr, quinn::Connection>,
+    pending: BTreeMap<SocketAddr, VecDeque<(Channel, Vec<u8>)>>,
+    inbox_tx: mpsc::Sender<Input>,
+    inbox_rx: mpsc::Receiver<Input>,
+    commands: mpsc::Receiver<Command>,
+    view_tx: watch::Sender<Arc<View>>,
+    index: u64,
+    leaving: Option<(tokio::time::Instant, oneshot::Sender<()>)>,
+    stats: Arc<TransportStats>,
+}
+
+impl Runner {
+    fn new(
+        parts: RunnerParts,
+        commands: mpsc::Receiver<Command>,
+        view_tx: watch::Sender<Arc<View>>,
+        stats: Arc<TransportStats>,
+    ) -> Self {
+        let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_MAX);
+        Self {
+            swim: parts.swim,
+            endpoint: parts.endpoint,
+            client_config: parts.client_config,
+            requests: parts.requests,
+            max_stream: parts.max_stream_message,
+            conns: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            inbox_tx,
+            inbox_rx,
+            commands,
+            view_tx,
+            index: 0,
+            leaving: None,
+            stats,
+        }
+    }
+
+    fn now() -> std::time::Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
+    async fn run(mut self, shutdown: impl std::future::Future<Output = ()> + Send) {
+        tokio::pin!(shutdown);
+        self.spawn_accept_loop();
+        self.flush();
+        loop {
+            let deadline = self.swim.poll_timeout().map_or_else(
+                || tokio::time::Instant::now() + Duration::from_secs(1),
+                tokio::time::Instant::from_std,
+            );
+            tokio::select! {
+                () = &mut shutdown => break,
+                input = self.inbox_rx.recv() => {
+                    let Some(input) = input else { break };
+                    self.on_input(input);
+                    // Drain what else is waiting, bounded.
+                    for _ in 0..IO_LOOP_BOUND {
+                        match self.inbox_rx.try_recv() {
+                            Ok(input) => self.on_input(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    self.swim.handle_timeout(Self::now());
+                }
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+            }
+            self.flush();
+            if self.leave_finished() {
+                break;
+            }
+        }
+        self.endpoint.close(0u32.into(), b"bye");
+    }
+
+    fn on_input(&mut self, input: Input) {
+        let now = Self::now();
+        match input {
+            Input::Datagram(bytes) => {
+                self.stats
+                    .bytes_in
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                if let Err(e) = self.swim.handle_datagram(now, &bytes) {
+                    debug!(err = %e, "dropped a datagram that did not decode");
+                }
+            }
+            Input::Stream(bytes) => {
+                self.stats
+                    .bytes_in
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                if let Err(e) = self.swim.handle_stream(now, &bytes) {
+                    debug!(err = %e, "dropped a stream message that did not decode");
+                }
+            }
+            Input::Connected(addr, conn) => {
+                self.spawn_reader(conn.clone());
+                self.conns.insert(addr, conn);
+                if let Some(queue) = self.pending.remove(&addr) {
+                    for (channel, bytes) in queue {
+                        self.send(addr, channel, bytes);
+                    }
+                }
+            }
+            Input::Accepted(addr, conn) => {
+                self.conns.insert(addr, conn);
+            }
+            Input::ConnectFailed(addr) => {
+                if let Some(queue) = self.pending.remove(&addr) {
+                    self.stats
+                        .unsent
+                        .fetch_add(queue.len() as u64, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = Self::now();
+        match cmd {
+            Command::Leave { timeout, done } => {
+                info!("leaving the cluster");
+                self.swim.handle_leave(now);
+                self.leaving = Some((tokio::time::Instant::now() + timeout, done));
+            }
+            Command::UpdateMeta(meta) => self.swim.handle_update_meta(now, meta),
+        }
+    }
+
+    fn leave_finished(&mut self) -> bool {
+        let Some((deadline, _)) = &self.leaving else {
+            return false;
+        };
+        // Sent to at least three peers, or nobody is left to tell.
+        let spread = self.swim.leave_spread(3) || self.swim.live_count() == 0;
+        if spread || tokio::time::Instant::now() >= *deadline {
+            if let Some((_, done)) = self.leaving.take() {
+                let _ = done.send(());
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Sends what the state machine wants sent and publishes changes.
+    fn flush(&mut self) {
+        while let Some(tx) = self.swim.poll_transmit() {
+            self.send(tx.to, tx.channel, tx.bytes);
+        }
+        let mut changed = false;
+        while let Some(event) = self.swim.poll_event() {
+            changed = true;
+            log_event(&event, &self.swim);
+            self.forget_connection(&event);
+        }
+        let view = self.view_tx.borrow();
+        let stale = view.digest != self.swim.view_digest() || view.joined != self.swim.is_joined();
+        drop(view);
+        if changed || stale {
+            self.index += 1;
+            let _ = self
+                .view_tx
+                .send(Arc::new(snapshot(&self.swim, self.index)));
+        } else {
+            // Counters and agreement change all the time; refresh them
+            // without bumping the index that watchers wait on.
+            let index = self.index;
+            let swim = &self.swim;
+            self.view_tx
+                .send_modify(|v| *v = Arc::new(snapshot(swim, index)));
+        }
+    }
+
+    /// A member that died, left or came back may be a new process behind
+    /// the same address: its pooled connection is stale, so dial afresh.
+    fn forget_connection(&mut self, event: &Event) {
+        let (Event::MemberDead(id) | Event::MemberLeft(id) | Event::MemberJoined(id)) = event
+        else {
+            return;
+        };
+        if let Some(addr) = self.swim.member(id).map(|m| m.meta.addr) {
+            if let Some(conn) = self.conns.remove(&addr) {
+                conn.close(0u32.into(), b"member changed");
+            }
+        }
+    }
+
+    fn send(&mut self, to: SocketAddr, channel: Channel, bytes: Vec<u8>) {
+        if let Some(conn) = self.conns.get(&to) {
+            if conn.close_reason().is_none() {
+                send_on(conn, channel, bytes);
+                return;
+            }
+            self.conns.remove(&to);
+        }
+        if !self.pending.contains_key(&to) {
+            if self.pending.len() >= PENDING_ADDRS_MAX {
+                self.stats.unsent.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            self.spawn_connect(to);
+        }
+        let queue = self.pending.entry(to).or_default();
+        if queue.len() < PENDING_PER_ADDR {
+            queue.push_back((channel, bytes));
+        } else {
+            self.stats.unsent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn spawn_connect(&self, to: SocketAddr) {
+        let endpoint = self.endpoint.clone();
+        let config = self.client_config.clone();
+        let inbox = self.inbox_tx.clone();
+        let stats = self.stats.clone();
+        tokio::spawn(async move {
+            let attempt = async {
+                let connecting = endpoint.connect_with(config, to, SERVER_NAME).ok()?;
+                tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+                    .await
+                    .ok()?
+                    .ok()
+            };
+            let input = match attempt.await {
+                Some(conn) => Input::Connected(to, conn),
+                None => {
+                    stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                    debug!(peer = %to, "could not connect");
+                    Input::ConnectFailed(to)
+                }
+            };
+            let _ = inbox.send(input).await;
+        });
+    }
+
+    fn spawn_accept_loop(&self) {
+        let endpoint = self.endpoint.clone();
+        let inbox = self.inbox_tx.clone();
+        let requests = self.requests.clone();
+        let stats = self.stats.clone();
+        let max = self.max_stream;
+        tokio::spawn(async move {
+            let mut warned = false;
+            while let Some(incoming) = endpoint.accept().await {
+                let inbox = inbox.clone();
+                let requests = requests.clone();
+                let stats = stats.clone();
+                match incoming.await {
+                    Ok(conn) => {
+                        let _ = inbox
+                            .send(Input::Accepted(conn.remote_address(), conn.clone()))
+                            .await;
+                        tokio::spawn(read_connection(conn, inbox, Some(requests), stats, max));
+                    }
+                    Err(e) => {
+                        stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        // Once, not per packet: a peer without the key retries.
+                        if !warned {
+                            warn!(err = %e, "refused a connection that failed the handshake (wrong cluster key?)");
+                            warned = true;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    fn spawn_reader(&self, conn: quinn::Connection) {
+        tokio::spawn(read_connection(
+            conn,
+            self.inbox_tx.clone(),
+            None,
+            self.stats.clone(),
+            self.max_stream,
+        ));
+    }
+}
+
+/// Sends one message on a connection: datagrams unreliably (falling back to
+/// a stream when too large for the path), stream messages on a new
+/// unidirectional stream.
+fn send_on(conn: &quinn::Connection, channel: Channel, bytes: Vec<u8>) {
+    if channel == Channel::Datagram {
+        match conn.send_datagram(bytes.clone().into()) {
+            Ok(()) => return,
+            Err(quinn::SendDatagramError::TooLarge) => {}
+            Err(e) => {
+                debug!(err = %e, "datagram not sent");
+                return;
+            }
+        }
+    }
+    let conn = conn.clone();
+    tokio::spawn(async move {
+        let Ok(mut stream) = conn.open_uni().await else {
+            return;
+        };
+        if stream.write_all(&bytes).await.is_ok() {
+            let _ = stream.finish();
+        }
+    });
+}
+
+/// Reads one connection until it closes: datagrams and unidirectional
+/// streams into the inbox, bidirectional streams (requests) to their owner.
+async fn read_connection(
+    conn: quinn::Connection,
+    inbox: mpsc::Sender<Input>,
+    requests: Option<mpsc::Sender<Request>>,
+    stats: Arc<TransportStats>,
+    max: usize,
+) {
+    let from = peer_node_id(&conn);
+    let addr = conn.remote_address();
+    loop {
+        tokio::select! {
+            d = conn.read_datagram() => match d {
+                Ok(bytes) => {
+                    if inbox.try_send(Input::Datagram(bytes.to_vec())).is_err() {
+                        stats.inbox_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(_) => break,
+            },
+            s = conn.accept_uni() => match s {
+                Ok(mut recv) => {
+                    let inbox = inbox.clone();
+                    let stats = stats.clone();
+                    tokio::spawn(async move {
+                        match recv.read_to_end(max).await {
+                            Ok(bytes) => {
+                                if inbox.try_send(Input::Stream(bytes)).is_err() {
+                                    stats.inbox_dropped.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            Err(e) => debug!(err = %e, "dropped a stream message"),
+                        }
+                    });
+                }
+                Err(_) => break,
+            },
+            b = conn.accept_bi(), if requests.is_some() => match b {
+                Ok((send, recv)) => {
+                    let (Some(requests), Some(from)) = (&requests, from) else { continue };
+                    let _ = requests.try_send(Request { from, addr, send, recv });
+                }
+                Err(_) => break,
+            },
+        }
+    }
+}
+
+fn log_event(event: &Event, swim: &Swim<ChaCha8Rng>) {
+    let name = |id: &NodeId| {
+        swim.member(id)
+            .map_or_else(|| id.short(), |m| m.meta.name.clone())
+    };
+    match event {
+        Event::MemberJoined(id) => info!(peer = %name(id), "member joined"),
+        Event::MemberSuspected(id) => info!(peer = %name(id), "member suspected"),
+        Event::MemberRecovered(id) => info!(peer = %name(id), "member refuted its suspicion"),
+        Event::MemberDead(id) => warn!(peer = %name(id), "member declared dead"),
+        Event::MemberLeft(id) => info!(peer = %name(id), "member left"),
+        Event::MetaChanged(id) => info!(peer = %name(id), "member metadata changed"),
+        Event::MemberReaped(id) => debug!(peer = %id.short(), "member forgotten"),
+        Event::JoinedCluster => info!("joined the cluster"),
+        Event::IncarnationChanged(inc) => debug!(incarnation = inc, "incarnation raised"),
+    }
+}
+
+/// Whether a member's state is one the ring counts (Alive or Suspect).
+pub fn counts_for_ring(state: State) -> bool {
+    state.is_live()
+}

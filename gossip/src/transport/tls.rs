@@ -1,0 +1,751 @@
+//! Mutual TLS for the QUIC transport, rooted in a shared cluster secret.
+//!
+//! Trust model: every peer holds the same [`ClusterKey`]. From it each peer
+//! derives, deterministically, the same cluster CA (an Ed25519 key pair and a
+//! self-signed certificate with a fixed subject), and signs a certificate for
+//! its own [`NodeIdentity`] with it. Servers require a client certificate and
+//! both sides verify the other's chain against that CA, so anyone holding the
+//! secret can join and nobody else can complete a handshake.
+//!
+//! Invariants:
+//! - A peer's [`NodeId`] is derived from the public key in its certificate
+//!   ([`node_id_of_public_key`]), and the TLS handshake proves possession of
+//!   the matching private key. Holding the cluster secret lets one mint
+//!   certificates, but not claim another node's id without its private key.
+//! - Every rustls config is built with `rustls::crypto::ring` explicitly,
+//!   never the process-wide default provider; TLS 1.3 only, ALPN [`ALPN`].
+//! - Session resumption is off, so every connection's peer identity comes
+//!   from a full certificate verification.
+//! - Certificates never expire (validity 1975 to 4096): revoking access
+//!   means rotating the cluster secret.
+//!
+//! This module does no IO itself; it builds configs for quinn endpoints.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SerialNumber, PKCS_ED25519,
+};
+use ringkv_ring::NodeId;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::RootCertStore;
+use thiserror::Error;
+
+use crate::proto::message::ClusterId;
+
+/// The server name clients must use in `quinn::Endpoint::connect`; every
+/// node certificate carries it as its DNS subject alternative name.
+pub const SERVER_NAME: &str = "ringkv";
+
+/// The ALPN protocol both sides offer and require.
+pub const ALPN: &[u8] = b"ringkv/1";
+
+/// Prefix of a [`ClusterKey`]'s text form; the `1` is the format version.
+const KEY_TEXT_PREFIX: &str = "rkv1-";
+
+/// Key-derivation contexts (blake3 `derive_key`); changing one splits clusters.
+const CLUSTER_ID_CONTEXT: &str = "ringkv 2026 cluster id";
+const CLUSTER_CA_CONTEXT: &str = "ringkv 2026 cluster ca";
+const NODE_ID_CONTEXT: &str = "ringkv 2026 node id";
+
+/// Subject common name of the cluster CA; the same on every peer.
+const CA_COMMON_NAME: &str = "ringkv cluster ca";
+
+/// DER of a PKCS#8 v1 `PrivateKeyInfo` for Ed25519, up to the 32-byte seed
+/// (RFC 8410): version 0, algorithm id-Ed25519 (1.3.101.112), and an OCTET
+/// STRING holding the OCTET STRING of the seed.
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// DER of an Ed25519 `SubjectPublicKeyInfo` up to the 32-byte raw key
+/// (RFC 8410): algorithm id-Ed25519, BIT STRING with no unused bits.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// TLS setup failed. No variant changes any state: configs are built fresh
+/// on each call and nothing is persisted here.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TlsError {
+    /// The text given as a cluster key is not `rkv1-` followed by 64 hex
+    /// digits. The reason never repeats the key text, which may be secret.
+    #[error("invalid cluster key: {reason}")]
+    BadKey {
+        /// What is wrong with the text.
+        reason: String,
+    },
+    /// Bytes given as a node's private key are not a PKCS#8 Ed25519 key.
+    #[error("invalid node identity key: {0}")]
+    BadIdentity(String),
+    /// The operating system's random source failed while generating a key.
+    #[error("cannot generate node identity key: {0}")]
+    KeyGeneration(String),
+    /// rcgen could not build or sign a certificate.
+    #[error("cannot create certificate: {0}")]
+    Certificate(String),
+    /// rustls or quinn rejected the TLS configuration.
+    #[error("invalid tls configuration: {0}")]
+    Rustls(String),
+}
+
+fn certificate_error(e: rcgen::Error) -> TlsError {
+    TlsError::Certificate(e.to_string())
+}
+
+fn rustls_error(e: impl fmt::Display) -> TlsError {
+    TlsError::Rustls(e.to_string())
+}
+
+/// The cluster secret: 32 random bytes. Whoever holds it can join the
+/// cluster. Text form: `rkv1-` followed by 64 lowercase hex digits.
+///
+/// `Debug` prints only a prefix of the public [`ClusterId`], never the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterKey([u8; 32]);
+
+impl ClusterKey {
+    /// A fresh secret from `rng` (which should be a cryptographic generator
+    /// seeded from the OS outside tests).
+    pub fn generate<R: rand::RngCore + ?Sized>(rng: &mut R) -> Self {
+        let mut bytes = [0u8; 32];
+        rng.fill_bytes(&mut bytes);
+        Self(bytes)
+    }
+
+    /// A key from its raw bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// Parses the text form that `Display` writes. Whitespace around it (such
+    /// as a key file's trailing newline) is ignored; hex digits may be upper
+    /// or lower case.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::BadKey`] if the prefix, the length or a digit is wrong.
+    pub fn parse(s: &str) -> Result<Self, TlsError> {
+        let bad = |reason: String| TlsError::BadKey { reason };
+        let Some(digits) = s.trim().strip_prefix(KEY_TEXT_PREFIX) else {
+            return Err(bad(format!(
+                "expected it to start with {KEY_TEXT_PREFIX:?}"
+            )));
+        };
+        if digits.len() != 64 || !digits.is_ascii() {
+            return Err(bad(format!(
+                "expected 64 hex digits after {KEY_TEXT_PREFIX:?}, found {} characters",
+                digits.chars().count()
+            )));
+        }
+        let mut bytes = [0u8; 32];
+        for (i, pair) in digits.as_bytes().chunks_exact(2).enumerate() {
+            let digit = |j: usize| {
+                hex_value(pair[j])
+                    .ok_or_else(|| bad(format!("character {} is not a hex digit", 2 * i + j + 1)))
+            };
+            bytes[i] = (digit(0)? << 4) | digit(1)?;
+        }
+        Ok(Self(bytes))
+    }
+
+    /// The id every message of this cluster carries: the first 16 bytes of
+    /// `blake3::derive_key("ringkv 2026 cluster id", secret)`. Public; it
+    /// reveals nothing about the secret.
+    pub fn cluster_id(&self) -> ClusterId {
+        ClusterId(first_16(&blake3::derive_key(CLUSTER_ID_CONTEXT, &self.0)))
+    }
+
+    /// The cluster CA's PKCS#8 v1 key: the Ed25519 seed is
+    /// `blake3::derive_key("ringkv 2026 cluster ca", secret)`.
+    fn ca_pkcs8(&self) -> Vec<u8> {
+        let seed = blake3::derive_key(CLUSTER_CA_CONTEXT, &self.0);
+        let mut der = Vec::with_capacity(ED25519_PKCS8_V1_PREFIX.len() + seed.len());
+        der.extend_from_slice(&ED25519_PKCS8_V1_PREFIX);
+        der.extend_from_slice(&seed);
+        der
+    }
+}
+
+impl fmt::Display for ClusterKey {
+    /// The text form: `rkv1-` and 64 lowercase hex digits. This prints the
+    /// secret; use it only to write a key file or show a new key to its owner.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(KEY_TEXT_PREFIX)?;
+        write_hex(f, &self.0)
+    }
+}
+
+impl fmt::Debug for ClusterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClusterKey(")?;
+        write_hex(f, &self.cluster_id().0[..4])?;
+        f.write_str(")")
+    }
+}
+
+impl FromStr for ClusterKey {
+    type Err = TlsError;
+
+    /// Same as [`ClusterKey::parse`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// A node's own Ed25519 key pair, kept in its data dir. Its [`NodeId`] is
+/// derived from the public key, so identity survives address changes.
+///
+/// `Debug` prints the node id only, never the private key.
+#[derive(Clone)]
+pub struct NodeIdentity {
+    /// The private key as PKCS#8 DER, exactly as generated or loaded.
+    pkcs8: Vec<u8>,
+    /// The raw 32-byte Ed25519 public key.
+    public_key: Vec<u8>,
+}
+
+impl NodeIdentity {
+    /// A fresh key pair from the operating system's random source.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::KeyGeneration`] if the random source fails.
+    pub fn generate() -> Result<Self, TlsError> {
+        let pair = KeyPair::generate_for(&PKCS_ED25519)
+            .map_err(|e| TlsError::KeyGeneration(e.to_string()))?;
+        Ok(Self {
+            pkcs8: pair.serialize_der(),
+            public_key: pair.public_key_raw().to_vec(),
+        })
+    }
+
+    /// Loads a key pair saved with [`NodeIdentity::to_pkcs8_der`]
+    /// (PKCS#8 v1 or v2).
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::BadIdentity`] if `der` is not a PKCS#8 Ed25519 key.
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, TlsError> {
+        let pair = ed25519_key_pair(der).map_err(|e| TlsError::BadIdentity(e.to_string()))?;
+        Ok(Self {
+            pkcs8: der.to_vec(),
+            public_key: pair.public_key_raw().to_vec(),
+        })
+    }
+
+    /// The private key as PKCS#8 DER, for saving in the data dir. Secret.
+    pub fn to_pkcs8_der(&self) -> Vec<u8> {
+        self.pkcs8.clone()
+    }
+
+    /// This node's id: [`node_id_of_public_key`] of its public key.
+    pub fn node_id(&self) -> NodeId {
+        node_id_of_public_key(&self.public_key)
+    }
+
+    fn key_pair(&self) -> Result<KeyPair, TlsError> {
+        ed25519_key_pair(&self.pkcs8).map_err(|e| TlsError::BadIdentity(e.to_string()))
+    }
+}
+
+impl fmt::Debug for NodeIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeIdentity({})", self.node_id().short())
+    }
+}
+
+/// A node's id from its raw public key: the first 16 bytes of
+/// `blake3::derive_key("ringkv 2026 node id", public_key)`.
+pub fn node_id_of_public_key(public_key: &[u8]) -> NodeId {
+    NodeId(first_16(&blake3::derive_key(NODE_ID_CONTEXT, public_key)))
+}
+
+/// The quinn server config for this node: presents `me`'s certificate,
+/// requires a client certificate, and verifies it against the cluster CA.
+/// It uses [`transport_config`].
+///
+/// # Errors
+///
+/// [`TlsError::Certificate`] if a certificate cannot be made,
+/// [`TlsError::Rustls`] if rustls or quinn reject the config.
+pub fn server_config(key: &ClusterKey, me: &NodeIdentity) -> Result<quinn::ServerConfig, TlsError> {
+    let credentials = Credentials::new(key, me)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(credentials.roots()?),
+        provider.clone(),
+    )
+    .build()
+    .map_err(rustls_error)?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(rustls_error)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![credentials.node_cert], credentials.node_key)
+        .map_err(rustls_error)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    // No tickets: clients do not resume (see `client_config`).
+    tls.send_tls13_tickets = 0;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(rustls_error)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport_config()));
+    Ok(config)
+}
+
+/// The quinn client config for this node: presents `me`'s certificate and
+/// verifies the server's against the cluster CA under [`SERVER_NAME`].
+/// It uses [`transport_config`].
+///
+/// # Errors
+///
+/// [`TlsError::Certificate`] if a certificate cannot be made,
+/// [`TlsError::Rustls`] if rustls or quinn reject the config.
+pub fn client_config(key: &ClusterKey, me: &NodeIdentity) -> Result<quinn::ClientConfig, TlsError> {
+    client_config_for(Credentials::new(key, me)?)
+}
+
+fn client_config_for(credentials: Credentials) -> Result<quinn::ClientConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = credentials.roots()?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(rustls_error)?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![credentials.node_cert], credentials.node_key)
+        .map_err(rustls_error)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    // Every connection verifies the full chain, so `peer_node_id` always
+    // reflects a certificate checked on this connection.
+    tls.resumption = rustls::client::Resumption::disabled();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(rustls_error)?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport_config()));
+    Ok(config)
+}
+
+/// After a handshake: the verified peer's [`NodeId`], from the Ed25519
+/// public key in its certificate. `None` before the handshake completes, or
+/// if the certificate does not hold an Ed25519 key (which the cluster CA
+/// never signs for a ringkv node, but a secret holder could).
+pub fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
+    let chain = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    let public_key = ed25519_public_key(chain.first()?)?;
+    Some(node_id_of_public_key(&public_key))
+}
+
+/// Transport parameters for peer connections: datagrams on (1 MiB receive
+/// buffer) for gossip, keep-alive every 5 s so idle peer links survive NAT
+/// and the 30 s idle timeout, and at most 256 concurrent bidirectional and
+/// 256 unidirectional streams per connection from the peer.
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut config = quinn::TransportConfig::default();
+    config
+        .datagram_receive_buffer_size(Some(1 << 20))
+        .keep_alive_interval(Some(Duration::from_secs(5)))
+        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+            30_000,
+        ))))
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(256))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(256));
+    config
+}
+
+/// What one node needs for a TLS config: the cluster CA certificate (the
+/// only trust anchor) and its own certificate, signed by that CA, with key.
+struct Credentials {
+    ca_cert: CertificateDer<'static>,
+    node_cert: CertificateDer<'static>,
+    node_key: PrivateKeyDer<'static>,
+}
+
+impl Credentials {
+    fn new(key: &ClusterKey, me: &NodeIdentity) -> Result<Self, TlsError> {
+        let ca_key = ed25519_key_pair(&key.ca_pkcs8()).map_err(certificate_error)?;
+        let ca_params = ca_params();
+        let ca_cert = ca_params.self_signed(&ca_key).map_err(certificate_error)?;
+        let issuer = Issuer::new(ca_params, ca_key);
+        let node_cert = node_params(me)?
+            .signed_by(&me.key_pair()?, &issuer)
+            .map_err(certificate_error)?;
+        Ok(Self {
+            ca_cert: ca_cert.der().clone(),
+            node_cert: node_cert.der().clone(),
+            node_key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(me.to_pkcs8_der())),
+        })
+    }
+
+    fn roots(&self) -> Result<RootCertStore, TlsError> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca_cert.clone()).map_err(rustls_error)?;
+        Ok(roots)
+    }
+}
+
+/// The cluster CA's certificate parameters: all fixed, so every peer builds
+/// a byte-identical CA certificate from the same secret.
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, CA_COMMON_NAME);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.serial_number = Some(SerialNumber::from_slice(&[1]));
+    params
+}
+
+/// A node certificate's parameters: DNS name [`SERVER_NAME`], usable as
+/// both TLS server and client, common name naming the node id.
+fn node_params(me: &NodeIdentity) -> Result<CertificateParams, TlsError> {
+    let mut params =
+        CertificateParams::new(vec![SERVER_NAME.to_owned()]).map_err(certificate_error)?;
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("ringkv node {}", me.node_id()));
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+fn ed25519_key_pair(pkcs8: &[u8]) -> Result<KeyPair, rcgen::Error> {
+    KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(pkcs8), &PKCS_ED25519)
+}
+
+/// The raw Ed25519 public key of a certificate, or `None` if it does not
+/// parse or holds another kind of key.
+fn ed25519_public_key(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
+    let parsed = ParsedCertificate::try_from(cert).ok()?;
+    let spki = parsed.subject_public_key_info();
+    let key = spki.as_ref().strip_prefix(&ED25519_SPKI_PREFIX[..])?;
+    (key.len() == 32).then(|| key.to_vec())
+}
+
+fn first_16(hash: &[u8; 32]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&hash[..16]);
+    out
+}
+
+fn hex_value(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+    use std::net::SocketAddr;
+
+    use quinn::{Connection, ConnectionError, Endpoint};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    use tokio::time::timeout;
+
+    use super::*;
+
+    /// Bound on every network step; loopback steps take milliseconds.
+    const STEP: Duration = Duration::from_secs(5);
+
+    type TestResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
+
+    fn key(seed: u64) -> ClusterKey {
+        ClusterKey::generate(&mut ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    fn identity() -> NodeIdentity {
+        NodeIdentity::generate().expect("os random source works")
+    }
+
+    fn loopback() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    fn server(key: &ClusterKey, me: &NodeIdentity) -> Endpoint {
+        let config = server_config(key, me).expect("server config");
+        Endpoint::server(config, loopback()).expect("bind server")
+    }
+
+    fn client(key: &ClusterKey, me: &NodeIdentity) -> Endpoint {
+        let mut endpoint = Endpoint::client(loopback()).expect("bind client");
+        endpoint.set_default_client_config(client_config(key, me).expect("client config"));
+        endpoint
+    }
+
+    async fn close(endpoint: &Endpoint) {
+        endpoint.close(0u32.into(), b"done");
+        timeout(STEP, endpoint.wait_idle())
+            .await
+            .expect("endpoint goes idle");
+    }
+
+    /// Accepts one connection and echoes its streams and datagrams until the
+    /// peer closes it. Returns the peer's id, or the handshake error.
+    async fn serve_one(endpoint: Endpoint) -> Result<Option<NodeId>, ConnectionError> {
+        let incoming = endpoint.accept().await.expect("endpoint is open");
+        let conn = incoming.await?;
+        let peer = peer_node_id(&conn);
+        loop {
+            tokio::select! {
+                stream = conn.accept_bi() => {
+                    let Ok((mut send, mut recv)) = stream else { break };
+                    let Ok(data) = recv.read_to_end(1 << 16).await else { break };
+                    if send.write_all(&data).await.is_err() || send.finish().is_err() {
+                        break;
+                    }
+                }
+                datagram = conn.read_datagram() => {
+                    let Ok(datagram) = datagram else { break };
+                    let _ = conn.send_datagram(datagram);
+                }
+            }
+        }
+        Ok(peer)
+    }
+
+    async fn connect(endpoint: &Endpoint, addr: SocketAddr) -> TestResult<Connection> {
+        Ok(endpoint.connect(addr, SERVER_NAME)?.await?)
+    }
+
+    async fn echo_stream(conn: &Connection, message: &[u8]) -> TestResult<Vec<u8>> {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        send.write_all(message).await?;
+        send.finish()?;
+        Ok(recv.read_to_end(1 << 16).await?)
+    }
+
+    /// Sends `message` as a datagram until it comes back; datagrams may be
+    /// lost even on loopback, so it retries a bounded number of times.
+    async fn echo_datagram(conn: &Connection, message: &[u8]) -> TestResult<Vec<u8>> {
+        for _ in 0..10 {
+            conn.send_datagram(message.to_vec().into())?;
+            if let Ok(reply) = timeout(Duration::from_millis(500), conn.read_datagram()).await {
+                return Ok(reply?.to_vec());
+            }
+        }
+        Err("no datagram came back after 10 tries".into())
+    }
+
+    #[test]
+    fn cluster_key_text_round_trips() {
+        let key = key(1);
+        let text = key.to_string();
+        assert!(text.starts_with("rkv1-"), "{text}");
+        assert_eq!(text.len(), 5 + 64);
+        assert!(text[5..]
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+        assert_eq!(ClusterKey::parse(&text), Ok(key.clone()));
+        assert_eq!(ClusterKey::parse(&format!("  {text}\n")), Ok(key.clone()));
+        assert_eq!(
+            ClusterKey::parse(&text.to_uppercase().replace("RKV1-", "rkv1-")),
+            Ok(key.clone())
+        );
+        assert_eq!(text.parse::<ClusterKey>(), Ok(key));
+    }
+
+    #[test]
+    fn cluster_key_parse_rejects_malformed_text() {
+        let text = key(2).to_string();
+        let hex = &text[5..];
+        let reason = |s: &str| match ClusterKey::parse(s) {
+            Err(TlsError::BadKey { reason }) => reason,
+            other => panic!("expected BadKey for {s:?}, got {other:?}"),
+        };
+        assert!(reason(&format!("rkv2-{hex}")).contains("start with"));
+        assert!(reason(hex).contains("start with"));
+        assert!(reason(&text[..text.len() - 2]).contains("found 62 characters"));
+        assert!(reason(&format!("{text}00")).contains("found 66 characters"));
+        assert!(reason(&format!("rkv1-{}g", &hex[..63])).contains("character 64"));
+        assert!(reason(&format!("rkv1-{}é", &hex[..62])).contains("63 characters"));
+        assert!(reason("").contains("start with"));
+        let message = ClusterKey::parse(&format!("rkv1-{}", &hex[..10]))
+            .expect_err("too short")
+            .to_string();
+        assert!(message.starts_with("invalid cluster key: "), "{message}");
+        assert!(
+            !message.contains(&hex[..10]),
+            "error echoes the secret: {message}"
+        );
+    }
+
+    #[test]
+    fn cluster_key_debug_hides_the_secret() {
+        let key = key(3);
+        let debug = format!("{key:?}");
+        let id = key.cluster_id();
+        let id_hex: String = id.0[..4].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(debug, format!("ClusterKey({id_hex})"));
+        let secret_hex = &key.to_string()[5..];
+        for window in 0..=(64 - 8) {
+            assert!(!debug.contains(&secret_hex[window..window + 8]), "{debug}");
+        }
+    }
+
+    #[test]
+    fn cluster_id_depends_on_the_secret_only() {
+        assert_eq!(key(4).cluster_id(), key(4).cluster_id());
+        assert_ne!(key(4).cluster_id(), key(5).cluster_id());
+        assert_eq!(
+            ClusterKey::from_bytes([7; 32]).cluster_id().0[..],
+            blake3::derive_key("ringkv 2026 cluster id", &[7; 32])[..16]
+        );
+    }
+
+    #[test]
+    fn cluster_ca_is_the_same_on_every_peer() {
+        let (a, b) = (identity(), identity());
+        let ca = |k: &ClusterKey, me: &NodeIdentity| Credentials::new(k, me).expect("ca").ca_cert;
+        assert_eq!(ca(&key(6), &a), ca(&key(6), &b));
+        assert_ne!(ca(&key(6), &a), ca(&key(7), &a));
+    }
+
+    #[test]
+    fn node_identity_pkcs8_round_trip_keeps_node_id() {
+        let me = identity();
+        let again = NodeIdentity::from_pkcs8_der(&me.to_pkcs8_der()).expect("reload");
+        assert_eq!(again.node_id(), me.node_id());
+        assert_ne!(identity().node_id(), me.node_id());
+        assert_eq!(
+            format!("{me:?}"),
+            format!("NodeIdentity({})", me.node_id().short())
+        );
+    }
+
+    #[test]
+    fn node_identity_accepts_pkcs8_v1_and_rejects_other_keys() {
+        let seed = [9u8; 32];
+        let mut v1 = ED25519_PKCS8_V1_PREFIX.to_vec();
+        v1.extend_from_slice(&seed);
+        let me = NodeIdentity::from_pkcs8_der(&v1).expect("pkcs8 v1 ed25519");
+        assert_eq!(me.to_pkcs8_der(), v1);
+        assert!(matches!(
+            NodeIdentity::from_pkcs8_der(b"not a key"),
+            Err(TlsError::BadIdentity(_))
+        ));
+        let ecdsa = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("ecdsa key");
+        assert!(matches!(
+            NodeIdentity::from_pkcs8_der(&ecdsa.serialize_der()),
+            Err(TlsError::BadIdentity(_))
+        ));
+    }
+
+    #[test]
+    fn transport_config_builds() {
+        // The setters panic on out-of-range values; building is the test.
+        let _ = transport_config();
+    }
+
+    #[tokio::test]
+    async fn peers_with_the_same_key_exchange_streams_and_datagrams() {
+        let key = key(10);
+        let (server_id, client_id) = (identity(), identity());
+        let server_endpoint = server(&key, &server_id);
+        let addr = server_endpoint.local_addr().expect("bound");
+        let served = tokio::spawn(serve_one(server_endpoint.clone()));
+        let client_endpoint = client(&key, &client_id);
+
+        let conn = timeout(STEP, connect(&client_endpoint, addr))
+            .await
+            .expect("connect in time")
+            .expect("handshake succeeds");
+        assert_eq!(peer_node_id(&conn), Some(server_id.node_id()));
+        let reply = timeout(STEP, echo_stream(&conn, b"hello ringkv"))
+            .await
+            .expect("stream echo in time")
+            .expect("stream echo works");
+        assert_eq!(reply, b"hello ringkv");
+        let reply = timeout(STEP, echo_datagram(&conn, b"ping"))
+            .await
+            .expect("datagram echo in time")
+            .expect("datagram echo works");
+        assert_eq!(reply, b"ping");
+        conn.close(0u32.into(), b"bye");
+
+        let seen = timeout(STEP, served)
+            .await
+            .expect("server finishes")
+            .expect("server task")
+            .expect("server handshake");
+        assert_eq!(seen, Some(client_id.node_id()));
+        close(&client_endpoint).await;
+        close(&server_endpoint).await;
+    }
+
+    #[tokio::test]
+    async fn server_rejects_a_client_with_another_key() {
+        let server_endpoint = server(&key(11), &identity());
+        let addr = server_endpoint.local_addr().expect("bound");
+        let served = tokio::spawn(serve_one(server_endpoint.clone()));
+        // The client trusts the server's CA, so only the server's check of
+        // the client certificate (signed by another cluster's CA) can fail.
+        let mut credentials = Credentials::new(&key(12), &identity()).expect("credentials");
+        credentials.ca_cert = Credentials::new(&key(11), &identity())
+            .expect("credentials")
+            .ca_cert;
+        let mut client_endpoint = Endpoint::client(loopback()).expect("bind client");
+        client_endpoint.set_default_client_config(client_config_for(credentials).expect("config"));
+
+        // The client may think the handshake finished before the server has
+        // checked its certificate; the failure must show by the first reply.
+        let exchange = timeout(STEP, async {
+            let conn = connect(&client_endpoint, addr).await?;
+            echo_stream(&conn, b"let me in").await
+        })
+        .await
+        .expect("the exchange fails rather than hangs");
+        assert!(exchange.is_err(), "exchange succeeded: {exchange:?}");
+        let seen = timeout(STEP, served)
+            .await
+            .expect("server finishes")
+            .expect("server task");
+        assert!(seen.is_err(), "server accepted: {seen:?}");
+        close(&client_endpoint).await;
+        close(&server_endpoint).await;
+    }
+
+    #[tokio::test]
+    async fn client_rejects_a_server_with_another_key() {
+        let server_endpoint = server(&key(13), &identity());
+        let addr = server_endpoint.local_addr().expect("bound");
+        let served = tokio::spawn(serve_one(server_endpoint.clone()));
+        let client_endpoint = client(&key(14), &identity());
+
+        let connected = timeout(STEP, connect(&client_endpoint, addr))
+            .await
+            .expect("the handshake fails rather than hangs");
+        assert!(connected.is_err(), "client accepted the server");
+        let seen = timeout(STEP, served)
+            .await
+            .expect("server finishes")
+            .expect("server task");
+        assert!(seen.is_err(), "server completed a handshake: {seen:?}");
+        close(&client_endpoint).await;
+        close(&server_endpoint).await;
+    }
+}

@@ -1,0 +1,76 @@
+//! The client side of the peer protocol, for CLI commands: a throwaway
+//! identity signed with the cluster key, one connection, one request.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use ringkv_gossip::transport::tls::{client_config, transport_config, SERVER_NAME};
+use ringkv_gossip::{ClusterKey, NodeIdentity};
+use serde::de::DeserializeOwned;
+
+use crate::api::{Reply, Request, REPLY_MAX};
+
+/// Sends one request to `peer` and returns its answer.
+pub(crate) async fn request<T: DeserializeOwned>(
+    peer: SocketAddr,
+    key: &ClusterKey,
+    req: &Request,
+    timeout: Duration,
+) -> Result<T> {
+    let identity = NodeIdentity::generate().context("cannot make a client identity")?;
+    let mut config = client_config(key, &identity).context("cannot build the TLS client config")?;
+    config.transport_config(std::sync::Arc::new(transport_config()));
+    let bind: SocketAddr = if peer.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let endpoint = quinn::Endpoint::client(bind).context("cannot open a client socket")?;
+    let outcome = tokio::time::timeout(timeout, exchange(&endpoint, config, peer, req)).await;
+    endpoint.close(0u32.into(), b"done");
+    let bytes = match outcome {
+        Ok(result) => result?,
+        Err(_) => bail!("peer {peer} did not answer within {:.0} s (is it running, and is that its --listen address?)", timeout.as_secs_f64()),
+    };
+    match serde_json::from_slice::<Reply<T>>(&bytes)
+        .with_context(|| format!("peer {peer} sent an answer this client cannot read"))?
+    {
+        Reply::Ok(value) => Ok(value),
+        Reply::Error(e) => Err(anyhow!("peer {peer}: {e}")),
+    }
+}
+
+async fn exchange(
+    endpoint: &quinn::Endpoint,
+    config: quinn::ClientConfig,
+    peer: SocketAddr,
+    req: &Request,
+) -> Result<Vec<u8>> {
+    let conn = endpoint
+        .connect_with(config, peer, SERVER_NAME)
+        .with_context(|| format!("cannot connect to {peer}"))?
+        .await
+        .map_err(|e| refused(peer, &e.to_string()))?;
+    // A connection can open before the peer has checked our certificate:
+    // only a completed exchange proves we are in.
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| refused(peer, &e.to_string()))?;
+    let body = serde_json::to_vec(req).expect("requests serialize");
+    send.write_all(&body)
+        .await
+        .map_err(|e| refused(peer, &e.to_string()))?;
+    send.finish().map_err(|e| refused(peer, &e.to_string()))?;
+    let bytes = recv
+        .read_to_end(REPLY_MAX)
+        .await
+        .map_err(|e| refused(peer, &e.to_string()))?;
+    conn.close(0u32.into(), b"done");
+    Ok(bytes)
+}
+
+fn refused(peer: SocketAddr, detail: &str) -> anyhow::Error {
+    anyhow!("peer {peer} refused the connection ({detail}); check --cluster-key: it must be the key of the cluster that peer belongs to")
+}

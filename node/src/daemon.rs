@@ -1,0 +1,537 @@
+//! `ringkv node`: one peer. Wiring only: the data dir, the QUIC endpoint,
+//! the gossip runner, the ring rebuilt from every view change, the client
+//! request loop, and graceful shutdown.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use ringkv_gossip::runner::{self, Command, Handle, Request as StreamRequest, RunnerParts, View};
+use ringkv_gossip::transport::tls::{client_config, server_config, transport_config};
+use ringkv_gossip::{Config as GossipConfig, Meta, NodeId, NodeStatus, State, Swim};
+use ringkv_ring::{analysis, NodeSpec, Ring, DEFAULT_VNODES};
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+use crate::api::{
+    self, MemberRow, MembersReply, OwnersReply, ReplicaRow, Reply, RingNodeRow, RingReply,
+};
+use crate::datadir::DataDir;
+use crate::keyargs::KeyArgs;
+
+/// Replication factor the ring reports shares for (the store's N).
+const REPLICATION: usize = 3;
+/// Dead members stay in the ring this long by default.
+const DEAD_GRACE_DEFAULT: Duration = Duration::from_secs(30);
+/// How long a graceful leave waits for the news to spread.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Arguments of `ringkv node`. Each can also come from the environment
+/// (`RINGKV_...`) or the `--config` TOML file; flags win, then the
+/// environment, then the file.
+#[derive(Debug, Args)]
+pub(crate) struct NodeArgs {
+    /// Data directory (identity, incarnation, cluster key, known peers).
+    #[arg(long, env = "RINGKV_DATA")]
+    data: Option<PathBuf>,
+    /// Address to bind (UDP, QUIC), e.g. 127.0.0.1:7001; port 0 picks one.
+    #[arg(long, env = "RINGKV_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Address peers should use to reach this one (default: --listen).
+    #[arg(long, env = "RINGKV_ADVERTISE")]
+    advertise: Option<SocketAddr>,
+    /// A peer of the cluster to join through; repeat or comma-separate.
+    #[arg(long, env = "RINGKV_JOIN", value_delimiter = ',')]
+    join: Vec<String>,
+    /// Name shown in tables (default: node-<first 8 hex digits of the id>).
+    #[arg(long, env = "RINGKV_NAME")]
+    name: Option<String>,
+    /// Capacity weight: tokens in the ring are vnodes x weight.
+    #[arg(long, env = "RINGKV_WEIGHT", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    weight: Option<u32>,
+    /// Failure zone; replicas go to distinct zones first.
+    #[arg(long, env = "RINGKV_ZONE")]
+    zone: Option<String>,
+    /// How long a dead member stays in the ring before its ranges move
+    /// (e.g. 30s); a short blip must not reshuffle data.
+    #[arg(long, env = "RINGKV_DEAD_GRACE", value_parser = crate::keyargs::parse_duration)]
+    dead_grace: Option<Duration>,
+    /// Seed of the peer's random choices (default: from the OS).
+    #[arg(long, env = "RINGKV_SEED")]
+    seed: Option<u64>,
+    /// TOML file with any of the settings above (keys as the flags, with
+    /// underscores: data, listen, advertise, join = [..], name, weight,
+    /// zone, dead_grace = "30s", cluster_key_file).
+    #[arg(long, env = "RINGKV_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    key: KeyArgs,
+}
+
+/// The `--config` file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    advertise: Option<SocketAddr>,
+    #[serde(default)]
+    join: Vec<String>,
+    name: Option<String>,
+    weight: Option<u32>,
+    zone: Option<String>,
+    dead_grace: Option<String>,
+    cluster_key_file: Option<PathBuf>,
+    seed: Option<u64>,
+}
+
+/// Settings after flags, environment and file are merged.
+#[derive(Debug)]
+struct Settings {
+    data: PathBuf,
+    listen: SocketAddr,
+    advertise: Option<SocketAddr>,
+    join: Vec<String>,
+    name: Option<String>,
+    weight: u32,
+    zone: Option<String>,
+    dead_grace: Duration,
+    seed: Option<u64>,
+}
+
+fn settings(args: &NodeArgs) -> Result<(Settings, KeyArgs)> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            toml::from_str::<FileConfig>(&text)
+                .with_context(|| format!("bad config file {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let dead_grace = match (&args.dead_grace, &file.dead_grace) {
+        (Some(d), _) => *d,
+        (None, Some(text)) => crate::keyargs::parse_duration(text)
+            .map_err(anyhow::Error::msg)
+            .context("config file: dead_grace")?,
+        (None, None) => DEAD_GRACE_DEFAULT,
+    };
+    let weight = args.weight.or(file.weight).unwrap_or(1);
+    if !(1..=1000).contains(&weight) {
+        bail!("weight {weight} is out of range: 1 to 1000");
+    }
+    let mut key = args.key.clone();
+    if key.cluster_key.is_none() && key.cluster_key_file.is_none() {
+        key.cluster_key_file = file.cluster_key_file.clone();
+    }
+    let settings = Settings {
+        data: args
+            .data
+            .clone()
+            .or(file.data)
+            .context("--data is required: the directory where this peer keeps its identity")?,
+        listen: args
+            .listen
+            .or(file.listen)
+            .context("--listen is required, e.g. --listen 127.0.0.1:7001")?,
+        advertise: args.advertise.or(file.advertise),
+        join: if args.join.is_empty() {
+            file.join
+        } else {
+            args.join.clone()
+        },
+        name: args.name.clone().or(file.name),
+        weight,
+        zone: args.zone.clone().or(file.zone),
+        dead_grace,
+        seed: args.seed.or(file.seed),
+    };
+    Ok((settings, key))
+}
+
+fn resolve_seeds(join: &[String]) -> Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for seed in join {
+        let addrs = seed
+            .to_socket_addrs()
+            .with_context(|| format!("--join {seed}: not an address like 127.0.0.1:7001"))?;
+        out.extend(addrs.take(1));
+    }
+    Ok(out)
+}
+
+/// Runs a peer until SIGTERM or Ctrl-C, then leaves gracefully.
+pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
+    let (settings, key_args) = settings(args)?;
+    let dir = DataDir::open(&settings.data)?;
+    let identity = dir.identity()?;
+    let id = identity.node_id();
+    let seeds = resolve_seeds(&settings.join)?;
+    let given_key = key_args.resolve()?;
+    if given_key.is_none() && !seeds.is_empty() && dir.cluster_key()?.is_none() {
+        bail!("joining a cluster needs its key: pass --cluster-key (or --cluster-key-file, or RINGKV_CLUSTER_KEY) as printed by its first peer");
+    }
+    let (key, created) = dir.bind_cluster(given_key)?;
+    let incarnation = dir.next_incarnation()?;
+
+    let mut server =
+        server_config(&key, &identity).context("cannot build the TLS server config")?;
+    server.transport_config(Arc::new(transport_config()));
+    let mut client =
+        client_config(&key, &identity).context("cannot build the TLS client config")?;
+    client.transport_config(Arc::new(transport_config()));
+    let socket = std::net::UdpSocket::bind(settings.listen).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "cannot listen on {}: the address is in use (another ringkv?)",
+            settings.listen
+        ),
+        _ => anyhow::anyhow!("cannot listen on {}: {e}", settings.listen),
+    })?;
+    let local = socket.local_addr()?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .context("cannot start the QUIC endpoint")?;
+    let advertise = settings.advertise.unwrap_or(local);
+    if advertise.ip().is_unspecified() {
+        bail!(
+            "--listen {} is a wildcard address: pass --advertise with the address peers should use",
+            settings.listen
+        );
+    }
+
+    let name = settings
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("node-{}", id.short()));
+    let mut meta = Meta::new(advertise, name.clone());
+    meta.weight = settings.weight;
+    meta.zone = settings.zone.clone();
+    meta.status = NodeStatus::Normal;
+    meta.build = env!("CARGO_PKG_VERSION").to_owned();
+    let gossip = GossipConfig {
+        cluster: key.cluster_id(),
+        ..GossipConfig::default()
+    };
+    let max_stream = gossip.max_stream_message;
+    let rng = match settings.seed {
+        Some(seed) => ChaCha8Rng::seed_from_u64(seed),
+        None => ChaCha8Rng::from_os_rng(),
+    };
+    let now = tokio::time::Instant::now().into_std();
+    let mut swim = Swim::new(gossip, id, incarnation, meta, rng, now);
+    let mut all_seeds = seeds.clone();
+    for peer in dir.peers() {
+        if !all_seeds.contains(&peer) {
+            all_seeds.push(peer);
+        }
+    }
+    all_seeds.retain(|a| *a != advertise);
+    if !all_seeds.is_empty() {
+        swim.handle_join(now, all_seeds);
+    }
+
+    println!("ringkv: node {name} (id {id}) listening on {local}, incarnation {incarnation}");
+    if created {
+        println!("ringkv: started a new cluster. Join another peer to it with:");
+        println!(
+            "  ringkv node --data <DIR> --listen <ADDR> --join {advertise} --cluster-key {key}"
+        );
+    }
+
+    let (req_tx, req_rx) = mpsc::channel(256);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let parts = RunnerParts {
+        swim,
+        endpoint,
+        client_config: client,
+        requests: req_tx,
+        max_stream_message: max_stream,
+    };
+    let (handle, runner_task) = runner::spawn(parts, async move {
+        let _ = stop_rx.await;
+    });
+    let ring_rx = spawn_ring_builder(handle.view.clone(), settings.dead_grace);
+    spawn_persistence(handle.view.clone(), dir.clone());
+    tokio::spawn(serve_requests(req_rx, handle.clone(), ring_rx));
+
+    wait_for_signal().await;
+    info!("shutting down: leaving the cluster");
+    let (done_tx, done_rx) = oneshot::channel();
+    if handle
+        .commands
+        .send(Command::Leave {
+            timeout: LEAVE_TIMEOUT,
+            done: done_tx,
+        })
+        .await
+        .is_ok()
+    {
+        let _ = tokio::time::timeout(LEAVE_TIMEOUT + Duration::from_secs(1), done_rx).await;
+    }
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(2), runner_task).await;
+    println!("ringkv: node {name} left the cluster");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("can listen for SIGTERM");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The ring as this peer currently builds it.
+#[derive(Debug, Default)]
+struct RingState {
+    ring: Option<Ring>,
+}
+
+/// Rebuilds the ring whenever the set of members it counts changes: live
+/// members, plus dead ones for `grace` after they were first seen dead.
+fn spawn_ring_builder(
+    mut view: watch::Receiver<Arc<View>>,
+    grace: Duration,
+) -> watch::Receiver<Arc<RingState>> {
+    let (tx, rx) = watch::channel(Arc::new(RingState::default()));
+    tokio::spawn(async move {
+        let mut dead_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
+        let mut last: Option<Vec<NodeSpec>> = None;
+        loop {
+            let current = view.borrow_and_update().clone();
+            let specs = ring_members(&current, &mut dead_since, grace);
+            if last.as_ref() != Some(&specs) {
+                match Ring::build(&specs, DEFAULT_VNODES) {
+                    Ok(ring) => {
+                        info!(nodes = specs.len(), digest = %ring.digest().short(), "ring rebuilt");
+                        let _ = tx.send(Arc::new(RingState { ring: Some(ring) }));
+                    }
+                    Err(e) => warn!(err = %e, "cannot build the ring from the view"),
+                }
+                last = Some(specs);
+            }
+            tokio::select! {
+                changed = view.changed() => if changed.is_err() { break },
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    });
+    rx
+}
+
+fn ring_members(
+    view: &View,
+    dead_since: &mut BTreeMap<NodeId, Instant>,
+    grace: Duration,
+) -> Vec<NodeSpec> {
+    let now = Instant::now();
+    let spec = |m: &ringkv_gossip::Member| {
+        let mut s = NodeSpec::new(m.id).with_weight(m.meta.weight.max(1));
+        s.zone = m.meta.zone.clone();
+        s
+    };
+    let mut out = vec![spec(&view.me)];
+    for m in &view.members {
+        match m.state {
+            State::Alive | State::Suspect => {
+                dead_since.remove(&m.id);
+                out.push(spec(m));
+            }
+            State::Dead => {
+                let since = *dead_since.entry(m.id).or_insert(now);
+                if now.duration_since(since) < grace {
+                    out.push(spec(m));
+                }
+            }
+            State::Left => {
+                dead_since.remove(&m.id);
+            }
+        }
+    }
+    out.sort_by_key(|s| s.id);
+    out
+}
+
+/// Keeps the incarnation and the known peers on disk.
+fn spawn_persistence(mut view: watch::Receiver<Arc<View>>, dir: DataDir) {
+    tokio::spawn(async move {
+        let mut stored = view.borrow().me.incarnation;
+        let mut peers_saved = Instant::now() - Duration::from_secs(3600);
+        loop {
+            let current = view.borrow_and_update().clone();
+            if current.me.incarnation > stored {
+                match dir.store_incarnation(current.me.incarnation) {
+                    Ok(()) => stored = current.me.incarnation,
+                    Err(e) => warn!(err = %e, "cannot store the incarnation"),
+                }
+            }
+            if peers_saved.elapsed() > Duration::from_secs(10) {
+                let peers: Vec<SocketAddr> = current
+                    .members
+                    .iter()
+                    .filter(|m| m.state.is_live())
+                    .map(|m| m.meta.addr)
+                    .collect();
+                if !peers.is_empty() {
+                    if let Err(e) = dir.store_peers(&peers) {
+                        warn!(err = %e, "cannot store known peers");
+                    }
+                    peers_saved = Instant::now();
+                }
+            }
+            if view.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+async fn serve_requests(
+    mut requests: mpsc::Receiver<StreamRequest>,
+    handle: Handle,
+    ring: watch::Receiver<Arc<RingState>>,
+) {
+    while let Some(req) = requests.recv().await {
+        let view = handle.view.borrow().clone();
+        let ring = ring.borrow().clone();
+        tokio::spawn(async move {
+            let StreamRequest {
+                mut send, mut recv, ..
+            } = req;
+            let read = recv.read_to_end(api::REQUEST_MAX);
+            let Ok(Ok(body)) = tokio::time::timeout(Duration::from_secs(5), read).await else {
+                return;
+            };
+            let reply = match serde_json::from_slice::<api::Request>(&body) {
+                Ok(request) => answer(&request, &view, &ring),
+                Err(e) => serde_json::to_vec(&Reply::<()>::Error(format!("bad request: {e}")))
+                    .expect("serializes"),
+            };
+            if send.write_all(&reply).await.is_ok() {
+                let _ = send.finish();
+            }
+        });
+    }
+}
+
+fn answer(request: &api::Request, view: &View, ring: &RingState) -> Vec<u8> {
+    fn encode<T: serde::Serialize>(r: Reply<T>) -> Vec<u8> {
+        serde_json::to_vec(&r).expect("replies serialize")
+    }
+    let names: BTreeMap<NodeId, &ringkv_gossip::Member> = std::iter::once(&view.me)
+        .chain(view.members.iter())
+        .map(|m| (m.id, m))
+        .collect();
+    let name = |id: &NodeId| {
+        names
+            .get(id)
+            .map_or_else(|| id.short(), |m| m.meta.name.clone())
+    };
+    match request {
+        api::Request::Members => {
+            let shares: BTreeMap<NodeId, f64> = ring
+                .ring
+                .as_ref()
+                .map(|r| {
+                    analysis::shares(r, 1)
+                        .into_iter()
+                        .map(|s| (s.id, s.share))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let row = |m: &ringkv_gossip::Member, this_peer: bool| MemberRow {
+                name: m.meta.name.clone(),
+                id: m.id.to_string(),
+                addr: m.meta.addr.to_string(),
+                state: m.state.to_string(),
+                incarnation: m.incarnation,
+                zone: m.meta.zone.clone(),
+                weight: m.meta.weight,
+                status: format!("{:?}", m.meta.status).to_lowercase(),
+                ownership: shares.get(&m.id).copied(),
+                this_peer,
+            };
+            let mut members: Vec<MemberRow> = std::iter::once(row(&view.me, true))
+                .chain(view.members.iter().map(|m| row(m, false)))
+                .collect();
+            members.sort_by(|a, b| a.name.cmp(&b.name));
+            encode(Reply::Ok(MembersReply {
+                index: view.index,
+                view_digest: format!("{:016x}", view.digest),
+                ring_digest: ring.ring.as_ref().map(|r| r.digest().to_string()),
+                agreeing: view.agreement.0,
+                reporting: view.agreement.1,
+                joined: view.joined,
+                members,
+            }))
+        }
+        api::Request::Ring => {
+            let Some(r) = &ring.ring else {
+                return encode(Reply::<()>::Error("no ring yet".into()));
+            };
+            let nodes = analysis::shares(r, REPLICATION)
+                .into_iter()
+                .map(|s| RingNodeRow {
+                    name: name(&s.id),
+                    id: s.id.to_string(),
+                    tokens: s.tokens,
+                    share: s.share,
+                    replica_share: s.replica_share,
+                })
+                .collect();
+            let ranges = r
+                .ranges()
+                .map(|(range, owner)| {
+                    (range.start.to_string(), range.end.to_string(), name(&owner))
+                })
+                .collect();
+            encode(Reply::Ok(RingReply {
+                digest: r.digest().to_string(),
+                vnodes: r.vnodes(),
+                replication: REPLICATION,
+                nodes,
+                ranges,
+            }))
+        }
+        api::Request::Owners { key } => {
+            let Some(r) = &ring.ring else {
+                return encode(Reply::<()>::Error("no ring yet".into()));
+            };
+            let replicas = r
+                .replicas(key, REPLICATION)
+                .into_iter()
+                .map(|id| ReplicaRow {
+                    name: name(&id),
+                    id: id.to_string(),
+                    addr: names
+                        .get(&id)
+                        .map_or_else(String::new, |m| m.meta.addr.to_string()),
+                })
+                .collect();
+            encode(Reply::Ok(OwnersReply {
+                position: ringkv_ring::key_position(key).to_string(),
+                replicas,
+            }))
+        }
+    }
+}

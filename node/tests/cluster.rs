@@ -1,0 +1,343 @@
+//! Real `ringkv node` processes on 127.0.0.1 with ephemeral ports and
+//! temporary data dirs: joining, failure detection, graceful leave, restart,
+//! authentication and garbage input. Every wait is a bounded poll; every
+//! process is killed when its handle drops.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringkv");
+
+/// A running peer; killed on drop.
+struct Peer {
+    child: Child,
+    addr: SocketAddr,
+    data: PathBuf,
+    name: String,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Peer {
+    fn start(dir: &Path, name: &str, extra: &[&str]) -> Self {
+        let data = dir.join(name);
+        Self::start_in(data, name, "127.0.0.1:0", extra)
+    }
+
+    fn start_in(data: PathBuf, name: &str, listen: &str, extra: &[&str]) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["node", "--data"])
+            .arg(&data)
+            .args(["--listen", listen, "--name", name])
+            .args(extra);
+        cmd.env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("ringkv starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split(" listening on ").nth(1) {
+                    let addr = rest.split(',').next().unwrap_or_default().to_owned();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the peer prints its address");
+        Self {
+            child,
+            addr: addr.parse().expect("an address"),
+            data,
+            name: name.to_owned(),
+        }
+    }
+
+    fn key(&self) -> String {
+        std::fs::read_to_string(self.data.join("cluster.key"))
+            .expect("a cluster key")
+            .trim()
+            .to_owned()
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+}
+
+/// `ringkv members --json` against a peer.
+fn members(peer: SocketAddr, key: &str) -> Option<Value> {
+    let out = Command::new(BIN)
+        .args([
+            "members",
+            "--json",
+            "--peer",
+            &peer.to_string(),
+            "--cluster-key",
+            key,
+        ])
+        .output()
+        .expect("ringkv runs");
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("members --json is JSON"))
+}
+
+fn state_of(view: &Value, name: &str) -> Option<(String, u64)> {
+    view["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == name)
+        .map(|m| {
+            (
+                m["state"].as_str().unwrap_or_default().to_owned(),
+                m["incarnation"].as_u64().unwrap_or_default(),
+            )
+        })
+}
+
+/// Polls `check` until it holds or `limit` passes; the message names what
+/// was missing.
+fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out after {limit:?} waiting until {what}");
+}
+
+fn cluster(dir: &Path, n: usize, extra: &[&str]) -> (Vec<Peer>, String) {
+    let seed = Peer::start(dir, "p1", extra);
+    let key = seed.key();
+    let join = seed.addr.to_string();
+    let mut peers = vec![seed];
+    for i in 2..=n {
+        let mut args = vec!["--join", &join, "--cluster-key", &key];
+        args.extend_from_slice(extra);
+        peers.push(Peer::start(dir, &format!("p{i}"), &args));
+    }
+    (peers, key)
+}
+
+fn all_alive_and_agree(peers: &[&Peer], key: &str, n: usize) -> bool {
+    let mut digests = Vec::new();
+    for p in peers {
+        let Some(view) = members(p.addr, key) else {
+            return false;
+        };
+        let alive = view["members"]
+            .as_array()
+            .map_or(0, |ms| ms.iter().filter(|m| m["state"] == "alive").count());
+        if alive != n {
+            return false;
+        }
+        digests.push(view["ring_digest"].clone());
+    }
+    digests.windows(2).all(|w| w[0] == w[1] && !w[0].is_null())
+}
+
+#[test]
+fn five_peers_joined_through_one_seed_agree_on_members_and_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let (peers, key) = cluster(dir.path(), 5, &[]);
+    let refs: Vec<&Peer> = peers.iter().collect();
+    wait_for(
+        Duration::from_secs(20),
+        "all five peers list five alive members and one ring digest",
+        || all_alive_and_agree(&refs, &key, 5),
+    );
+}
+
+#[test]
+fn killed_peer_is_declared_dead_leaves_the_ring_and_rejoins_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peers, key) = cluster(dir.path(), 4, &["--dead-grace", "2s"]);
+    let refs: Vec<&Peer> = peers.iter().collect();
+    wait_for(Duration::from_secs(20), "four peers agree", || {
+        all_alive_and_agree(&refs, &key, 4)
+    });
+
+    let victim = peers.pop().unwrap();
+    let (name, data) = (victim.name.clone(), victim.data.clone());
+    victim.signal("-KILL");
+    drop(victim);
+    let took = wait_for(
+        Duration::from_secs(10),
+        "the others mark the killed peer dead",
+        || {
+            peers.iter().all(|p| {
+                members(p.addr, &key)
+                    .and_then(|v| state_of(&v, &name))
+                    .is_some_and(|(s, _)| s == "dead")
+            })
+        },
+    );
+    eprintln!("dead everywhere after {took:?}");
+    wait_for(
+        Duration::from_secs(10),
+        "the ring drops the dead peer after the grace",
+        || {
+            peers.iter().all(|p| {
+                members(p.addr, &key).is_some_and(|v| {
+                    v["members"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|m| m["name"] == name.as_str() && m["ownership"].is_null())
+                })
+            })
+        },
+    );
+
+    // Restarted from its data dir: no flags needed, a higher incarnation.
+    let back = Peer::start_in(data, &name, "127.0.0.1:0", &[]);
+    wait_for(
+        Duration::from_secs(20),
+        "the restarted peer is alive again with incarnation 2",
+        || {
+            peers.iter().all(|p| {
+                members(p.addr, &key).and_then(|v| state_of(&v, &name)) == Some(("alive".into(), 2))
+            })
+        },
+    );
+    drop(back);
+}
+
+#[test]
+fn sigterm_makes_a_peer_leave_not_die() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peers, key) = cluster(dir.path(), 3, &[]);
+    let refs: Vec<&Peer> = peers.iter().collect();
+    wait_for(Duration::from_secs(20), "three peers agree", || {
+        all_alive_and_agree(&refs, &key, 3)
+    });
+    let mut leaver = peers.pop().unwrap();
+    let name = leaver.name.clone();
+    leaver.signal("-TERM");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = leaver.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the peer did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "a graceful leave exits 0, got {status}");
+    wait_for(
+        Duration::from_secs(10),
+        "the others list the peer as left",
+        || {
+            peers.iter().all(|p| {
+                members(p.addr, &key)
+                    .and_then(|v| state_of(&v, &name))
+                    .is_some_and(|(s, _)| s == "left")
+            })
+        },
+    );
+    // And it never shows as dead.
+    for p in &peers {
+        let (state, _) = members(p.addr, &key)
+            .and_then(|v| state_of(&v, &name))
+            .unwrap();
+        assert_eq!(state, "left");
+    }
+}
+
+#[test]
+fn a_peer_with_another_key_never_joins_and_a_client_without_the_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (peers, key) = cluster(dir.path(), 2, &[]);
+    let refs: Vec<&Peer> = peers.iter().collect();
+    wait_for(Duration::from_secs(20), "two peers agree", || {
+        all_alive_and_agree(&refs, &key, 2)
+    });
+
+    let other =
+        String::from_utf8(Command::new(BIN).arg("keygen").output().unwrap().stdout).unwrap();
+    let other = other.trim();
+    assert_ne!(other, key);
+    let seed = peers[0].addr.to_string();
+    let intruder = Peer::start(
+        dir.path(),
+        "intruder",
+        &["--join", &seed, "--cluster-key", other],
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    for p in &peers {
+        let view = members(p.addr, &key).unwrap();
+        assert!(
+            state_of(&view, "intruder").is_none(),
+            "the intruder got into a view: {view}"
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["members", "--peer", &seed, "--cluster-key", other])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a client with the wrong key was answered"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused") && err.contains("cluster-key"),
+        "unclear error: {err}"
+    );
+    drop(intruder);
+}
+
+#[test]
+fn garbage_datagrams_neither_crash_a_peer_nor_change_its_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let (peers, key) = cluster(dir.path(), 2, &[]);
+    let refs: Vec<&Peer> = peers.iter().collect();
+    wait_for(Duration::from_secs(20), "two peers agree", || {
+        all_alive_and_agree(&refs, &key, 2)
+    });
+    let before = members(peers[0].addr, &key).unwrap();
+
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..2000usize {
+        let len = 1 + (i * 37) % 1400;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let _ = socket.send_to(&bytes, peers[0].addr);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = members(peers[0].addr, &key).expect("the peer still answers");
+    assert_eq!(
+        before["view_digest"], after["view_digest"],
+        "garbage changed the view"
+    );
+    assert!(all_alive_and_agree(&refs, &key, 2));
+}
