@@ -99,8 +99,12 @@ pub struct TransportStats {
     pub inbox_dropped: AtomicU64,
     /// Messages dropped because no connection could be made in time.
     pub unsent: AtomicU64,
-    /// Connections refused or failed during the handshake.
+    /// Connections refused or failed during the handshake (a peer with
+    /// another cluster key, or not a ringkv peer).
     pub handshake_failures: AtomicU64,
+    /// Connection attempts that got no answer in time (peer down or
+    /// unreachable).
+    pub connect_timeouts: AtomicU64,
     /// Bytes received in datagrams and stream messages.
     pub bytes_in: AtomicU64,
 }
@@ -401,20 +405,24 @@ impl Runner {
         let inbox = self.inbox_tx.clone();
         let stats = self.stats.clone();
         tokio::spawn(async move {
-            let attempt = async {
-                let connecting = endpoint.connect_with(config, to, SERVER_NAME).ok()?;
-                tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-                    .await
-                    .ok()?
-                    .ok()
-            };
-            let input = match attempt.await {
-                Some(conn) => Input::Connected(to, conn),
-                None => {
-                    stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
-                    debug!(peer = %to, "could not connect");
+            let input = match endpoint.connect_with(config, to, SERVER_NAME) {
+                Err(e) => {
+                    debug!(peer = %to, err = %e, "cannot connect");
                     Input::ConnectFailed(to)
                 }
+                Ok(connecting) => match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+                    Ok(Ok(conn)) => Input::Connected(to, conn),
+                    Ok(Err(e)) => {
+                        stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        debug!(peer = %to, err = %e, "handshake failed");
+                        Input::ConnectFailed(to)
+                    }
+                    Err(_) => {
+                        stats.connect_timeouts.fetch_add(1, Ordering::Relaxed);
+                        debug!(peer = %to, "no answer");
+                        Input::ConnectFailed(to)
+                    }
+                },
             };
             let _ = inbox.send(input).await;
         });

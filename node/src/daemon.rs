@@ -15,19 +15,16 @@ use rand_chacha::ChaCha8Rng;
 use ringkv_gossip::runner::{self, Command, Handle, Request as StreamRequest, RunnerParts, View};
 use ringkv_gossip::transport::tls::{client_config, server_config, transport_config};
 use ringkv_gossip::{Config as GossipConfig, Meta, NodeId, NodeStatus, State, Swim};
-use ringkv_ring::{analysis, NodeSpec, Ring, DEFAULT_VNODES};
+use ringkv_ring::{NodeSpec, Ring, DEFAULT_VNODES};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
-use crate::api::{
-    self, MemberRow, MembersReply, OwnersReply, ReplicaRow, Reply, RingNodeRow, RingReply,
-};
+use crate::api::{self, Reply};
 use crate::datadir::DataDir;
 use crate::keyargs::KeyArgs;
+use crate::status::{self, RingState};
 
-/// Replication factor the ring reports shares for (the store's N).
-const REPLICATION: usize = 3;
 /// Dead members stay in the ring this long by default.
 const DEAD_GRACE_DEFAULT: Duration = Duration::from_secs(30);
 /// How long a graceful leave waits for the news to spread.
@@ -63,12 +60,16 @@ pub(crate) struct NodeArgs {
     /// (e.g. 30s); a short blip must not reshuffle data.
     #[arg(long, env = "RINGKV_DEAD_GRACE", value_parser = crate::keyargs::parse_duration)]
     dead_grace: Option<Duration>,
+    /// Admin HTTP address (/health, /metrics, /v1/members, /v1/ring), e.g.
+    /// 127.0.0.1:8001; port 0 picks one. Off when not given.
+    #[arg(long, env = "RINGKV_ADMIN")]
+    admin: Option<SocketAddr>,
     /// Seed of the peer's random choices (default: from the OS).
     #[arg(long, env = "RINGKV_SEED")]
     seed: Option<u64>,
     /// TOML file with any of the settings above (keys as the flags, with
     /// underscores: data, listen, advertise, join = [..], name, weight,
-    /// zone, dead_grace = "30s", cluster_key_file).
+    /// zone, dead_grace = "30s", cluster_key_file, admin, seed).
     #[arg(long, env = "RINGKV_CONFIG")]
     config: Option<PathBuf>,
     #[command(flatten)]
@@ -90,6 +91,7 @@ struct FileConfig {
     dead_grace: Option<String>,
     cluster_key_file: Option<PathBuf>,
     seed: Option<u64>,
+    admin: Option<SocketAddr>,
 }
 
 /// Settings after flags, environment and file are merged.
@@ -104,6 +106,7 @@ struct Settings {
     zone: Option<String>,
     dead_grace: Duration,
     seed: Option<u64>,
+    admin: Option<SocketAddr>,
 }
 
 fn settings(args: &NodeArgs) -> Result<(Settings, KeyArgs)> {
@@ -152,6 +155,7 @@ fn settings(args: &NodeArgs) -> Result<(Settings, KeyArgs)> {
         zone: args.zone.clone().or(file.zone),
         dead_grace,
         seed: args.seed.or(file.seed),
+        admin: args.admin.or(file.admin),
     };
     Ok((settings, key))
 }
@@ -214,7 +218,23 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
         .name
         .clone()
         .unwrap_or_else(|| format!("node-{}", id.short()));
+    let admin = match settings.admin {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(
+            |e| match e.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    anyhow::anyhow!("cannot serve admin HTTP on {addr}: the address is in use")
+                }
+                _ => anyhow::anyhow!("cannot serve admin HTTP on {addr}: {e}"),
+            },
+        )?),
+        None => None,
+    };
+    let admin_addr = admin
+        .as_ref()
+        .map(tokio::net::TcpListener::local_addr)
+        .transpose()?;
     let mut meta = Meta::new(advertise, name.clone());
+    meta.admin = admin_addr;
     meta.weight = settings.weight;
     meta.zone = settings.zone.clone();
     meta.status = NodeStatus::Normal;
@@ -263,7 +283,26 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
     });
     let ring_rx = spawn_ring_builder(handle.view.clone(), settings.dead_grace);
     spawn_persistence(handle.view.clone(), dir.clone());
-    tokio::spawn(serve_requests(req_rx, handle.clone(), ring_rx));
+    spawn_join_watch(handle.clone(), seeds);
+    tokio::spawn(serve_requests(req_rx, handle.clone(), ring_rx.clone()));
+    if let (Some(listener), Some(addr)) = (admin, admin_addr) {
+        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .context("cannot start the metrics recorder")?;
+        let state = Arc::new(crate::admin::AdminState {
+            view: handle.view.clone(),
+            ring: ring_rx,
+            transport: handle.transport.clone(),
+            metrics,
+            started: Instant::now(),
+        });
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, crate::admin::router(state)).await {
+                warn!(err = %e, "admin HTTP stopped");
+            }
+        });
+        println!("ringkv: admin HTTP on http://{addr}");
+    }
 
     wait_for_signal().await;
     info!("shutting down: leaving the cluster");
@@ -301,12 +340,6 @@ async fn wait_for_signal() {
     }
 }
 
-/// The ring as this peer currently builds it.
-#[derive(Debug, Default)]
-struct RingState {
-    ring: Option<Ring>,
-}
-
 /// Rebuilds the ring whenever the set of members it counts changes: live
 /// members, plus dead ones for `grace` after they were first seen dead.
 fn spawn_ring_builder(
@@ -317,6 +350,7 @@ fn spawn_ring_builder(
     tokio::spawn(async move {
         let mut dead_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
         let mut last: Option<Vec<NodeSpec>> = None;
+        let mut rebuilds = 0u64;
         loop {
             let current = view.borrow_and_update().clone();
             let specs = ring_members(&current, &mut dead_since, grace);
@@ -324,7 +358,11 @@ fn spawn_ring_builder(
                 match Ring::build(&specs, DEFAULT_VNODES) {
                     Ok(ring) => {
                         info!(nodes = specs.len(), digest = %ring.digest().short(), "ring rebuilt");
-                        let _ = tx.send(Arc::new(RingState { ring: Some(ring) }));
+                        rebuilds += 1;
+                        let _ = tx.send(Arc::new(RingState {
+                            ring: Some(ring),
+                            rebuilds,
+                        }));
                     }
                     Err(e) => warn!(err = %e, "cannot build the ring from the view"),
                 }
@@ -370,6 +408,32 @@ fn ring_members(
     }
     out.sort_by_key(|s| s.id);
     out
+}
+
+/// Says, once in a while, why this peer has not joined yet: nobody
+/// answering (seeds down or wrong addresses) or seeds refusing our
+/// certificate (another cluster's key).
+fn spawn_join_watch(handle: Handle, seeds: Vec<SocketAddr>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    tokio::spawn(async move {
+        let mut wait = Duration::from_secs(5);
+        loop {
+            tokio::time::sleep(wait).await;
+            if handle.view.borrow().joined {
+                return;
+            }
+            let seeds: Vec<String> = seeds.iter().map(ToString::to_string).collect();
+            let t = &handle.transport;
+            if t.handshake_failures.load(Relaxed) > 0 {
+                warn!(seeds = %seeds.join(","), "not joined yet: the seeds refused the handshake; is --cluster-key the key of their cluster?");
+            } else if t.connect_timeouts.load(Relaxed) > 0 {
+                warn!(seeds = %seeds.join(","), "not joined yet: no seed answers; are they running, and are these their --listen addresses? still retrying");
+            } else {
+                warn!(seeds = %seeds.join(","), "not joined yet; still retrying");
+            }
+            wait = (wait * 2).min(Duration::from_secs(60));
+        }
+    });
 }
 
 /// Keeps the incarnation and the known peers on disk.
@@ -423,7 +487,7 @@ async fn serve_requests(
                 return;
             };
             let reply = match serde_json::from_slice::<api::Request>(&body) {
-                Ok(request) => answer(&request, &view, &ring),
+                Ok(request) => status::answer(&request, &view, &ring),
                 Err(e) => serde_json::to_vec(&Reply::<()>::Error(format!("bad request: {e}")))
                     .expect("serializes"),
             };
@@ -431,107 +495,5 @@ async fn serve_requests(
                 let _ = send.finish();
             }
         });
-    }
-}
-
-fn answer(request: &api::Request, view: &View, ring: &RingState) -> Vec<u8> {
-    fn encode<T: serde::Serialize>(r: Reply<T>) -> Vec<u8> {
-        serde_json::to_vec(&r).expect("replies serialize")
-    }
-    let names: BTreeMap<NodeId, &ringkv_gossip::Member> = std::iter::once(&view.me)
-        .chain(view.members.iter())
-        .map(|m| (m.id, m))
-        .collect();
-    let name = |id: &NodeId| {
-        names
-            .get(id)
-            .map_or_else(|| id.short(), |m| m.meta.name.clone())
-    };
-    match request {
-        api::Request::Members => {
-            let shares: BTreeMap<NodeId, f64> = ring
-                .ring
-                .as_ref()
-                .map(|r| {
-                    analysis::shares(r, 1)
-                        .into_iter()
-                        .map(|s| (s.id, s.share))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let row = |m: &ringkv_gossip::Member, this_peer: bool| MemberRow {
-                name: m.meta.name.clone(),
-                id: m.id.to_string(),
-                addr: m.meta.addr.to_string(),
-                state: m.state.to_string(),
-                incarnation: m.incarnation,
-                zone: m.meta.zone.clone(),
-                weight: m.meta.weight,
-                status: format!("{:?}", m.meta.status).to_lowercase(),
-                ownership: shares.get(&m.id).copied(),
-                this_peer,
-            };
-            let mut members: Vec<MemberRow> = std::iter::once(row(&view.me, true))
-                .chain(view.members.iter().map(|m| row(m, false)))
-                .collect();
-            members.sort_by(|a, b| a.name.cmp(&b.name));
-            encode(Reply::Ok(MembersReply {
-                index: view.index,
-                view_digest: format!("{:016x}", view.digest),
-                ring_digest: ring.ring.as_ref().map(|r| r.digest().to_string()),
-                agreeing: view.agreement.0,
-                reporting: view.agreement.1,
-                joined: view.joined,
-                members,
-            }))
-        }
-        api::Request::Ring => {
-            let Some(r) = &ring.ring else {
-                return encode(Reply::<()>::Error("no ring yet".into()));
-            };
-            let nodes = analysis::shares(r, REPLICATION)
-                .into_iter()
-                .map(|s| RingNodeRow {
-                    name: name(&s.id),
-                    id: s.id.to_string(),
-                    tokens: s.tokens,
-                    share: s.share,
-                    replica_share: s.replica_share,
-                })
-                .collect();
-            let ranges = r
-                .ranges()
-                .map(|(range, owner)| {
-                    (range.start.to_string(), range.end.to_string(), name(&owner))
-                })
-                .collect();
-            encode(Reply::Ok(RingReply {
-                digest: r.digest().to_string(),
-                vnodes: r.vnodes(),
-                replication: REPLICATION,
-                nodes,
-                ranges,
-            }))
-        }
-        api::Request::Owners { key } => {
-            let Some(r) = &ring.ring else {
-                return encode(Reply::<()>::Error("no ring yet".into()));
-            };
-            let replicas = r
-                .replicas(key, REPLICATION)
-                .into_iter()
-                .map(|id| ReplicaRow {
-                    name: name(&id),
-                    id: id.to_string(),
-                    addr: names
-                        .get(&id)
-                        .map_or_else(String::new, |m| m.meta.addr.to_string()),
-                })
-                .collect();
-            encode(Reply::Ok(OwnersReply {
-                position: ringkv_ring::key_position(key).to_string(),
-                replicas,
-            }))
-        }
     }
 }

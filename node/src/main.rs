@@ -1,11 +1,13 @@
 //! `ringkv`: the peer daemon and its command-line client.
 
+mod admin;
 mod api;
 mod cli;
 mod client;
 mod daemon;
 mod datadir;
 mod keyargs;
+mod status;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;

@@ -18,6 +18,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_ringkv");
 struct Peer {
     child: Child,
     addr: SocketAddr,
+    admin: Option<SocketAddr>,
     data: PathBuf,
     name: String,
 }
@@ -47,20 +48,30 @@ impl Peer {
         let mut child = cmd.spawn().expect("ringkv starts");
         let stdout = child.stdout.take().expect("piped");
         let (tx, rx) = mpsc::channel();
+        let (admin_tx, admin_rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split(" listening on ").nth(1) {
                     let addr = rest.split(',').next().unwrap_or_default().to_owned();
                     let _ = tx.send(addr);
                 }
+                if let Some(rest) = line.split("admin HTTP on http://").nth(1) {
+                    let _ = admin_tx.send(rest.trim().to_owned());
+                }
             }
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("the peer prints its address");
+        let admin = extra.contains(&"--admin").then(|| {
+            admin_rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the peer prints its admin address")
+        });
         Self {
             child,
             addr: addr.parse().expect("an address"),
+            admin: admin.map(|a| a.parse().expect("an admin address")),
             data,
             name: name.to_owned(),
         }
@@ -340,4 +351,141 @@ fn garbage_datagrams_neither_crash_a_peer_nor_change_its_view() {
         "garbage changed the view"
     );
     assert!(all_alive_and_agree(&refs, &key, 2));
+}
+
+/// A plain HTTP/1.1 GET; returns the status code and the body.
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .expect("admin port answers");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(40)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("a response");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
+}
+
+#[test]
+fn admin_http_serves_health_metrics_and_blocking_member_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = Peer::start(dir.path(), "p1", &["--admin", "127.0.0.1:0"]);
+    let key = seed.key();
+    let admin = seed.admin.unwrap();
+    wait_for(Duration::from_secs(10), "/health says ok", || {
+        http_get(admin, "/health").0 == 200
+    });
+    let (_, body) = http_get(admin, "/v1/members");
+    let view: Value = serde_json::from_str(&body).unwrap();
+    let index = view["index"].as_u64().unwrap();
+
+    // A blocking query returns as soon as the view changes past `index`.
+    let waiter = std::thread::spawn(move || {
+        let start = Instant::now();
+        let (code, body) = http_get(admin, &format!("/v1/members?index={index}&wait=30s"));
+        (code, body, start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let join = seed.addr.to_string();
+    let second = Peer::start(dir.path(), "p2", &["--join", &join, "--cluster-key", &key]);
+    let (code, body, took) = waiter.join().unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        took < Duration::from_secs(20),
+        "the blocking query waited {took:?}"
+    );
+    let view: Value = serde_json::from_str(&body).unwrap();
+    assert!(view["index"].as_u64().unwrap() > index);
+    assert!(
+        state_of(&view, "p2").is_some(),
+        "the change was the join: {view}"
+    );
+
+    let (code, text) = http_get(admin, "/metrics");
+    assert_eq!(code, 200);
+    assert!(text.contains("ringkv_members{state=\"alive\"} 2"), "{text}");
+    assert!(text.contains("ringkv_ring_rebuilds_total"), "{text}");
+    let (code, ring) = http_get(admin, "/v1/ring");
+    assert_eq!(code, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&ring).unwrap()["nodes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let (code, _) = http_get(admin, "/v1/members?index=0&wait=forever");
+    assert_eq!(code, 400, "a bad wait is refused");
+    drop(second);
+}
+
+#[test]
+fn garbage_on_authenticated_streams_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (peers, key) = cluster(dir.path(), 2, &[]);
+    let refs: Vec<&Peer> = peers.iter().collect();
+    wait_for(Duration::from_secs(20), "two peers agree", || {
+        all_alive_and_agree(&refs, &key, 2)
+    });
+    let before = members(peers[0].addr, &key).unwrap();
+    let target = peers[0].addr;
+    let cluster_key = ringkv_gossip::ClusterKey::parse(&key).unwrap();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answer = runtime.block_on(async move {
+        let me = ringkv_gossip::NodeIdentity::generate().unwrap();
+        let config = ringkv_gossip::transport::tls::client_config(&cluster_key, &me).unwrap();
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let connecting = endpoint
+            .connect_with(config, target, ringkv_gossip::transport::tls::SERVER_NAME)
+            .unwrap();
+        let conn = tokio::time::timeout(Duration::from_secs(5), connecting)
+            .await
+            .expect("connects in time")
+            .expect("the key is right");
+        let junk: Vec<u8> = (0..20_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        // A gossip stream, datagrams and a client request, all garbage.
+        let mut uni = conn.open_uni().await.unwrap();
+        uni.write_all(&junk).await.unwrap();
+        uni.finish().unwrap();
+        for chunk in junk.chunks(900).take(20) {
+            let _ = conn.send_datagram(chunk.to_vec().into());
+        }
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&junk[..1000]).await.unwrap();
+        send.finish().unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(1 << 20)).await;
+        conn.close(0u32.into(), b"done");
+        endpoint.wait_idle().await;
+        answer
+            .expect("the peer answers in time")
+            .expect("the stream completes")
+    });
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.contains("bad request"),
+        "a garbage request gets an error answer: {answer}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let after = members(peers[0].addr, &key).expect("the peer still answers");
+    assert_eq!(
+        before["view_digest"], after["view_digest"],
+        "garbage changed the view"
+    );
 }

@@ -1,0 +1,185 @@
+//! Admin HTTP for operators and load balancers (axum):
+//! - `GET /health`: 200 when this peer has joined and built its ring, 503
+//!   otherwise, with the reason in the JSON body;
+//! - `GET /metrics`: Prometheus text;
+//! - `GET /v1/members`: the members JSON that `ringkv members --json`
+//!   prints; with `?index=N&wait=30s` it blocks until the view changes
+//!   past N (or the wait ends), as Consul's blocking queries do, so a
+//!   client can follow the live peers without polling;
+//! - `GET /v1/ring`: the ring JSON.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use ringkv_gossip::runner::{TransportStats, View};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::status::{self, RingState};
+
+/// Longest a blocking query may wait.
+const WAIT_MAX: Duration = Duration::from_secs(300);
+
+/// What the handlers read.
+#[derive(Debug)]
+pub(crate) struct AdminState {
+    pub(crate) view: watch::Receiver<Arc<View>>,
+    pub(crate) ring: watch::Receiver<Arc<RingState>>,
+    pub(crate) transport: Arc<TransportStats>,
+    pub(crate) metrics: PrometheusHandle,
+    pub(crate) started: Instant,
+}
+
+/// The routes.
+pub(crate) fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/members", get(members))
+        .route("/v1/ring", get(ring))
+        .with_state(state)
+}
+
+async fn health(State(s): State<Arc<AdminState>>) -> Response {
+    let view = s.view.borrow().clone();
+    let has_ring = s.ring.borrow().ring.is_some();
+    let reason = if view.me.state != ringkv_gossip::State::Alive {
+        Some(format!("this peer is {}", view.me.state))
+    } else if !view.joined {
+        Some("not joined yet: no seed has answered".to_owned())
+    } else if !has_ring {
+        Some("the ring is not built yet".to_owned())
+    } else {
+        None
+    };
+    let body = json!({
+        "status": if reason.is_none() { "ok" } else { "unavailable" },
+        "reason": reason,
+        "name": view.me.meta.name,
+        "live_members": view.live().count(),
+        "uptime_s": s.started.elapsed().as_secs(),
+    });
+    let code = if reason.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct MembersQuery {
+    index: Option<u64>,
+    wait: Option<String>,
+}
+
+async fn members(State(s): State<Arc<AdminState>>, Query(q): Query<MembersQuery>) -> Response {
+    if let Some(index) = q.index {
+        let wait = match q.wait.as_deref().map(crate::keyargs::parse_duration) {
+            None => Duration::from_secs(30),
+            Some(Ok(d)) => d.min(WAIT_MAX),
+            Some(Err(e)) => {
+                return (StatusCode::BAD_REQUEST, Json(json!({ "error": e }))).into_response()
+            }
+        };
+        let mut rx = s.view.clone();
+        let _ = tokio::time::timeout(wait, rx.wait_for(|v| v.index > index)).await;
+    }
+    let view = s.view.borrow().clone();
+    let ring = s.ring.borrow().clone();
+    let reply = status::members_reply(&view, &ring);
+    let mut response = Json(reply).into_response();
+    if let Ok(v) = HeaderValue::from_str(&view.index.to_string()) {
+        response.headers_mut().insert("x-ringkv-index", v);
+    }
+    response
+}
+
+async fn ring(State(s): State<Arc<AdminState>>) -> Response {
+    let view = s.view.borrow().clone();
+    let ring = s.ring.borrow().clone();
+    match status::ring_reply(&view, &ring) {
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": e }))).into_response(),
+    }
+}
+
+async fn metrics_text(State(s): State<Arc<AdminState>>) -> Response {
+    record(&s);
+    let mut response = s.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+/// Copies the current figures into the metrics recorder.
+fn record(s: &AdminState) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let view = s.view.borrow().clone();
+    let ring = s.ring.borrow().clone();
+    for state in ["alive", "suspect", "dead", "left"] {
+        let mut n = view
+            .members
+            .iter()
+            .filter(|m| m.state.to_string() == state)
+            .count();
+        n += usize::from(view.me.state.to_string() == state);
+        metrics::gauge!("ringkv_members", "state" => state).set(n as f64);
+    }
+    let st = &view.stats;
+    metrics::counter!("ringkv_probes_total").absolute(st.probes);
+    metrics::counter!("ringkv_probes_failed_total").absolute(st.probes_failed);
+    metrics::counter!("ringkv_suspicions_raised_total").absolute(st.suspicions_raised);
+    metrics::counter!("ringkv_refutations_total").absolute(st.refutations);
+    metrics::counter!("ringkv_gossip_messages_sent_total", "channel" => "datagram")
+        .absolute(st.datagrams_sent);
+    metrics::counter!("ringkv_gossip_messages_sent_total", "channel" => "stream")
+        .absolute(st.streams_sent);
+    metrics::counter!("ringkv_gossip_bytes_sent_total", "channel" => "datagram")
+        .absolute(st.datagram_bytes_sent);
+    metrics::counter!("ringkv_gossip_bytes_sent_total", "channel" => "stream")
+        .absolute(st.stream_bytes_sent);
+    metrics::counter!("ringkv_gossip_messages_received_total").absolute(st.messages_received);
+    metrics::counter!("ringkv_gossip_bytes_received_total").absolute(st.bytes_received);
+    metrics::counter!("ringkv_gossip_decode_errors_total").absolute(st.decode_errors);
+    metrics::counter!("ringkv_gossip_foreign_dropped_total").absolute(st.foreign_dropped);
+    metrics::counter!("ringkv_stalls_total").absolute(st.stalls);
+    metrics::counter!("ringkv_handshake_failures_total")
+        .absolute(s.transport.handshake_failures.load(Relaxed));
+    metrics::counter!("ringkv_connect_timeouts_total")
+        .absolute(s.transport.connect_timeouts.load(Relaxed));
+    metrics::counter!("ringkv_inbox_dropped_total")
+        .absolute(s.transport.inbox_dropped.load(Relaxed));
+    metrics::counter!("ringkv_unsent_total").absolute(s.transport.unsent.load(Relaxed));
+    metrics::gauge!("ringkv_health_score").set(f64::from(view.health));
+    metrics::gauge!("ringkv_incarnation").set(view.me.incarnation as f64);
+    metrics::gauge!("ringkv_view_agreeing_peers").set(view.agreement.0 as f64);
+    metrics::gauge!("ringkv_view_reporting_peers").set(view.agreement.1 as f64);
+    metrics::counter!("ringkv_ring_rebuilds_total").absolute(ring.rebuilds);
+    if let Some(r) = &ring.ring {
+        metrics::gauge!("ringkv_ring_nodes").set(r.nodes().len() as f64);
+        // The digest as a label of an info metric, and its first 48 bits
+        // as a number that dashboards can compare across peers.
+        let digest = r.digest();
+        let head = u64::from_be_bytes([
+            0,
+            0,
+            digest.0[0],
+            digest.0[1],
+            digest.0[2],
+            digest.0[3],
+            digest.0[4],
+            digest.0[5],
+        ]);
+        metrics::gauge!("ringkv_ring_digest").set(head as f64);
+    }
+}

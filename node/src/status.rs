@@ -1,0 +1,141 @@
+//! What a peer reports about itself: members, ring, owners. One set of
+//! builders for the QUIC client API and the admin HTTP API, so both say the
+//! same thing.
+
+use std::collections::BTreeMap;
+
+use ringkv_gossip::runner::View;
+use ringkv_gossip::{Member, NodeId};
+use ringkv_ring::{analysis, Ring};
+
+use crate::api::{
+    self, MemberRow, MembersReply, OwnersReply, ReplicaRow, Reply, RingNodeRow, RingReply,
+};
+
+/// Replication factor the ring reports shares for (the store's N).
+pub(crate) const REPLICATION: usize = 3;
+
+/// The ring as this peer currently builds it.
+#[derive(Debug, Default)]
+pub(crate) struct RingState {
+    pub(crate) ring: Option<Ring>,
+    /// How many times it was rebuilt since start.
+    pub(crate) rebuilds: u64,
+}
+
+fn by_id(view: &View) -> BTreeMap<NodeId, &Member> {
+    std::iter::once(&view.me)
+        .chain(view.members.iter())
+        .map(|m| (m.id, m))
+        .collect()
+}
+
+pub(crate) fn members_reply(view: &View, ring: &RingState) -> MembersReply {
+    let shares: BTreeMap<NodeId, f64> = ring
+        .ring
+        .as_ref()
+        .map(|r| {
+            analysis::shares(r, 1)
+                .into_iter()
+                .map(|s| (s.id, s.share))
+                .collect()
+        })
+        .unwrap_or_default();
+    let row = |m: &Member, this_peer: bool| MemberRow {
+        name: m.meta.name.clone(),
+        id: m.id.to_string(),
+        addr: m.meta.addr.to_string(),
+        state: m.state.to_string(),
+        incarnation: m.incarnation,
+        zone: m.meta.zone.clone(),
+        weight: m.meta.weight,
+        status: format!("{:?}", m.meta.status).to_lowercase(),
+        ownership: shares.get(&m.id).copied(),
+        this_peer,
+    };
+    let mut members: Vec<MemberRow> = std::iter::once(row(&view.me, true))
+        .chain(view.members.iter().map(|m| row(m, false)))
+        .collect();
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    MembersReply {
+        index: view.index,
+        view_digest: format!("{:016x}", view.digest),
+        ring_digest: ring.ring.as_ref().map(|r| r.digest().to_string()),
+        agreeing: view.agreement.0,
+        reporting: view.agreement.1,
+        joined: view.joined,
+        members,
+    }
+}
+
+pub(crate) fn ring_reply(view: &View, ring: &RingState) -> Result<RingReply, String> {
+    let r = ring.ring.as_ref().ok_or("no ring yet")?;
+    let names = by_id(view);
+    let name = |id: &NodeId| {
+        names
+            .get(id)
+            .map_or_else(|| id.short(), |m| m.meta.name.clone())
+    };
+    let nodes = analysis::shares(r, REPLICATION)
+        .into_iter()
+        .map(|s| RingNodeRow {
+            name: name(&s.id),
+            id: s.id.to_string(),
+            tokens: s.tokens,
+            share: s.share,
+            replica_share: s.replica_share,
+        })
+        .collect();
+    let ranges = r
+        .ranges()
+        .map(|(range, owner)| (range.start.to_string(), range.end.to_string(), name(&owner)))
+        .collect();
+    Ok(RingReply {
+        digest: r.digest().to_string(),
+        vnodes: r.vnodes(),
+        replication: REPLICATION,
+        nodes,
+        ranges,
+    })
+}
+
+pub(crate) fn owners_reply(
+    view: &View,
+    ring: &RingState,
+    key: &[u8],
+) -> Result<OwnersReply, String> {
+    let r = ring.ring.as_ref().ok_or("no ring yet")?;
+    let names = by_id(view);
+    let replicas = r
+        .replicas(key, REPLICATION)
+        .into_iter()
+        .map(|id| {
+            let m = names.get(&id);
+            ReplicaRow {
+                name: m.map_or_else(|| id.short(), |m| m.meta.name.clone()),
+                id: id.to_string(),
+                addr: m.map_or_else(String::new, |m| m.meta.addr.to_string()),
+            }
+        })
+        .collect();
+    Ok(OwnersReply {
+        position: ringkv_ring::key_position(key).to_string(),
+        replicas,
+    })
+}
+
+/// Answers one client API request, encoded.
+pub(crate) fn answer(request: &api::Request, view: &View, ring: &RingState) -> Vec<u8> {
+    fn encode<T: serde::Serialize>(r: Result<T, String>) -> Vec<u8> {
+        let reply = match r {
+            Ok(v) => Reply::Ok(v),
+            Err(e) => Reply::Error(e),
+        };
+        serde_json::to_vec(&reply).expect("replies serialize")
+    }
+    match request {
+        api::Request::Members => encode(Ok(members_reply(view, ring))),
+        api::Request::Ring => encode(ring_reply(view, ring)),
+        api::Request::Owners { key } => encode(owners_reply(view, ring, key)),
+    }
+}
