@@ -15,6 +15,9 @@ use crate::sim::{self, Report, SimConfig, Step};
 pub enum TestbedCommand {
     /// Simulate thousands of peers' membership protocol in virtual time.
     Simulate(SimulateArgs),
+    /// Real peers on this machine: kill -9 one at a time and time the
+    /// detection; idle CPU and memory; an optional soak for false positives.
+    BenchMembership(crate::bench::BenchMembershipArgs),
 }
 
 /// Which membership configuration the simulated peers run.
@@ -370,5 +373,6 @@ pub fn simulate(args: &SimulateArgs) -> Result<String> {
 pub fn run(cmd: &TestbedCommand) -> Result<String> {
     match cmd {
         TestbedCommand::Simulate(args) => simulate(args),
+        TestbedCommand::BenchMembership(args) => crate::bench::bench_membership(args),
     }
 }

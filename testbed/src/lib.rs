@@ -1,7 +1,10 @@
-//! Local ringkv clusters of real processes, faults, workloads and the
-//! checker (issue 7, to come), and the message-level gossip simulator.
+//! Local ringkv clusters of real processes ([`cluster`], and the
+//! membership benchmark on them), the message-level gossip simulator
+//! ([`sim`]); faults, workloads and the checker come with issue 7.
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod sim;
