@@ -1,18 +1,35 @@
-//! The client protocol on a peer's QUIC endpoint (authenticated with the
-//! cluster key): one request per bidirectional stream, JSON, the client
-//! finishes its side after the request and the peer answers and finishes.
-//! Limits: a request is at most 64 KiB; an answer at most 16 MiB.
+//! The peer protocol on a peer's QUIC endpoint (authenticated with the
+//! cluster key): one request per bidirectional stream, encoded by
+//! [`crate::codec`]; the client finishes its side after the request and
+//! the peer answers and finishes. Clients (the CLI) and coordinators (peers
+//! asking replicas) speak the same protocol.
 
 use serde::{Deserialize, Serialize};
 
-/// Largest request a peer reads.
-pub(crate) const REQUEST_MAX: usize = 64 * 1024;
+use ringkv_storage::Record;
+
+/// Largest key, in bytes (checked before anything is sent).
+pub(crate) const KEY_MAX: usize = 64 * 1024;
+/// Largest value, in bytes, unless configured otherwise.
+pub(crate) const VALUE_MAX: usize = 16 * 1024 * 1024;
+/// Largest request a peer reads: a key, a value and framing.
+pub(crate) const REQUEST_MAX: usize = KEY_MAX + VALUE_MAX + 4096;
 /// Largest answer a client reads.
-pub(crate) const REPLY_MAX: usize = 16 * 1024 * 1024;
+pub(crate) const REPLY_MAX: usize = 32 * 1024 * 1024;
+
+/// How many replicas must answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub(crate) enum Consistency {
+    /// One replica.
+    One,
+    /// A majority of the replicas (N/2 + 1).
+    Quorum,
+    /// Every replica.
+    All,
+}
 
 /// What a client can ask.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
 pub(crate) enum Request {
     /// The membership as this peer sees it.
     Members,
@@ -23,6 +40,41 @@ pub(crate) enum Request {
         /// The key, as bytes.
         key: Vec<u8>,
     },
+    /// Store a value (or delete, with `None`) through this peer.
+    Put {
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        consistency: Consistency,
+    },
+    /// Read a value through this peer.
+    Get {
+        key: Vec<u8>,
+        consistency: Consistency,
+    },
+    /// Replica side: apply this record if newer (coordinator to replica).
+    ReplicaApply { key: Vec<u8>, record: Record },
+    /// Replica side: the stored record, if any.
+    ReplicaRead { key: Vec<u8> },
+}
+
+/// Answer to [`Request::Put`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PutReply {
+    /// Replicas that acknowledged, by name.
+    pub(crate) acknowledged: Vec<String>,
+    /// The version written, as text.
+    pub(crate) version: String,
+}
+
+/// Answer to [`Request::Get`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct GetReply {
+    /// The value, `None` when absent or deleted.
+    pub(crate) value: Option<Vec<u8>>,
+    /// The newest version seen, as text.
+    pub(crate) version: Option<String>,
+    /// Replicas that answered, by name.
+    pub(crate) answered: Vec<String>,
 }
 
 /// One member, as `ringkv members` shows it.

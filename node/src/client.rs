@@ -10,6 +10,7 @@ use ringkv_gossip::{ClusterKey, NodeIdentity};
 use serde::de::DeserializeOwned;
 
 use crate::api::{Reply, Request, REPLY_MAX};
+use crate::codec;
 
 /// Sends one request to `peer` and returns its answer.
 pub(crate) async fn request<T: DeserializeOwned>(
@@ -33,7 +34,7 @@ pub(crate) async fn request<T: DeserializeOwned>(
         Ok(result) => result?,
         Err(_) => bail!("peer {peer} did not answer within {:.0} s (is it running, and is that its --listen address?)", timeout.as_secs_f64()),
     };
-    match serde_json::from_slice::<Reply<T>>(&bytes)
+    match codec::decode::<Reply<T>>(&bytes, REPLY_MAX)
         .with_context(|| format!("peer {peer} sent an answer this client cannot read"))?
     {
         Reply::Ok(value) => Ok(value),
@@ -58,7 +59,7 @@ async fn exchange(
         .open_bi()
         .await
         .map_err(|e| refused(peer, &e.to_string()))?;
-    let body = serde_json::to_vec(req).expect("requests serialize");
+    let body = codec::encode(req);
     send.write_all(&body)
         .await
         .map_err(|e| refused(peer, &e.to_string()))?;

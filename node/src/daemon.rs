@@ -21,8 +21,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::api::{self, Reply};
+use crate::codec;
+use crate::coordinator::Kv;
 use crate::datadir::DataDir;
 use crate::keyargs::KeyArgs;
+use crate::peers::Peers;
 use crate::status::{self, RingState};
 
 /// Dead members stay in the ring this long by default.
@@ -184,6 +187,9 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
     }
     let (key, created) = dir.bind_cluster(given_key)?;
     let incarnation = dir.next_incarnation()?;
+    let store = ringkv_storage::Store::open(&settings.data.join("store"))
+        .context("cannot open the store")?;
+    let clock = ringkv_storage::Clock::new(id, store.generation(), store.hlc_floor());
 
     let mut server =
         server_config(&key, &identity).context("cannot build the TLS server config")?;
@@ -206,6 +212,7 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
         Arc::new(quinn::TokioRuntime),
     )
     .context("cannot start the QUIC endpoint")?;
+    let peers = Peers::new(endpoint.clone(), client.clone(), Duration::from_secs(2));
     let advertise = settings.advertise.unwrap_or(local);
     if advertise.ip().is_unspecified() {
         bail!(
@@ -284,7 +291,23 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
     let ring_rx = spawn_ring_builder(handle.view.clone(), settings.dead_grace);
     spawn_persistence(handle.view.clone(), dir.clone());
     spawn_join_watch(handle.clone(), seeds);
-    tokio::spawn(serve_requests(req_rx, handle.clone(), ring_rx.clone()));
+    let kv = Arc::new(Kv {
+        me: id,
+        store,
+        clock: std::sync::Mutex::new(clock),
+        view: handle.view.clone(),
+        ring: ring_rx.clone(),
+        peers,
+        value_max: api::VALUE_MAX,
+    });
+    spawn_clock_floor(kv.clone());
+    spawn_pool_invalidation(handle.view.clone(), kv.clone());
+    tokio::spawn(serve_requests(
+        req_rx,
+        handle.clone(),
+        ring_rx.clone(),
+        kv.clone(),
+    ));
     if let (Some(listener), Some(addr)) = (admin, admin_addr) {
         let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
             .install_recorder()
@@ -436,6 +459,44 @@ fn spawn_join_watch(handle: Handle, seeds: Vec<SocketAddr>) {
     });
 }
 
+/// Drops pooled replica connections to members that died, left or came
+/// back with a new incarnation: a connection to a dead process looks open
+/// until its idle timeout, and requests on it would only time out.
+fn spawn_pool_invalidation(mut view: watch::Receiver<Arc<View>>, kv: Arc<Kv>) {
+    tokio::spawn(async move {
+        let mut seen: BTreeMap<NodeId, (u64, State, SocketAddr)> = BTreeMap::new();
+        loop {
+            let current = view.borrow_and_update().clone();
+            for m in &current.members {
+                let now = (m.incarnation, m.state, m.meta.addr);
+                if let Some(before) = seen.insert(m.id, now) {
+                    if before != now {
+                        kv.peers.forget(before.2);
+                    }
+                }
+            }
+            if view.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// Keeps the clock's high-water mark on disk, two seconds ahead, so a
+/// restarted peer's versions are above anything it issued before a crash.
+fn spawn_clock_floor(kv: Arc<Kv>) {
+    tokio::spawn(async move {
+        loop {
+            let mut floor = kv.clock.lock().expect("clock lock").last();
+            floor.physical_ms += 2000;
+            if let Err(e) = kv.store.store_hlc_floor(floor) {
+                warn!(err = %e, "cannot store the clock's high-water mark");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
 /// Keeps the incarnation and the known peers on disk.
 fn spawn_persistence(mut view: watch::Receiver<Arc<View>>, dir: DataDir) {
     tokio::spawn(async move {
@@ -474,26 +535,53 @@ async fn serve_requests(
     mut requests: mpsc::Receiver<StreamRequest>,
     handle: Handle,
     ring: watch::Receiver<Arc<RingState>>,
+    kv: Arc<Kv>,
 ) {
     while let Some(req) = requests.recv().await {
         let view = handle.view.borrow().clone();
         let ring = ring.borrow().clone();
+        let kv = kv.clone();
         tokio::spawn(async move {
             let StreamRequest {
                 mut send, mut recv, ..
             } = req;
             let read = recv.read_to_end(api::REQUEST_MAX);
-            let Ok(Ok(body)) = tokio::time::timeout(Duration::from_secs(5), read).await else {
+            let Ok(Ok(body)) = tokio::time::timeout(Duration::from_secs(10), read).await else {
                 return;
             };
-            let reply = match serde_json::from_slice::<api::Request>(&body) {
-                Ok(request) => status::answer(&request, &view, &ring),
-                Err(e) => serde_json::to_vec(&Reply::<()>::Error(format!("bad request: {e}")))
-                    .expect("serializes"),
+            let reply = match codec::decode::<api::Request>(&body, api::REQUEST_MAX) {
+                Ok(request) => match status::answer(&request, &view, &ring) {
+                    Some(reply) => reply,
+                    None => serve_kv(&kv, request).await,
+                },
+                Err(e) => codec::encode(&Reply::<()>::Error(format!("bad request: {e:#}"))),
             };
             if send.write_all(&reply).await.is_ok() {
                 let _ = send.finish();
             }
         });
+    }
+}
+
+/// Store requests: coordinated (put, get) or replica-side.
+async fn serve_kv(kv: &Arc<Kv>, request: api::Request) -> Vec<u8> {
+    fn reply<T: serde::Serialize>(r: Result<T>) -> Vec<u8> {
+        codec::encode(&match r {
+            Ok(v) => Reply::Ok(v),
+            Err(e) => Reply::Error(format!("{e:#}")),
+        })
+    }
+    match request {
+        api::Request::Put {
+            key,
+            value,
+            consistency,
+        } => reply(kv.put(key, value, consistency).await),
+        api::Request::Get { key, consistency } => reply(kv.get(key, consistency).await),
+        api::Request::ReplicaApply { key, record } => reply(kv.replica_apply(&key, record).await),
+        api::Request::ReplicaRead { key } => reply(kv.store.get(&key).map_err(anyhow::Error::from)),
+        api::Request::Members | api::Request::Ring | api::Request::Owners { .. } => {
+            reply::<()>(Err(anyhow::anyhow!("unexpected status request")))
+        }
     }
 }

@@ -4,9 +4,13 @@ mod admin;
 mod api;
 mod cli;
 mod client;
+mod codec;
+mod coordinator;
+mod coordinator_plan;
 mod daemon;
 mod datadir;
 mod keyargs;
+mod peers;
 mod status;
 
 use std::io::{IsTerminal as _, Write as _};
@@ -34,6 +38,12 @@ enum Command {
     Owners(cli::cluster::OwnersArgs),
     /// Print a new cluster key.
     Keygen,
+    /// Store a value through any peer.
+    Put(cli::kv::PutArgs),
+    /// Read a value through any peer (raw bytes to stdout; exit 1 if absent).
+    Get(cli::kv::GetArgs),
+    /// Delete a key through any peer.
+    Del(cli::kv::DelArgs),
     /// Local clusters and the membership simulator.
     #[command(subcommand)]
     Testbed(ringkv_testbed::cli::TestbedCommand),
@@ -104,6 +114,9 @@ fn block_on(command: &Command) -> anyhow::Result<String> {
             Command::Node(args) => daemon::run(args).await.map(|()| String::new()),
             Command::Members(args) => cli::cluster::members(args).await,
             Command::Owners(args) => cli::cluster::owners(args).await,
+            Command::Put(args) => cli::kv::put(args).await,
+            Command::Get(args) => cli::kv::get(args).await,
+            Command::Del(args) => cli::kv::del(args).await,
             Command::Ring(RingArgs {
                 peer: Some(peer), ..
             }) => cli::cluster::ring(peer).await,

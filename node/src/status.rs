@@ -124,18 +124,20 @@ pub(crate) fn owners_reply(
     })
 }
 
-/// Answers one client API request, encoded.
-pub(crate) fn answer(request: &api::Request, view: &View, ring: &RingState) -> Vec<u8> {
+/// Answers a status request (members, ring, owners), encoded; `None` for
+/// other requests.
+pub(crate) fn answer(request: &api::Request, view: &View, ring: &RingState) -> Option<Vec<u8>> {
     fn encode<T: serde::Serialize>(r: Result<T, String>) -> Vec<u8> {
         let reply = match r {
             Ok(v) => Reply::Ok(v),
             Err(e) => Reply::Error(e),
         };
-        serde_json::to_vec(&reply).expect("replies serialize")
+        crate::codec::encode(&reply)
     }
-    match request {
+    Some(match request {
         api::Request::Members => encode(Ok(members_reply(view, ring))),
         api::Request::Ring => encode(ring_reply(view, ring)),
         api::Request::Owners { key } => encode(owners_reply(view, ring, key)),
-    }
+        _ => return None,
+    })
 }

@@ -1,0 +1,323 @@
+//! Any peer coordinates a request: it finds the N replicas of the key in
+//! its ring, sends to all of them at once, and answers after W
+//! acknowledgements (put, delete) or R answers (get), returning the newest
+//! version and repairing stale replicas in the background. The decisions
+//! are in `coordinator_plan`; this is the IO.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Result};
+use ringkv_gossip::runner::View;
+use ringkv_gossip::NodeId;
+use ringkv_storage::{Clock, Record, Store};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::debug;
+
+use crate::api::{Consistency, GetReply, PutReply, Reply, Request, KEY_MAX};
+use crate::codec;
+use crate::coordinator_plan::{needs_repair, newest, required};
+use crate::peers::{PeerError, Peers};
+use crate::status::RingState;
+
+/// Replication factor (N).
+pub(crate) const REPLICAS: usize = 3;
+
+/// A replica of the key: who and where.
+#[derive(Debug, Clone)]
+struct Replica {
+    id: NodeId,
+    name: String,
+    addr: SocketAddr,
+}
+
+/// Outcome of one replica request.
+enum Answer<T> {
+    Ok(T),
+    Unreachable,
+    Unknown,
+}
+
+/// The coordinator and replica side of the store.
+#[derive(Debug)]
+pub(crate) struct Kv {
+    pub(crate) me: NodeId,
+    pub(crate) store: Store,
+    pub(crate) clock: Mutex<Clock>,
+    pub(crate) view: watch::Receiver<Arc<View>>,
+    pub(crate) ring: watch::Receiver<Arc<RingState>>,
+    pub(crate) peers: Peers,
+    pub(crate) value_max: usize,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Kv {
+    fn replicas(&self, key: &[u8]) -> Result<Vec<Replica>> {
+        let ring = self.ring.borrow().clone();
+        let Some(ring) = ring.ring.as_ref() else {
+            bail!("this peer has no ring yet");
+        };
+        let view = self.view.borrow().clone();
+        let find = |id: &NodeId| {
+            std::iter::once(&view.me)
+                .chain(view.members.iter())
+                .find(|m| m.id == *id)
+        };
+        Ok(ring
+            .replicas(key, REPLICAS)
+            .into_iter()
+            .filter_map(|id| {
+                find(&id).map(|m| Replica {
+                    id,
+                    name: m.meta.name.clone(),
+                    addr: m.meta.addr,
+                })
+            })
+            .collect())
+    }
+
+    /// Coordinates a put (or, with `None`, a delete).
+    pub(crate) async fn put(
+        self: &Arc<Self>,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        consistency: Consistency,
+    ) -> Result<PutReply> {
+        self.check(&key, value.as_deref())?;
+        let replicas = self.replicas(&key)?;
+        let version = self.clock.lock().expect("clock lock").tick(wall_ms());
+        let record = match value {
+            Some(v) => Record::put(v, version),
+            None => Record::tombstone(version),
+        };
+        let needed = required(consistency, replicas.len());
+        let mut tasks = JoinSet::new();
+        for r in replicas.clone() {
+            let (kv, key, record) = (self.clone(), key.clone(), record.clone());
+            tasks.spawn(async move { (r.clone(), kv.apply_at(&r, key, record).await) });
+        }
+        let (mut acked, mut unreachable, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+        while acked.len() < needed {
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
+            let (r, answer) = joined.map_err(|e| anyhow!("replica task failed: {e}"))?;
+            match answer {
+                Answer::Ok(()) => acked.push(r.name),
+                Answer::Unreachable => unreachable.push(r.name),
+                Answer::Unknown => unknown.push(r.name),
+            }
+        }
+        // The remaining replicas still get the write.
+        tokio::spawn(async move { while tasks.join_next().await.is_some() {} });
+        if acked.len() < needed {
+            bail!("{}", write_error(needed, &acked, &unreachable, &unknown));
+        }
+        Ok(PutReply {
+            acknowledged: acked,
+            version: format_version(&record),
+        })
+    }
+
+    /// Coordinates a get: the newest of R answers, with read repair.
+    pub(crate) async fn get(
+        self: &Arc<Self>,
+        key: Vec<u8>,
+        consistency: Consistency,
+    ) -> Result<GetReply> {
+        self.check(&key, None)?;
+        let replicas = self.replicas(&key)?;
+        let needed = required(consistency, replicas.len());
+        let mut tasks = JoinSet::new();
+        for r in replicas.clone() {
+            let (kv, key) = (self.clone(), key.clone());
+            tasks.spawn(async move { (r.clone(), kv.read_at(&r, key).await) });
+        }
+        let mut answers: Vec<(Replica, Option<Record>)> = Vec::new();
+        let (mut unreachable, mut unknown) = (Vec::new(), Vec::new());
+        while answers.len() < needed {
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
+            let (r, answer) = joined.map_err(|e| anyhow!("replica task failed: {e}"))?;
+            match answer {
+                Answer::Ok(held) => answers.push((r, held)),
+                Answer::Unreachable => unreachable.push(r.name),
+                Answer::Unknown => unknown.push(r.name),
+            }
+        }
+        if answers.len() < needed {
+            let names: Vec<String> = answers.iter().map(|(r, _)| r.name.clone()).collect();
+            let failed: Vec<String> = unreachable.into_iter().chain(unknown).collect();
+            bail!(
+                "needed {needed} answers, got {}{}; no answer from {}",
+                names.len(),
+                if names.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (from {})", names.join(", "))
+                },
+                failed.join(", ")
+            );
+        }
+        let best = newest(answers.iter().map(|(_, held)| held)).cloned();
+        if let Some(best) = &best {
+            self.clock
+                .lock()
+                .expect("clock lock")
+                .observe(&best.version);
+        }
+        let answered: Vec<String> = answers.iter().map(|(r, _)| r.name.clone()).collect();
+        // Read repair: stale answers now, late answers when they come.
+        if let Some(best) = best.clone() {
+            let kv = self.clone();
+            let key2 = key.clone();
+            tokio::spawn(async move {
+                for (r, held) in answers {
+                    if needs_repair(&held, &best) {
+                        debug!(replica = %r.name, "read repair");
+                        let _ = kv.apply_at(&r, key2.clone(), best.clone()).await;
+                    }
+                }
+                while let Some(Ok((r, Answer::Ok(held)))) = tasks.join_next().await {
+                    if needs_repair(&held, &best) {
+                        let _ = kv.apply_at(&r, key2.clone(), best.clone()).await;
+                    }
+                }
+            });
+        }
+        let version = best.as_ref().map(format_version);
+        Ok(GetReply {
+            value: best.and_then(|r| r.value),
+            version,
+            answered,
+        })
+    }
+
+    fn check(&self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        if key.is_empty() {
+            bail!("the key is empty");
+        }
+        if key.len() > KEY_MAX {
+            bail!("the key is {} bytes; the limit is {KEY_MAX}", key.len());
+        }
+        if let Some(v) = value {
+            if v.len() > self.value_max {
+                bail!(
+                    "the value is {} bytes; the limit is {}",
+                    v.len(),
+                    self.value_max
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_at(&self, r: &Replica, key: Vec<u8>, record: Record) -> Answer<()> {
+        if r.id == self.me {
+            return match self.store.apply(&key, record).await {
+                Ok(_) => Answer::Ok(()),
+                Err(_) => Answer::Unknown,
+            };
+        }
+        match self
+            .peers
+            .request(r.addr, &Request::ReplicaApply { key, record })
+            .await
+        {
+            Ok(bytes) => match codec::decode::<Reply<bool>>(&bytes, 1 << 20) {
+                Ok(Reply::Ok(_)) => Answer::Ok(()),
+                _ => Answer::Unknown,
+            },
+            Err(e) => e.into_answer(&r.name),
+        }
+    }
+
+    async fn read_at(&self, r: &Replica, key: Vec<u8>) -> Answer<Option<Record>> {
+        if r.id == self.me {
+            return match self.store.get(&key) {
+                Ok(held) => Answer::Ok(held),
+                Err(_) => Answer::Unknown,
+            };
+        }
+        match self
+            .peers
+            .request(r.addr, &Request::ReplicaRead { key })
+            .await
+        {
+            Ok(bytes) => {
+                match codec::decode::<Reply<Option<Record>>>(&bytes, crate::api::REPLY_MAX) {
+                    Ok(Reply::Ok(held)) => Answer::Ok(held),
+                    _ => Answer::Unknown,
+                }
+            }
+            Err(e) => e.into_answer(&r.name),
+        }
+    }
+
+    /// Replica side of `ReplicaApply`.
+    pub(crate) async fn replica_apply(&self, key: &[u8], record: Record) -> Result<bool> {
+        self.check(key, record.value.as_deref())?;
+        self.clock
+            .lock()
+            .expect("clock lock")
+            .observe(&record.version);
+        Ok(self.store.apply(key, record).await?)
+    }
+}
+
+impl PeerError {
+    fn into_answer<T>(self, replica: &str) -> Answer<T> {
+        match self {
+            Self::Unreachable(e) => {
+                debug!(replica, err = %e, "replica unreachable");
+                Answer::Unreachable
+            }
+            Self::Unknown(e) => {
+                debug!(replica, err = %e, "replica did not answer");
+                Answer::Unknown
+            }
+        }
+    }
+}
+
+fn write_error(
+    needed: usize,
+    acked: &[String],
+    unreachable: &[String],
+    unknown: &[String],
+) -> String {
+    let mut msg = format!("needed {needed} acknowledgements, got {}", acked.len());
+    if !acked.is_empty() {
+        msg.push_str(&format!(" (from {})", acked.join(", ")));
+    }
+    let failed: Vec<&String> = unreachable.iter().chain(unknown).collect();
+    if !failed.is_empty() {
+        let names: Vec<&str> = failed.iter().map(|s| s.as_str()).collect();
+        msg.push_str(&format!("; no answer from {}", names.join(", ")));
+    }
+    if acked.is_empty() && unknown.is_empty() {
+        msg.push_str("; nothing was written");
+    } else {
+        msg.push_str("; outcome unknown: replicas that acknowledged, or did not answer in time, may hold the write");
+    }
+    msg
+}
+
+fn format_version(r: &Record) -> String {
+    let v = &r.version;
+    format!(
+        "{}.{}@{}/{}",
+        v.hlc.physical_ms,
+        v.hlc.logical,
+        v.node.short(),
+        v.generation
+    )
+}

@@ -1,0 +1,116 @@
+//! Connections to other peers for replica requests, pooled per address on
+//! this peer's own QUIC endpoint. A request that fails on a pooled
+//! connection is retried once on a fresh one (the peer may have restarted).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _, Result};
+use ringkv_gossip::transport::tls::SERVER_NAME;
+
+use crate::api::{Request, REPLY_MAX};
+use crate::codec;
+
+/// Why a request to a replica failed.
+#[derive(Debug)]
+pub(crate) enum PeerError {
+    /// No connection could be made: the request was never sent.
+    Unreachable(anyhow::Error),
+    /// Sent, but no answer came: it may or may not have been applied.
+    Unknown(anyhow::Error),
+}
+
+/// The pool.
+#[derive(Debug)]
+pub(crate) struct Peers {
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+    conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    timeout: Duration,
+}
+
+impl Peers {
+    pub(crate) fn new(
+        endpoint: quinn::Endpoint,
+        config: quinn::ClientConfig,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            endpoint,
+            config,
+            conns: Mutex::new(HashMap::new()),
+            timeout,
+        }
+    }
+
+    async fn connection(&self, addr: SocketAddr, fresh: bool) -> Result<quinn::Connection> {
+        if !fresh {
+            let pooled = self.conns.lock().expect("pool lock").get(&addr).cloned();
+            if let Some(conn) = pooled.filter(|c| c.close_reason().is_none()) {
+                return Ok(conn);
+            }
+        }
+        let connecting = self
+            .endpoint
+            .connect_with(self.config.clone(), addr, SERVER_NAME)?;
+        let conn = tokio::time::timeout(self.timeout, connecting)
+            .await
+            .context("connect timed out")??;
+        self.conns
+            .lock()
+            .expect("pool lock")
+            .insert(addr, conn.clone());
+        Ok(conn)
+    }
+
+    /// Drops the pooled connection to `addr`, if any.
+    pub(crate) fn forget(&self, addr: SocketAddr) {
+        if let Some(conn) = self.conns.lock().expect("pool lock").remove(&addr) {
+            conn.close(0u32.into(), b"peer changed");
+        }
+    }
+
+    /// Sends `req` to the peer at `addr` and returns its raw answer.
+    pub(crate) async fn request(
+        &self,
+        addr: SocketAddr,
+        req: &Request,
+    ) -> Result<Vec<u8>, PeerError> {
+        let body = codec::encode(req);
+        let mut last = None;
+        for fresh in [false, true] {
+            let conn = match self.connection(addr, fresh).await {
+                Ok(conn) => conn,
+                Err(e) => return Err(PeerError::Unreachable(e)),
+            };
+            let exchange = async {
+                let (mut send, mut recv) = conn.open_bi().await?;
+                send.write_all(&body).await?;
+                send.finish()?;
+                Ok::<_, anyhow::Error>(recv.read_to_end(REPLY_MAX).await?)
+            };
+            match tokio::time::timeout(self.timeout, exchange).await {
+                Ok(Ok(bytes)) => return Ok(bytes),
+                Ok(Err(e)) => {
+                    // A dead pooled connection: drop it and retry fresh.
+                    self.conns.lock().expect("pool lock").remove(&addr);
+                    last = Some(e);
+                }
+                Err(_) => {
+                    // The connection may lead to a process that died: the
+                    // next request dials afresh.
+                    self.forget(addr);
+                    return Err(PeerError::Unknown(anyhow!(
+                        "no answer within {:?}",
+                        self.timeout
+                    )));
+                }
+            }
+        }
+        Err(PeerError::Unknown(
+            last.unwrap_or_else(|| anyhow!("failed")),
+        ))
+    }
+}

@@ -1,0 +1,169 @@
+//! The process harness shared by the integration tests: real `ringkv node`
+//! processes on 127.0.0.1 with ephemeral ports and temporary data dirs,
+//! bounded polls, and kill-on-drop.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ringkv");
+
+/// A running peer; killed on drop.
+pub struct Peer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub data: PathBuf,
+    pub name: String,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Peer {
+    pub fn start(dir: &Path, name: &str, extra: &[&str]) -> Self {
+        let data = dir.join(name);
+        Self::start_in(data, name, "127.0.0.1:0", extra)
+    }
+
+    pub fn start_in(data: PathBuf, name: &str, listen: &str, extra: &[&str]) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["node", "--data"])
+            .arg(&data)
+            .args(["--listen", listen, "--name", name])
+            .args(extra);
+        cmd.env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("ringkv starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        let (admin_tx, admin_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split(" listening on ").nth(1) {
+                    let addr = rest.split(',').next().unwrap_or_default().to_owned();
+                    let _ = tx.send(addr);
+                }
+                if let Some(rest) = line.split("admin HTTP on http://").nth(1) {
+                    let _ = admin_tx.send(rest.trim().to_owned());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the peer prints its address");
+        let admin = extra.contains(&"--admin").then(|| {
+            admin_rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the peer prints its admin address")
+        });
+        Self {
+            child,
+            addr: addr.parse().expect("an address"),
+            admin: admin.map(|a| a.parse().expect("an admin address")),
+            data,
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn key(&self) -> String {
+        std::fs::read_to_string(self.data.join("cluster.key"))
+            .expect("a cluster key")
+            .trim()
+            .to_owned()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+}
+
+/// `ringkv members --json` against a peer.
+pub fn members(peer: SocketAddr, key: &str) -> Option<Value> {
+    let out = Command::new(BIN)
+        .args([
+            "members",
+            "--json",
+            "--peer",
+            &peer.to_string(),
+            "--cluster-key",
+            key,
+        ])
+        .output()
+        .expect("ringkv runs");
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("members --json is JSON"))
+}
+
+pub fn state_of(view: &Value, name: &str) -> Option<(String, u64)> {
+    view["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == name)
+        .map(|m| {
+            (
+                m["state"].as_str().unwrap_or_default().to_owned(),
+                m["incarnation"].as_u64().unwrap_or_default(),
+            )
+        })
+}
+
+/// Polls `check` until it holds or `limit` passes; the message names what
+/// was missing.
+pub fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out after {limit:?} waiting until {what}");
+}
+
+pub fn cluster(dir: &Path, n: usize, extra: &[&str]) -> (Vec<Peer>, String) {
+    let seed = Peer::start(dir, "p1", extra);
+    let key = seed.key();
+    let join = seed.addr.to_string();
+    let mut peers = vec![seed];
+    for i in 2..=n {
+        let mut args = vec!["--join", &join, "--cluster-key", &key];
+        args.extend_from_slice(extra);
+        peers.push(Peer::start(dir, &format!("p{i}"), &args));
+    }
+    (peers, key)
+}
+
+pub fn all_alive_and_agree(peers: &[&Peer], key: &str, n: usize) -> bool {
+    let mut digests = Vec::new();
+    for p in peers {
+        let Some(view) = members(p.addr, key) else {
+            return false;
+        };
+        let alive = view["members"]
+            .as_array()
+            .map_or(0, |ms| ms.iter().filter(|m| m["state"] == "alive").count());
+        if alive != n {
+            return false;
+        }
+        digests.push(view["ring_digest"].clone());
+    }
+    digests.windows(2).all(|w| w[0] == w[1] && !w[0].is_null())
+}

@@ -1,0 +1,195 @@
+//! The replicated store through real peers: put through one peer and get
+//! through the others, overwrite, delete, survive a dead replica, fail
+//! clearly when `all` cannot be met, repair a stale replica by reading, and
+//! refuse oversized input without writing anything.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::*;
+
+fn ringkv(args: &[&str], peer: &Peer, key: &str) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .args(["--peer", &peer.addr.to_string(), "--cluster-key", key])
+        .output()
+        .expect("ringkv runs")
+}
+
+fn put(peer: &Peer, key: &str, k: &str, v: &str, consistency: &str) -> Output {
+    ringkv(&["put", k, v, "--consistency", consistency], peer, key)
+}
+
+fn get(peer: &Peer, key: &str, k: &str, consistency: &str) -> Output {
+    ringkv(&["get", k, "--consistency", consistency], peer, key)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn three(dir: &std::path::Path) -> (Vec<Peer>, String) {
+    let (peers, key) = cluster(dir, 3, &[]);
+    let refs: Vec<&Peer> = peers.iter().collect();
+    wait_for(Duration::from_secs(20), "three peers agree", || {
+        all_alive_and_agree(&refs, &key, 3)
+    });
+    (peers, key)
+}
+
+#[test]
+fn put_through_one_peer_get_through_the_others_then_overwrite_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (peers, key) = three(dir.path());
+    let o = put(&peers[0], &key, "user:42", "{\"name\":\"ada\"}", "quorum");
+    assert!(o.status.success(), "{}", text(&o));
+    for p in &peers[1..] {
+        let o = get(p, &key, "user:42", "quorum");
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(o.stdout, b"{\"name\":\"ada\"}");
+    }
+    let o = put(&peers[1], &key, "user:42", "v2", "all");
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(get(&peers[2], &key, "user:42", "one").stdout, b"v2");
+    let o = ringkv(&["del", "user:42"], &peers[2], &key);
+    assert!(o.status.success(), "{}", text(&o));
+    for p in &peers {
+        let o = get(p, &key, "user:42", "quorum");
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "a deleted key is absent: {}",
+            text(&o)
+        );
+        assert!(o.stdout.is_empty());
+    }
+    let o = get(&peers[0], &key, "never-written", "quorum");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not found"));
+}
+
+#[test]
+fn a_dead_replica_does_not_stop_quorum_and_all_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peers, key) = three(dir.path());
+    let victim = peers.pop().unwrap();
+    victim.signal("-KILL");
+    drop(victim);
+    let o = put(&peers[0], &key, "k1", "v1", "quorum");
+    assert!(
+        o.status.success(),
+        "quorum write with one replica down: {}",
+        text(&o)
+    );
+    let o = get(&peers[1], &key, "k1", "quorum");
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(o.stdout, b"v1");
+    let o = put(&peers[1], &key, "k2", "v2", "all");
+    assert!(
+        !o.status.success(),
+        "consistency all succeeded with a replica down"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("needed 3 acknowledgements, got 2"),
+        "unclear error: {err}"
+    );
+    assert!(
+        err.contains("p3"),
+        "the error names the missing replica: {err}"
+    );
+}
+
+#[test]
+fn a_stale_replica_is_repaired_by_a_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peers, key) = three(dir.path());
+    assert!(put(&peers[0], &key, "doc", "old", "all").status.success());
+    // p3 misses the next write: it is down, then comes back with "old".
+    let p3 = peers.pop().unwrap();
+    let (name, data, addr) = (p3.name.clone(), p3.data.clone(), p3.addr.to_string());
+    p3.signal("-KILL");
+    drop(p3);
+    assert!(put(&peers[0], &key, "doc", "new", "quorum")
+        .status
+        .success());
+    let p3 = Peer::start_in(data, &name, &addr, &[]);
+    let all: Vec<&Peer> = vec![&peers[0], &peers[1], &p3];
+    wait_for(Duration::from_secs(20), "p3 is back", || {
+        all_alive_and_agree(&all, &key, 3)
+    });
+    // A read through p1 at `all` sees both versions and repairs p3.
+    let o = get(&peers[0], &key, "doc", "all");
+    assert_eq!(o.stdout, b"new", "{}", text(&o));
+    std::thread::sleep(Duration::from_millis(500));
+    // Only p3 left: its own copy must be the new one now.
+    drop(peers);
+    let o = get(&p3, &key, "doc", "one");
+    assert_eq!(o.stdout, b"new", "p3 was not repaired: {}", text(&o));
+}
+
+#[test]
+fn oversized_and_empty_input_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (peers, key) = three(dir.path());
+    let big_key = "k".repeat(64 * 1024 + 1);
+    let o = put(&peers[0], &key, &big_key, "v", "quorum");
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("nothing was sent"),
+        "{}",
+        text(&o)
+    );
+    let file = dir.path().join("big");
+    std::fs::write(&file, vec![0u8; 16 * 1024 * 1024 + 1]).unwrap();
+    let o = ringkv(
+        &["put", "bigvalue", "--file", file.to_str().unwrap()],
+        &peers[0],
+        &key,
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("limit"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        get(&peers[1], &key, "bigvalue", "all").status.code(),
+        Some(1),
+        "the refused value was written"
+    );
+    let o = put(&peers[0], &key, "", "v", "quorum");
+    assert!(!o.status.success(), "an empty key was accepted");
+    // A value read from standard input works, bytes as they are.
+    let mut child = Command::new(BIN)
+        .args([
+            "put",
+            "bin",
+            "--peer",
+            &peers[0].addr.to_string(),
+            "--cluster-key",
+            &key,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&[0, 159, 146, 150, 255])
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        get(&peers[2], &key, "bin", "quorum").stdout,
+        vec![0, 159, 146, 150, 255]
+    );
+}
