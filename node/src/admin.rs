@@ -35,6 +35,7 @@ pub(crate) struct AdminState {
     pub(crate) transport: Arc<TransportStats>,
     pub(crate) metrics: PrometheusHandle,
     pub(crate) started: Instant,
+    pub(crate) kv: Arc<crate::coordinator::Kv>,
 }
 
 /// The routes.
@@ -165,6 +166,14 @@ fn record(s: &AdminState) {
     metrics::gauge!("ringkv_view_agreeing_peers").set(view.agreement.0 as f64);
     metrics::gauge!("ringkv_view_reporting_peers").set(view.agreement.1 as f64);
     metrics::counter!("ringkv_ring_rebuilds_total").absolute(ring.rebuilds);
+    let (hints, hint_bytes) = s.kv.store.hint_stats();
+    metrics::gauge!("ringkv_hints").set(hints as f64);
+    metrics::gauge!("ringkv_hint_bytes").set(hint_bytes as f64);
+    metrics::gauge!("ringkv_hint_bytes_max").set(s.kv.hint_limits.max_bytes as f64);
+    metrics::gauge!("ringkv_hint_age_max_seconds").set(s.kv.hint_limits.max_age_ms as f64 / 1000.0);
+    metrics::counter!("ringkv_hints_dropped_total").absolute(s.kv.hints_dropped.load(Relaxed));
+    metrics::counter!("ringkv_hints_replayed_total").absolute(s.kv.hints_replayed.load(Relaxed));
+    metrics::gauge!("ringkv_records").set(s.kv.store.len() as f64);
     if let Some(r) = &ring.ring {
         metrics::gauge!("ringkv_ring_nodes").set(r.nodes().len() as f64);
         // The digest as a label of an info metric, and its first 48 bits

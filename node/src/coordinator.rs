@@ -11,10 +11,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Result};
 use ringkv_gossip::runner::View;
 use ringkv_gossip::NodeId;
-use ringkv_storage::{Clock, Record, Store};
+use ringkv_gossip::State;
+use ringkv_storage::{Clock, Hint, HintLimits, Record, Store};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::api::{Consistency, GetReply, PutReply, Reply, Request, KEY_MAX};
 use crate::codec;
@@ -50,6 +52,11 @@ pub(crate) struct Kv {
     pub(crate) ring: watch::Receiver<Arc<RingState>>,
     pub(crate) peers: Peers,
     pub(crate) value_max: usize,
+    pub(crate) hint_limits: HintLimits,
+    /// Hints refused for lack of room.
+    pub(crate) hints_dropped: AtomicU64,
+    /// Hints delivered to their replica.
+    pub(crate) hints_replayed: AtomicU64,
 }
 
 fn wall_ms() -> u64 {
@@ -101,7 +108,13 @@ impl Kv {
         let mut tasks = JoinSet::new();
         for r in replicas.clone() {
             let (kv, key, record) = (self.clone(), key.clone(), record.clone());
-            tasks.spawn(async move { (r.clone(), kv.apply_at(&r, key, record).await) });
+            tasks.spawn(async move {
+                let answer = kv.apply_at(&r, key.clone(), record.clone()).await;
+                if !matches!(answer, Answer::Ok(())) {
+                    kv.hint(&r, key, record).await;
+                }
+                (r.clone(), answer)
+            });
         }
         let (mut acked, mut unreachable, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
         while acked.len() < needed {
@@ -199,6 +212,69 @@ impl Kv {
             version,
             answered,
         })
+    }
+
+    /// Keeps a hint for a replica that missed a write.
+    async fn hint(&self, r: &Replica, key: Vec<u8>, record: Record) {
+        let hint = Hint {
+            target: r.id,
+            key,
+            record,
+            created_ms: wall_ms(),
+        };
+        match self.store.add_hint(hint, self.hint_limits).await {
+            Ok(true) => debug!(replica = %r.name, "hint stored"),
+            Ok(false) => {
+                self.hints_dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(replica = %r.name, "hint dropped: the hint store is full");
+            }
+            Err(e) => {
+                self.hints_dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(replica = %r.name, err = %e, "cannot store a hint");
+            }
+        }
+    }
+
+    /// Delivers the hints of every member that is alive again, and expires
+    /// those past the age limit. Called periodically.
+    pub(crate) async fn replay_hints(&self) {
+        if let Err(e) = self.store.expire_hints(wall_ms(), self.hint_limits) {
+            warn!(err = %e, "cannot expire hints");
+        }
+        let Ok(targets) = self.store.hint_targets() else {
+            return;
+        };
+        let view = self.view.borrow().clone();
+        for target in targets {
+            let Some(m) = view
+                .members
+                .iter()
+                .find(|m| m.id == target && m.state == State::Alive)
+            else {
+                continue;
+            };
+            let r = Replica {
+                id: m.id,
+                name: m.meta.name.clone(),
+                addr: m.meta.addr,
+            };
+            let Ok(hints) = self.store.hints_for(&target, 256) else {
+                continue;
+            };
+            for hint in hints {
+                match self
+                    .apply_at(&r, hint.key.clone(), hint.record.clone())
+                    .await
+                {
+                    Answer::Ok(()) => {
+                        let _ = self.store.remove_hint(&hint);
+                        self.hints_replayed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Not reachable after all: try again next round.
+                    _ => break,
+                }
+            }
+        }
     }
 
     fn check(&self, key: &[u8], value: Option<&[u8]>) -> Result<()> {

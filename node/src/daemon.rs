@@ -30,6 +30,10 @@ use crate::status::{self, RingState};
 
 /// Dead members stay in the ring this long by default.
 const DEAD_GRACE_DEFAULT: Duration = Duration::from_secs(30);
+/// Tombstones are kept a day by default (Cassandra keeps them ten days;
+/// ringkv's hints give up after three hours, and handoff re-sends whole
+/// ranges to a peer away longer).
+const TOMBSTONE_GRACE_DEFAULT: Duration = Duration::from_secs(24 * 3600);
 /// How long a graceful leave waits for the news to spread.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -67,12 +71,18 @@ pub(crate) struct NodeArgs {
     /// 127.0.0.1:8001; port 0 picks one. Off when not given.
     #[arg(long, env = "RINGKV_ADMIN")]
     admin: Option<SocketAddr>,
+    /// How long a delete's tombstone is kept before it is collected (e.g.
+    /// 1d, 10h); a replica away longer than this must not rejoin with old
+    /// data (handoff sees to that).
+    #[arg(long, env = "RINGKV_TOMBSTONE_GRACE", value_parser = crate::keyargs::parse_duration)]
+    tombstone_grace: Option<Duration>,
     /// Seed of the peer's random choices (default: from the OS).
     #[arg(long, env = "RINGKV_SEED")]
     seed: Option<u64>,
     /// TOML file with any of the settings above (keys as the flags, with
     /// underscores: data, listen, advertise, join = [..], name, weight,
-    /// zone, dead_grace = "30s", cluster_key_file, admin, seed).
+    /// zone, dead_grace = "30s", tombstone_grace = "1d", cluster_key_file, admin,
+    /// seed).
     #[arg(long, env = "RINGKV_CONFIG")]
     config: Option<PathBuf>,
     #[command(flatten)]
@@ -95,6 +105,7 @@ struct FileConfig {
     cluster_key_file: Option<PathBuf>,
     seed: Option<u64>,
     admin: Option<SocketAddr>,
+    tombstone_grace: Option<String>,
 }
 
 /// Settings after flags, environment and file are merged.
@@ -110,6 +121,7 @@ struct Settings {
     dead_grace: Duration,
     seed: Option<u64>,
     admin: Option<SocketAddr>,
+    tombstone_grace: Duration,
 }
 
 fn settings(args: &NodeArgs) -> Result<(Settings, KeyArgs)> {
@@ -159,6 +171,13 @@ fn settings(args: &NodeArgs) -> Result<(Settings, KeyArgs)> {
         dead_grace,
         seed: args.seed.or(file.seed),
         admin: args.admin.or(file.admin),
+        tombstone_grace: match (&args.tombstone_grace, &file.tombstone_grace) {
+            (Some(d), _) => *d,
+            (None, Some(text)) => crate::keyargs::parse_duration(text)
+                .map_err(anyhow::Error::msg)
+                .context("config file: tombstone_grace")?,
+            (None, None) => TOMBSTONE_GRACE_DEFAULT,
+        },
     };
     Ok((settings, key))
 }
@@ -299,7 +318,11 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
         ring: ring_rx.clone(),
         peers,
         value_max: api::VALUE_MAX,
+        hint_limits: ringkv_storage::HintLimits::default(),
+        hints_dropped: std::sync::atomic::AtomicU64::new(0),
+        hints_replayed: std::sync::atomic::AtomicU64::new(0),
     });
+    spawn_maintenance(kv.clone(), settings.tombstone_grace);
     spawn_clock_floor(kv.clone());
     spawn_pool_invalidation(handle.view.clone(), kv.clone());
     tokio::spawn(serve_requests(
@@ -318,6 +341,7 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
             transport: handle.transport.clone(),
             metrics,
             started: Instant::now(),
+            kv: kv.clone(),
         });
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, crate::admin::router(state)).await {
@@ -477,6 +501,33 @@ fn spawn_pool_invalidation(mut view: watch::Receiver<Arc<View>>, kv: Arc<Kv>) {
             }
             if view.changed().await.is_err() {
                 break;
+            }
+        }
+    });
+}
+
+/// Background upkeep of the store: hint replay every second, tombstone
+/// collection every minute.
+fn spawn_maintenance(kv: Arc<Kv>, tombstone_grace: Duration) {
+    tokio::spawn(async move {
+        let mut round = 0u64;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            kv.replay_hints().await;
+            round += 1;
+            if round % 60 == 0 {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                let before = now.saturating_sub(tombstone_grace).as_millis();
+                match kv
+                    .store
+                    .collect_tombstones(u64::try_from(before).unwrap_or(0))
+                {
+                    Ok(0) => {}
+                    Ok(n) => info!(collected = n, "tombstones past their grace collected"),
+                    Err(e) => warn!(err = %e, "cannot collect tombstones"),
+                }
             }
         }
     });

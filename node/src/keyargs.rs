@@ -46,7 +46,7 @@ impl KeyArgs {
     }
 }
 
-/// `30s`, `500ms`, `2m`, or plain seconds.
+/// `30s`, `500ms`, `2m`, `10h`, `1d`, or plain seconds.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = if let Some(n) = s.strip_suffix("ms") {
@@ -55,6 +55,10 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         (n, 1.0)
     } else if let Some(n) = s.strip_suffix('m') {
         (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else if let Some(n) = s.strip_suffix('d') {
+        (n, 86_400.0)
     } else {
         (s, 1.0)
     };

@@ -44,6 +44,8 @@ enum Command {
     Get(cli::kv::GetArgs),
     /// Delete a key through any peer.
     Del(cli::kv::DelArgs),
+    /// Load a cluster with puts and gets; report ops/s and latency.
+    Bench(cli::bench::BenchArgs),
     /// Local clusters and the membership simulator.
     #[command(subcommand)]
     Testbed(ringkv_testbed::cli::TestbedCommand),
@@ -117,6 +119,7 @@ fn block_on(command: &Command) -> anyhow::Result<String> {
             Command::Put(args) => cli::kv::put(args).await,
             Command::Get(args) => cli::kv::get(args).await,
             Command::Del(args) => cli::kv::del(args).await,
+            Command::Bench(args) => cli::bench::bench(args).await,
             Command::Ring(RingArgs {
                 peer: Some(peer), ..
             }) => cli::cluster::ring(peer).await,

@@ -193,3 +193,33 @@ fn oversized_and_empty_input_is_refused_and_writes_nothing() {
         vec![0, 159, 146, 150, 255]
     );
 }
+
+#[test]
+fn a_write_missed_by_a_dead_replica_is_replayed_from_a_hint_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peers, key) = three(dir.path());
+    let p3 = peers.pop().unwrap();
+    let (name, data, addr) = (p3.name.clone(), p3.data.clone(), p3.addr.to_string());
+    p3.signal("-KILL");
+    drop(p3);
+    let o = put(&peers[0], &key, "hinted", "while-you-were-out", "quorum");
+    assert!(o.status.success(), "{}", text(&o));
+    // The coordinator gives up on p3 after its request timeout and keeps a
+    // hint; then p3 returns.
+    std::thread::sleep(Duration::from_secs(3));
+    let p3 = Peer::start_in(data, &name, &addr, &[]);
+    let all: Vec<&Peer> = vec![&peers[0], &peers[1], &p3];
+    wait_for(Duration::from_secs(20), "p3 is back", || {
+        all_alive_and_agree(&all, &key, 3)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    // No read touched the key, so only the hint can have brought it to p3.
+    drop(peers);
+    let o = get(&p3, &key, "hinted", "one");
+    assert_eq!(
+        o.stdout,
+        b"while-you-were-out",
+        "the hint was not replayed: {}",
+        text(&o)
+    );
+}

@@ -1,13 +1,17 @@
 //! The only place stored values become bytes and back (the only bincode
 //! calls in this crate). A record is a format byte, then its bincode body;
-//! every decode has a size limit and rejects trailing bytes. Meta entries
-//! are fixed-width big-endian integers. Pure: no IO.
+//! a hint's value is its own format byte, its creation time (8 bytes,
+//! big-endian), then the record's bincode body. Every decode has a size
+//! limit and rejects trailing bytes. Meta entries are fixed-width
+//! big-endian integers. Pure: no IO.
 
 use crate::error::StoreError;
 use crate::record::{Hlc, Record};
 
 /// Format byte in front of every encoded record.
 pub(crate) const RECORD_FORMAT: u8 = 1;
+/// Format byte in front of every encoded hint value.
+pub(crate) const HINT_FORMAT: u8 = 1;
 /// Largest encoded record body: a length prefix claiming more fails before
 /// anything is allocated.
 pub(crate) const RECORD_LIMIT: usize = 32 * 1024 * 1024;
@@ -50,6 +54,53 @@ fn decode_record_body(bytes: &[u8]) -> Result<Record, String> {
     if format != RECORD_FORMAT {
         return Err(format!("unknown record format {format}"));
     }
+    decode_body(body)
+}
+
+/// Encodes a hint's value: format byte, `created_ms`, then the record.
+pub(crate) fn encode_hint_value(record: &Record, created_ms: u64) -> Result<Vec<u8>, StoreError> {
+    let len = record.value.as_ref().map_or(0, Vec::len);
+    let mut out = Vec::with_capacity(len + 56);
+    out.push(HINT_FORMAT);
+    out.extend_from_slice(&created_ms.to_be_bytes());
+    bincode::serde::encode_into_std_write(record, &mut out, config())
+        .map_err(|e| StoreError::Encode(e.to_string()))?;
+    let body = out.len() - 9;
+    if body > RECORD_LIMIT {
+        return Err(StoreError::Encode(format!(
+            "record of {body} bytes exceeds the limit of {RECORD_LIMIT}"
+        )));
+    }
+    Ok(out)
+}
+
+/// Decodes a hint's value into `(record, created_ms)`; `what` names it in
+/// the error.
+pub(crate) fn decode_hint_value(
+    bytes: &[u8],
+    what: impl FnOnce() -> String,
+) -> Result<(Record, u64), StoreError> {
+    decode_hint_body(bytes).map_err(|reason| StoreError::Corrupt {
+        what: what(),
+        reason,
+    })
+}
+
+fn decode_hint_body(bytes: &[u8]) -> Result<(Record, u64), String> {
+    let Some((&format, rest)) = bytes.split_first() else {
+        return Err("empty value".to_owned());
+    };
+    if format != HINT_FORMAT {
+        return Err(format!("unknown hint format {format}"));
+    }
+    let Some((created, body)) = rest.split_first_chunk::<8>() else {
+        return Err(format!("{} bytes, too short for a hint", bytes.len()));
+    };
+    Ok((decode_body(body)?, u64::from_be_bytes(*created)))
+}
+
+/// A record's bincode body, size-limited, with no trailing bytes.
+fn decode_body(body: &[u8]) -> Result<Record, String> {
     if body.len() > RECORD_LIMIT {
         return Err(format!(
             "{} bytes exceed the limit of {RECORD_LIMIT}",
@@ -139,6 +190,22 @@ mod tests {
         }
 
         #[test]
+        fn hint_values_round_trip(value: Option<Vec<u8>>, ms: u64, logical: u32, created: u64) {
+            let r = record(value, ms, logical, 7);
+            let bytes = encode_hint_value(&r, created).unwrap();
+            prop_assert_eq!(bytes[0], HINT_FORMAT);
+            prop_assert_eq!(decode_hint_value(&bytes, what).unwrap(), (r, created));
+        }
+
+        #[test]
+        fn junk_hints_are_rejected_without_panicking(bytes: Vec<u8>) {
+            if let Ok((r, created)) = decode_hint_value(&bytes, what) {
+                let again = encode_hint_value(&r, created).unwrap();
+                prop_assert_eq!(decode_hint_value(&again, what).unwrap(), (r, created));
+            }
+        }
+
+        #[test]
         fn meta_entries_round_trip(generation: u32, ms: u64, logical: u32) {
             prop_assert_eq!(decode_generation(&encode_generation(generation)).unwrap(), generation);
             let hlc = Hlc::new(ms, logical);
@@ -169,6 +236,14 @@ mod tests {
             decode_record(&huge, what),
             Err(StoreError::Corrupt { .. })
         ));
+        let mut hint = encode_hint_value(&r, 5).unwrap();
+        assert!(decode_hint_value(&hint[..8], what).is_err());
+        hint.push(0);
+        assert!(matches!(
+            decode_hint_value(&hint, what),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(decode_hint_value(&[], what).is_err());
         assert!(decode_generation(&[1, 2, 3]).is_err());
         assert!(decode_hlc(&[0; 11]).is_err());
     }

@@ -8,6 +8,8 @@
 //!   versions (pure).
 //! - [`Store`]: the sled trees (records, hints, meta), apply-if-newer per
 //!   key, range scans, tombstone collection, durable writes by group commit.
+//! - [`Hint`], [`HintLimits`]: hinted handoff, writes a replica missed kept
+//!   durably until it is back (methods on [`Store`], in `hints`).
 //! - [`StoreError`].
 //!
 //! sled and bincode stay behind this crate: nothing in its API names them.
@@ -16,10 +18,12 @@
 
 mod codec;
 mod error;
+mod hints;
 pub mod keys;
 mod record;
 mod store;
 
 pub use error::StoreError;
+pub use hints::{Hint, HintLimits};
 pub use record::{Clock, Hlc, Record, Version};
 pub use store::Store;

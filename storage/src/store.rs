@@ -1,6 +1,7 @@
 //! The sled store: trees `records` (store key from [`keys`], value from
-//! [`codec`]), `hints` (created, not used yet) and `meta` (generation, HLC
-//! high-water mark); apply-if-newer per key; group commit. Does IO.
+//! [`codec`]), `hints` (see [`hints`](crate::hints)) and `meta`
+//! (generation, HLC high-water mark); apply-if-newer per key; group commit.
+//! Does IO.
 //!
 //! Group commit: every write, once done in sled, takes a ticket from a
 //! counter. A caller that needs durability waits until a flush that
@@ -21,6 +22,7 @@ use ringkv_ring::TokenRange;
 
 use crate::codec;
 use crate::error::StoreError;
+use crate::hints::HintTree;
 use crate::keys;
 use crate::record::{Hlc, Record};
 
@@ -46,6 +48,7 @@ struct Inner {
     dir: PathBuf,
     db: sled::Db,
     records: sled::Tree,
+    hints: HintTree,
     meta: sled::Tree,
     generation: u32,
     hlc_floor: Mutex<Hlc>,
@@ -83,8 +86,8 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(dir).open()?;
         let records = db.open_tree(RECORDS)?;
-        // Created now so that every store has it; hinted handoff uses it.
-        db.open_tree(HINTS)?;
+        // Counts the hints it holds: O(hints) at open.
+        let hints = HintTree::open(db.open_tree(HINTS)?)?;
         let meta = db.open_tree(META)?;
 
         let stored_generation = meta
@@ -112,6 +115,7 @@ impl Store {
                 dir: dir.to_owned(),
                 db,
                 records,
+                hints,
                 meta,
                 generation,
                 hlc_floor: Mutex::new(hlc_floor),
@@ -279,6 +283,17 @@ impl Store {
         &self.inner.dir
     }
 
+    /// The hints tree.
+    pub(crate) fn hint_tree(&self) -> &HintTree {
+        &self.inner.hints
+    }
+
+    /// A group-commit ticket for a write that is done (to pass to
+    /// [`wait_durable`](Self::wait_durable)).
+    pub(crate) fn issue_ticket(&self) -> u64 {
+        self.inner.commit.issue()
+    }
+
     /// Applies without flushing; returns whether it changed anything and
     /// the ticket to wait on for durability.
     fn apply_inner(&self, key: &[u8], record: &Record) -> Result<(bool, u64), StoreError> {
@@ -314,7 +329,7 @@ impl Store {
 
     /// Returns once a flush that started after `ticket` was issued has
     /// finished.
-    async fn wait_durable(&self, ticket: u64) -> Result<(), StoreError> {
+    pub(crate) async fn wait_durable(&self, ticket: u64) -> Result<(), StoreError> {
         let commit = &self.inner.commit;
         if commit.durable.load(Ordering::SeqCst) >= ticket {
             return Ok(());

@@ -1,5 +1,6 @@
 //! Command-line subcommands that run in the `ringkv` process itself.
 
+pub(crate) mod bench;
 pub(crate) mod cluster;
 pub(crate) mod kv;
 pub(crate) mod ring;
