@@ -174,6 +174,11 @@ fn record(s: &AdminState) {
     metrics::counter!("ringkv_hints_dropped_total").absolute(s.kv.hints_dropped.load(Relaxed));
     metrics::counter!("ringkv_hints_replayed_total").absolute(s.kv.hints_replayed.load(Relaxed));
     metrics::gauge!("ringkv_records").set(s.kv.store.len() as f64);
+    for (rank, hot) in s.kv.hot_keys(10).into_iter().enumerate() {
+        let key: String = hot.key.chars().take(64).collect();
+        metrics::gauge!("ringkv_hot_key_requests", "rank" => (rank + 1).to_string(), "key" => key)
+            .set(hot.requests as f64);
+    }
     if let Some(r) = &ring.ring {
         metrics::gauge!("ringkv_ring_nodes").set(r.nodes().len() as f64);
         // The digest as a label of an info metric, and its first 48 bits

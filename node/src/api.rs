@@ -55,6 +55,18 @@ pub(crate) enum Request {
     ReplicaApply { key: Vec<u8>, record: Record },
     /// Replica side: the stored record, if any.
     ReplicaRead { key: Vec<u8> },
+    /// The keys this peer coordinates most requests for.
+    Hot,
+}
+
+/// One hot key, as `ringkv hot` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HotRow {
+    /// The key, lossily as text.
+    pub(crate) key: String,
+    /// Requests in the recent window (may overcount by `error`).
+    pub(crate) requests: u64,
+    pub(crate) error: u64,
 }
 
 /// Answer to [`Request::Put`].

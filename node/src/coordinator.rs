@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
+use rand::seq::SliceRandom as _;
 use ringkv_gossip::runner::View;
 use ringkv_gossip::NodeId;
 use ringkv_gossip::State;
@@ -57,6 +58,8 @@ pub(crate) struct Kv {
     pub(crate) hints_dropped: AtomicU64,
     /// Hints delivered to their replica.
     pub(crate) hints_replayed: AtomicU64,
+    /// The keys this peer coordinates most requests for.
+    pub(crate) hot: Mutex<crate::hot::HotKeys>,
 }
 
 fn wall_ms() -> u64 {
@@ -98,6 +101,7 @@ impl Kv {
         consistency: Consistency,
     ) -> Result<PutReply> {
         self.check(&key, value.as_deref())?;
+        self.hot.lock().expect("hot lock").record(&key);
         let replicas = self.replicas(&key)?;
         let version = self.clock.lock().expect("clock lock").tick(wall_ms());
         let record = match value {
@@ -146,12 +150,29 @@ impl Kv {
         consistency: Consistency,
     ) -> Result<GetReply> {
         self.check(&key, None)?;
-        let replicas = self.replicas(&key)?;
+        self.hot.lock().expect("hot lock").record(&key);
+        let mut replicas = self.replicas(&key)?;
         let needed = required(consistency, replicas.len());
+        // Ask only as many replicas as needed: this peer first (a local
+        // read), the others in random order, so reads of one key spread
+        // over its replicas. A replica that fails is replaced by the next.
+        let local = match replicas.iter().position(|r| r.id == self.me) {
+            Some(i) => {
+                replicas.swap(0, i);
+                1
+            }
+            None => 0,
+        };
+        replicas[local..].shuffle(&mut rand::rng());
+        let mut spare: std::collections::VecDeque<Replica> =
+            replicas.split_off(needed.min(replicas.len())).into();
         let mut tasks = JoinSet::new();
-        for r in replicas.clone() {
+        let spawn_read = |tasks: &mut JoinSet<_>, r: Replica| {
             let (kv, key) = (self.clone(), key.clone());
             tasks.spawn(async move { (r.clone(), kv.read_at(&r, key).await) });
+        };
+        for r in replicas {
+            spawn_read(&mut tasks, r);
         }
         let mut answers: Vec<(Replica, Option<Record>)> = Vec::new();
         let (mut unreachable, mut unknown) = (Vec::new(), Vec::new());
@@ -160,6 +181,11 @@ impl Kv {
                 break;
             };
             let (r, answer) = joined.map_err(|e| anyhow!("replica task failed: {e}"))?;
+            if !matches!(answer, Answer::Ok(_)) {
+                if let Some(next) = spare.pop_front() {
+                    spawn_read(&mut tasks, next);
+                }
+            }
             match answer {
                 Answer::Ok(held) => answers.push((r, held)),
                 Answer::Unreachable => unreachable.push(r.name),
@@ -212,6 +238,21 @@ impl Kv {
             version,
             answered,
         })
+    }
+
+    /// The hottest keys, most requested first.
+    pub(crate) fn hot_keys(&self, n: usize) -> Vec<crate::api::HotRow> {
+        self.hot
+            .lock()
+            .expect("hot lock")
+            .top(n)
+            .into_iter()
+            .map(|h| crate::api::HotRow {
+                key: String::from_utf8_lossy(&h.key).into_owned(),
+                requests: h.count,
+                error: h.error,
+            })
+            .collect()
     }
 
     /// Keeps a hint for a replica that missed a write.

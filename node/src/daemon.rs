@@ -34,6 +34,9 @@ const DEAD_GRACE_DEFAULT: Duration = Duration::from_secs(30);
 /// ringkv's hints give up after three hours, and handoff re-sends whole
 /// ranges to a peer away longer).
 const TOMBSTONE_GRACE_DEFAULT: Duration = Duration::from_secs(24 * 3600);
+/// Counters of the hot-key sketch: any key with more than 1/256 of the
+/// requests is listed.
+const HOT_KEYS_TRACKED: usize = 256;
 /// How long a graceful leave waits for the news to spread.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -321,6 +324,7 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
         hint_limits: ringkv_storage::HintLimits::default(),
         hints_dropped: std::sync::atomic::AtomicU64::new(0),
         hints_replayed: std::sync::atomic::AtomicU64::new(0),
+        hot: std::sync::Mutex::new(crate::hot::HotKeys::new(HOT_KEYS_TRACKED)),
     });
     spawn_maintenance(kv.clone(), settings.tombstone_grace);
     spawn_clock_floor(kv.clone());
@@ -515,6 +519,9 @@ fn spawn_maintenance(kv: Arc<Kv>, tombstone_grace: Duration) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             kv.replay_hints().await;
             round += 1;
+            if round % 10 == 0 {
+                kv.hot.lock().expect("hot lock").decay();
+            }
             if round % 60 == 0 {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -631,6 +638,7 @@ async fn serve_kv(kv: &Arc<Kv>, request: api::Request) -> Vec<u8> {
         api::Request::Get { key, consistency } => reply(kv.get(key, consistency).await),
         api::Request::ReplicaApply { key, record } => reply(kv.replica_apply(&key, record).await),
         api::Request::ReplicaRead { key } => reply(kv.store.get(&key).map_err(anyhow::Error::from)),
+        api::Request::Hot => reply(Ok(kv.hot_keys(20))),
         api::Request::Members | api::Request::Ring | api::Request::Owners { .. } => {
             reply::<()>(Err(anyhow::anyhow!("unexpected status request")))
         }

@@ -9,6 +9,7 @@ mod coordinator;
 mod coordinator_plan;
 mod daemon;
 mod datadir;
+mod hot;
 mod keyargs;
 mod peers;
 mod status;
@@ -46,6 +47,8 @@ enum Command {
     Del(cli::kv::DelArgs),
     /// Load a cluster with puts and gets; report ops/s and latency.
     Bench(cli::bench::BenchArgs),
+    /// The keys a peer coordinates most requests for, recently.
+    Hot(cli::cluster::PeerArgs),
     /// Local clusters and the membership simulator.
     #[command(subcommand)]
     Testbed(ringkv_testbed::cli::TestbedCommand),
@@ -120,6 +123,7 @@ fn block_on(command: &Command) -> anyhow::Result<String> {
             Command::Get(args) => cli::kv::get(args).await,
             Command::Del(args) => cli::kv::del(args).await,
             Command::Bench(args) => cli::bench::bench(args).await,
+            Command::Hot(args) => cli::cluster::hot(args).await,
             Command::Ring(RingArgs {
                 peer: Some(peer), ..
             }) => cli::cluster::ring(peer).await,

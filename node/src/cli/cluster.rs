@@ -200,3 +200,28 @@ pub(crate) async fn owners(args: &OwnersArgs) -> Result<String> {
         t.render()
     ))
 }
+
+pub(crate) async fn hot(args: &PeerArgs) -> Result<String> {
+    let key = args.key.require()?;
+    let rows: Vec<crate::api::HotRow> =
+        client::request(args.peer, &key, &Request::Hot, TIMEOUT).await?;
+    if args.json {
+        return Ok(serde_json::to_string_pretty(&rows)? + "\n");
+    }
+    let mut t = Table::new(&[
+        ("key", Align::Left),
+        ("requests", Align::Right),
+        ("may overcount by", Align::Right),
+    ]);
+    for r in &rows {
+        t.row(vec![
+            r.key.clone(),
+            r.requests.to_string(),
+            r.error.to_string(),
+        ]);
+    }
+    Ok(format!(
+        "keys this peer coordinated most requests for (counts halve every 10 s)\n\n{}",
+        t.render()
+    ))
+}
