@@ -369,10 +369,11 @@ impl Runner {
         else {
             return;
         };
+        // Dropped from the pool, not closed: the connection may carry other
+        // traffic (client and replica requests), and an unused one ends by
+        // itself at its idle timeout.
         if let Some(addr) = self.swim.member(id).map(|m| m.meta.addr) {
-            if let Some(conn) = self.conns.remove(&addr) {
-                conn.close(0u32.into(), b"member changed");
-            }
+            self.conns.remove(&addr);
         }
     }
 

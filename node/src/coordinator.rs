@@ -69,6 +69,21 @@ fn wall_ms() -> u64 {
 }
 
 impl Kv {
+    /// The replication factor the cluster should have: N, or fewer only
+    /// while fewer peers are members at all. Dead peers still count (their
+    /// data is not elsewhere yet); peers that left gracefully do not. A
+    /// coordinator whose ring shrank (a partition, or peers dead past the
+    /// grace) must not settle for fewer acknowledgements than this.
+    fn replication(&self) -> usize {
+        let view = self.view.borrow();
+        let members = 1 + view
+            .members
+            .iter()
+            .filter(|m| m.state != State::Left)
+            .count();
+        REPLICAS.min(members)
+    }
+
     fn replicas(&self, key: &[u8]) -> Result<Vec<Replica>> {
         let ring = self.ring.borrow().clone();
         let Some(ring) = ring.ring.as_ref() else {
@@ -108,7 +123,14 @@ impl Kv {
             Some(v) => Record::put(v, version),
             None => Record::tombstone(version),
         };
-        let needed = required(consistency, replicas.len());
+        let needed = required(consistency, self.replication());
+        if replicas.len() < needed {
+            bail!(
+                "needed {needed} acknowledgements, but this peer's ring has only {} replica(s) for the key ({}); nothing was written",
+                replicas.len(),
+                replicas.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
         let mut tasks = JoinSet::new();
         for r in replicas.clone() {
             let (kv, key, record) = (self.clone(), key.clone(), record.clone());
@@ -152,7 +174,13 @@ impl Kv {
         self.check(&key, None)?;
         self.hot.lock().expect("hot lock").record(&key);
         let mut replicas = self.replicas(&key)?;
-        let needed = required(consistency, replicas.len());
+        let needed = required(consistency, self.replication());
+        if replicas.len() < needed {
+            bail!(
+                "needed {needed} answers, but this peer's ring has only {} replica(s) for the key",
+                replicas.len()
+            );
+        }
         // Ask only as many replicas as needed: this peer first (a local
         // read), the others in random order, so reads of one key spread
         // over its replicas. A replica that fails is replaced by the next.

@@ -227,13 +227,20 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
         _ => anyhow::anyhow!("cannot listen on {}: {e}", settings.listen),
     })?;
     let local = socket.local_addr()?;
-    let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .context("cannot start the QUIC endpoint")?;
+    // The endpoint and the gossip runner live on a thread of their own, so
+    // a peer busy with store requests still answers probes on time: a
+    // starved failure detector declares healthy peers dead.
+    let gossip_rt = GossipRuntime::start()?;
+    let endpoint = gossip_rt
+        .block_on(async move {
+            quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(server),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )
+        })
+        .context("cannot start the QUIC endpoint")?;
     let peers = Peers::new(endpoint.clone(), client.clone(), Duration::from_secs(2));
     let advertise = settings.advertise.unwrap_or(local);
     if advertise.ip().is_unspecified() {
@@ -307,8 +314,10 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
         requests: req_tx,
         max_stream_message: max_stream,
     };
-    let (handle, runner_task) = runner::spawn(parts, async move {
-        let _ = stop_rx.await;
+    let (handle, runner_task) = gossip_rt.block_on(async move {
+        runner::spawn(parts, async move {
+            let _ = stop_rx.await;
+        })
     });
     let ring_rx = spawn_ring_builder(handle.view.clone(), settings.dead_grace);
     spawn_persistence(handle.view.clone(), dir.clone());
@@ -373,6 +382,50 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(2), runner_task).await;
     println!("ringkv: node {name} left the cluster");
     Ok(())
+}
+
+/// A single-threaded tokio runtime on a dedicated OS thread, for the QUIC
+/// endpoint and the gossip runner. Dropped with the daemon.
+struct GossipRuntime {
+    handle: tokio::runtime::Handle,
+    _stop: oneshot::Sender<()>,
+}
+
+impl GossipRuntime {
+    fn start() -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("ringkv-gossip")
+            .build()
+            .context("cannot start the gossip runtime")?;
+        let handle = rt.handle().clone();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("ringkv-gossip".into())
+            .spawn(move || {
+                rt.block_on(async {
+                    let _ = stop_rx.await;
+                });
+            })
+            .context("cannot start the gossip thread")?;
+        Ok(Self {
+            handle,
+            _stop: stop_tx,
+        })
+    }
+
+    /// Runs `f` to completion on the gossip thread (for setup: what it
+    /// spawns stays there).
+    fn block_on<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.handle.spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        rx.recv().expect("the gossip thread runs")
+    }
 }
 
 async fn wait_for_signal() {

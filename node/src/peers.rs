@@ -65,11 +65,11 @@ impl Peers {
         Ok(conn)
     }
 
-    /// Drops the pooled connection to `addr`, if any.
+    /// Drops the pooled connection to `addr`, if any. It is not closed:
+    /// the gossip runner may carry its traffic on the same connection, and
+    /// an unused connection ends by itself at its idle timeout.
     pub(crate) fn forget(&self, addr: SocketAddr) {
-        if let Some(conn) = self.conns.lock().expect("pool lock").remove(&addr) {
-            conn.close(0u32.into(), b"peer changed");
-        }
+        self.conns.lock().expect("pool lock").remove(&addr);
     }
 
     /// Sends `req` to the peer at `addr` and returns its raw answer.

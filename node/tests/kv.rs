@@ -223,3 +223,53 @@ fn a_write_missed_by_a_dead_replica_is_replayed_from_a_hint_after_restart() {
         text(&o)
     );
 }
+
+#[test]
+fn a_coordinator_whose_ring_shrank_does_not_settle_for_fewer_copies() {
+    // Two of three peers die and drop out of the survivor's ring at once
+    // (dead grace 0 s). Quorum still means two copies: the write must fail,
+    // not be acknowledged with the survivor's copy alone.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peers, key) = cluster(dir.path(), 3, &["--dead-grace", "0s"]);
+    let refs: Vec<&Peer> = peers.iter().collect();
+    wait_for(Duration::from_secs(20), "three peers agree", || {
+        all_alive_and_agree(&refs, &key, 3)
+    });
+    let survivor = peers.remove(0);
+    for p in &peers {
+        p.signal("-KILL");
+    }
+    drop(peers);
+    wait_for(
+        Duration::from_secs(15),
+        "the survivor's ring holds only itself",
+        || {
+            members(survivor.addr, &key).is_some_and(|v| {
+                v["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|m| m["ownership"].is_null())
+                    .count()
+                    == 2
+            })
+        },
+    );
+    let o = put(&survivor, &key, "lonely", "v", "quorum");
+    assert!(
+        !o.status.success(),
+        "a quorum write was acknowledged with one copy: {}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("needed 2 acknowledgements"),
+        "{}",
+        text(&o)
+    );
+    let o = put(&survivor, &key, "lonely", "v", "one");
+    assert!(
+        o.status.success(),
+        "consistency one still works: {}",
+        text(&o)
+    );
+}

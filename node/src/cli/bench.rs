@@ -48,6 +48,10 @@ pub(crate) struct BenchArgs {
     /// Consistency of every request.
     #[arg(long, value_enum, default_value_t = Consistency::Quorum)]
     consistency: Consistency,
+    /// Use keys 0, 1, 2, ... in order instead of random ones (to load a
+    /// cluster with exactly --keys keys).
+    #[arg(long)]
+    sequential: bool,
     /// Seed of the key and operation choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -135,6 +139,7 @@ pub(crate) async fn bench(args: &BenchArgs) -> Result<String> {
             args.value_size,
             args.consistency,
         );
+        let sequential = args.sequential;
         let seed = args.seed.wrapping_mul(1_000_003).wrapping_add(w);
         workers.spawn(async move {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -145,7 +150,12 @@ pub(crate) async fn bench(args: &BenchArgs) -> Result<String> {
                 if i >= ops {
                     break;
                 }
-                let k = format!("bench:{}", rng.random_range(0..keys)).into_bytes();
+                let n = if sequential {
+                    i % keys
+                } else {
+                    rng.random_range(0..keys)
+                };
+                let k = format!("bench:{n}").into_bytes();
                 let conn = &conns[usize::try_from(i).unwrap_or(0) % conns.len()];
                 let read = rng.random_bool(ratio);
                 let req = if read {
