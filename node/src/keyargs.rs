@@ -2,7 +2,6 @@
 //! argument parsers.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
@@ -46,29 +45,5 @@ impl KeyArgs {
     }
 }
 
-/// `30s`, `500ms`, `2m`, `10h`, `1d`, or plain seconds.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3600.0)
-    } else if let Some(n) = s.strip_suffix('d') {
-        (n, 86_400.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s or 500ms"))?;
-    let secs = v * unit;
-    if !(0.0..=86_400.0 * 365.0).contains(&secs) {
-        return Err(format!("{s}: out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+/// Durations as people type them (one parser for every command).
+pub(crate) use ringkv_testbed::cli::parse_duration;

@@ -100,31 +100,42 @@ fn parse_delay(s: &str) -> Result<f64, String> {
 }
 
 fn parse_duration_secs(s: &str) -> Result<f64, String> {
-    let d = parse_time(s)?;
+    let d = parse_duration(s)?;
     if d.is_zero() || d > Duration::from_secs(24 * 3600) {
         return Err(format!("{s}: between 0 and 24 h"));
     }
     Ok(d.as_secs_f64())
 }
 
-/// `10s`, `500ms`, `2m`, or plain seconds.
-fn parse_time(s: &str) -> Result<Duration, String> {
+/// A duration as people type it: `10s`, `500ms`, `2m`, `10h`, `1d`, or
+/// plain seconds; at most a year. Shared with `ringkv node`'s flags.
+///
+/// # Errors
+/// A message naming the text that is not a duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
     let (num, unit) = if let Some(n) = s.strip_suffix("ms") {
         (n, 0.001)
     } else if let Some(n) = s.strip_suffix('s') {
         (n, 1.0)
     } else if let Some(n) = s.strip_suffix('m') {
         (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else if let Some(n) = s.strip_suffix('d') {
+        (n, 86_400.0)
     } else {
         (s, 1.0)
     };
     let v: f64 = num
+        .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not a time like 10s or 500ms"))?;
-    if !(0.0..=86_400.0).contains(&(v * unit)) {
-        return Err(format!("{s}: time out of range"));
+        .map_err(|_| format!("{s:?} is not a duration like 30s or 500ms"))?;
+    let secs = v * unit;
+    if !(0.0..=86_400.0 * 365.0).contains(&secs) {
+        return Err(format!("{s}: out of range"));
     }
-    Ok(Duration::from_secs_f64(v * unit))
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn parse_count_at(s: &str) -> Result<(usize, &str)> {
@@ -139,7 +150,7 @@ fn parse_count_at(s: &str) -> Result<(usize, &str)> {
 
 /// Parses the fault flags into timed steps, checked against the run.
 fn steps(args: &SimulateArgs, duration: Duration) -> Result<Vec<(Duration, Step)>> {
-    let time = |t: &str| parse_time(t).map_err(anyhow::Error::msg);
+    let time = |t: &str| parse_duration(t).map_err(anyhow::Error::msg);
     let mut out = Vec::new();
     for s in &args.kill {
         let (count, t) = parse_count_at(s)?;
