@@ -33,6 +33,8 @@ const PENDING_PER_ADDR: usize = 64;
 const PENDING_ADDRS_MAX: usize = 1024;
 /// Inputs handled per wake-up before timers and commands get a turn.
 const IO_LOOP_BOUND: usize = 256;
+/// Most handshakes in progress at once.
+const HANDSHAKES_MAX: usize = 64;
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -77,6 +79,10 @@ pub enum Command {
     },
     /// Replace this peer's metadata.
     UpdateMeta(Meta),
+    /// Read datagrams and stream messages from a connection dialed by
+    /// someone else on this endpoint (the replica pool): a peer may send
+    /// gossip back on any connection between the two.
+    Adopt(quinn::Connection),
 }
 
 /// A client request stream, handed to the runner's owner.
@@ -262,6 +268,11 @@ impl Runner {
                 break;
             }
         }
+        if self.swim.has_left() {
+            // Let the last datagrams and streams go out before closing:
+            // closing drops what is queued.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
         self.endpoint.close(0u32.into(), b"bye");
     }
 
@@ -294,7 +305,12 @@ impl Runner {
                 }
             }
             Input::Accepted(addr, conn) => {
-                self.conns.insert(addr, conn);
+                // Only members' connections are worth pooling; a CLI's
+                // throwaway address would stay in the map for ever.
+                if self.swim.members().any(|m| m.meta.addr == addr) {
+                    self.conns.insert(addr, conn);
+                }
+                self.conns.retain(|_, c| c.close_reason().is_none());
             }
             Input::ConnectFailed(addr) => {
                 if let Some(queue) = self.pending.remove(&addr) {
@@ -315,6 +331,7 @@ impl Runner {
                 self.leaving = Some((tokio::time::Instant::now() + timeout, done));
             }
             Command::UpdateMeta(meta) => self.swim.handle_update_meta(now, meta),
+            Command::Adopt(conn) => self.spawn_reader(conn),
         }
     }
 
@@ -436,27 +453,41 @@ impl Runner {
         let stats = self.stats.clone();
         let max = self.max_stream;
         tokio::spawn(async move {
-            let mut warned = false;
+            let warned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
             while let Some(incoming) = endpoint.accept().await {
+                // Handshakes run side by side, each bounded in time, so a
+                // sender that starts one and goes silent blocks nothing.
+                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                    incoming.refuse();
+                    continue;
+                };
                 let inbox = inbox.clone();
                 let requests = requests.clone();
                 let stats = stats.clone();
-                match incoming.await {
-                    Ok(conn) => {
-                        let _ = inbox
-                            .send(Input::Accepted(conn.remote_address(), conn.clone()))
-                            .await;
-                        tokio::spawn(read_connection(conn, inbox, Some(requests), stats, max));
-                    }
-                    Err(e) => {
-                        stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
-                        // Once, not per packet: a peer without the key retries.
-                        if !warned {
-                            warn!(err = %e, "refused a connection that failed the handshake (wrong cluster key?)");
-                            warned = true;
+                let warned = warned.clone();
+                tokio::spawn(async move {
+                    let outcome = tokio::time::timeout(CONNECT_TIMEOUT, incoming).await;
+                    drop(permit);
+                    match outcome {
+                        Ok(Ok(conn)) => {
+                            let _ = inbox
+                                .send(Input::Accepted(conn.remote_address(), conn.clone()))
+                                .await;
+                            read_connection(conn, inbox, Some(requests), stats, max).await;
+                        }
+                        Ok(Err(e)) => {
+                            stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                            // Once, not per packet: a peer without the key retries.
+                            if !warned.swap(true, Ordering::Relaxed) {
+                                warn!(err = %e, "refused a connection that failed the handshake (wrong cluster key?)");
+                            }
+                        }
+                        Err(_) => {
+                            stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                }
+                });
             }
         });
     }

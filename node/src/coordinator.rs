@@ -134,15 +134,10 @@ impl Kv {
         let mut tasks = JoinSet::new();
         for r in replicas.clone() {
             let (kv, key, record) = (self.clone(), key.clone(), record.clone());
-            tasks.spawn(async move {
-                let answer = kv.apply_at(&r, key.clone(), record.clone()).await;
-                if !matches!(answer, Answer::Ok(())) {
-                    kv.hint(&r, key, record).await;
-                }
-                (r.clone(), answer)
-            });
+            tasks.spawn(async move { (r.clone(), kv.apply_at(&r, key, record).await) });
         }
         let (mut acked, mut unreachable, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+        let mut missed: Vec<Replica> = Vec::new();
         while acked.len() < needed {
             let Some(joined) = tasks.join_next().await else {
                 break;
@@ -150,12 +145,37 @@ impl Kv {
             let (r, answer) = joined.map_err(|e| anyhow!("replica task failed: {e}"))?;
             match answer {
                 Answer::Ok(()) => acked.push(r.name),
-                Answer::Unreachable => unreachable.push(r.name),
-                Answer::Unknown => unknown.push(r.name),
+                Answer::Unreachable => {
+                    unreachable.push(r.name.clone());
+                    missed.push(r);
+                }
+                Answer::Unknown => {
+                    unknown.push(r.name.clone());
+                    missed.push(r);
+                }
             }
         }
-        // The remaining replicas still get the write.
-        tokio::spawn(async move { while tasks.join_next().await.is_some() {} });
+        // Hints only where the write may exist: a definite failure (nothing
+        // written anywhere) must not come back later from a hint.
+        let may_exist = acked.len() >= needed || !acked.is_empty() || !unknown.is_empty();
+        let kv = self.clone();
+        let (hint_key, hint_record) = (key.clone(), record.clone());
+        // The remaining replicas still get the write; those that miss it,
+        // now or later, get a hint.
+        tokio::spawn(async move {
+            if may_exist {
+                for r in missed {
+                    kv.hint(&r, hint_key.clone(), hint_record.clone()).await;
+                }
+            }
+            while let Some(joined) = tasks.join_next().await {
+                if let Ok((r, answer)) = joined {
+                    if may_exist && !matches!(answer, Answer::Ok(())) {
+                        kv.hint(&r, hint_key.clone(), hint_record.clone()).await;
+                    }
+                }
+            }
+        });
         if acked.len() < needed {
             bail!("{}", write_error(needed, &acked, &unreachable, &unknown));
         }
@@ -339,8 +359,9 @@ impl Kv {
                         let _ = self.store.remove_hint(&hint);
                         self.hints_replayed.fetch_add(1, Ordering::Relaxed);
                     }
-                    // Not reachable after all: try again next round.
-                    _ => break,
+                    Answer::Unreachable => break,
+                    // Refused or lost: try the others, this one next round.
+                    Answer::Unknown => {}
                 }
             }
         }

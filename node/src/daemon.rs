@@ -37,6 +37,10 @@ const TOMBSTONE_GRACE_DEFAULT: Duration = Duration::from_secs(24 * 3600);
 /// Counters of the hot-key sketch: any key with more than 1/256 of the
 /// requests is listed.
 const HOT_KEYS_TRACKED: usize = 256;
+/// Most client and replica requests a peer works on at once.
+const REQUESTS_MAX: usize = 1024;
+/// Longest a peer works on one request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a graceful leave waits for the news to spread.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -241,7 +245,8 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
             )
         })
         .context("cannot start the QUIC endpoint")?;
-    let peers = Peers::new(endpoint.clone(), client.clone(), Duration::from_secs(2));
+    let peers_endpoint = endpoint.clone();
+    let peers_config = client.clone();
     let advertise = settings.advertise.unwrap_or(local);
     if advertise.ip().is_unspecified() {
         bail!(
@@ -319,6 +324,12 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
             let _ = stop_rx.await;
         })
     });
+    let peers = Peers::new(
+        peers_endpoint,
+        peers_config,
+        Duration::from_secs(2),
+        handle.commands.clone(),
+    );
     let ring_rx = spawn_ring_builder(handle.view.clone(), settings.dead_grace);
     spawn_persistence(handle.view.clone(), dir.clone());
     spawn_join_watch(handle.clone(), seeds);
@@ -648,11 +659,18 @@ async fn serve_requests(
     ring: watch::Receiver<Arc<RingState>>,
     kv: Arc<Kv>,
 ) {
+    // At most this many requests in progress; beyond, the loop waits and
+    // the runner's bounded hand-off drops new streams (backpressure).
+    let slots = Arc::new(tokio::sync::Semaphore::new(REQUESTS_MAX));
     while let Some(req) = requests.recv().await {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
         let view = handle.view.borrow().clone();
         let ring = ring.borrow().clone();
         let kv = kv.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let StreamRequest {
                 mut send, mut recv, ..
             } = req;
@@ -663,7 +681,14 @@ async fn serve_requests(
             let reply = match codec::decode::<api::Request>(&body, api::REQUEST_MAX) {
                 Ok(request) => match status::answer(&request, &view, &ring) {
                     Some(reply) => reply,
-                    None => serve_kv(&kv, request).await,
+                    None => {
+                        match tokio::time::timeout(REQUEST_TIMEOUT, serve_kv(&kv, request)).await {
+                            Ok(reply) => reply,
+                            Err(_) => codec::encode(&Reply::<()>::Error(
+                                "the request timed out on the coordinator".into(),
+                            )),
+                        }
+                    }
                 },
                 Err(e) => codec::encode(&Reply::<()>::Error(format!("bad request: {e:#}"))),
             };

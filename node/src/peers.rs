@@ -29,6 +29,8 @@ pub(crate) struct Peers {
     config: quinn::ClientConfig,
     conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
     timeout: Duration,
+    /// The gossip runner, which reads every connection on the endpoint.
+    runner: tokio::sync::mpsc::Sender<ringkv_gossip::runner::Command>,
 }
 
 impl Peers {
@@ -36,12 +38,14 @@ impl Peers {
         endpoint: quinn::Endpoint,
         config: quinn::ClientConfig,
         timeout: Duration,
+        runner: tokio::sync::mpsc::Sender<ringkv_gossip::runner::Command>,
     ) -> Self {
         Self {
             endpoint,
             config,
             conns: Mutex::new(HashMap::new()),
             timeout,
+            runner,
         }
     }
 
@@ -62,6 +66,10 @@ impl Peers {
             .lock()
             .expect("pool lock")
             .insert(addr, conn.clone());
+        // The peer may send gossip back on this connection: have it read.
+        let _ = self
+            .runner
+            .try_send(ringkv_gossip::runner::Command::Adopt(conn.clone()));
         Ok(conn)
     }
 
@@ -85,8 +93,10 @@ impl Peers {
                 Ok(conn) => conn,
                 Err(e) => return Err(PeerError::Unreachable(e)),
             };
+            let mut sent = false;
             let exchange = async {
                 let (mut send, mut recv) = conn.open_bi().await?;
+                sent = true;
                 send.write_all(&body).await?;
                 send.finish()?;
                 Ok::<_, anyhow::Error>(recv.read_to_end(REPLY_MAX).await?)
@@ -94,8 +104,13 @@ impl Peers {
             match tokio::time::timeout(self.timeout, exchange).await {
                 Ok(Ok(bytes)) => return Ok(bytes),
                 Ok(Err(e)) => {
-                    // A dead pooled connection: drop it and retry fresh.
                     self.conns.lock().expect("pool lock").remove(&addr);
+                    if sent {
+                        // The request may have been applied: do not resend
+                        // and do not call it unreachable.
+                        return Err(PeerError::Unknown(e));
+                    }
+                    // A dead pooled connection: retry once on a fresh one.
                     last = Some(e);
                 }
                 Err(_) => {
