@@ -202,6 +202,7 @@ fn resolve_seeds(join: &[String]) -> Result<Vec<SocketAddr>> {
 
 /// Runs a peer until SIGTERM or Ctrl-C, then leaves gracefully.
 pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
+    let mut shutdown = ShutdownSignal::listen()?;
     let (settings, key_args) = settings(args)?;
     let dir = DataDir::open(&settings.data)?;
     let identity = dir.identity()?;
@@ -356,7 +357,13 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
         kv.clone(),
     ));
     if let (Some(listener), Some(addr)) = (admin, admin_addr) {
+        // Series not updated for a minute are dropped: hot-key series come
+        // and go with the keys.
         let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .idle_timeout(
+                metrics_util::MetricKindMask::GAUGE,
+                Some(Duration::from_secs(60)),
+            )
             .install_recorder()
             .context("cannot start the metrics recorder")?;
         let state = Arc::new(crate::admin::AdminState {
@@ -375,7 +382,7 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
         println!("ringkv: admin HTTP on http://{addr}");
     }
 
-    wait_for_signal().await;
+    shutdown.wait().await;
     info!("shutting down: leaving the cluster");
     let (done_tx, done_rx) = oneshot::channel();
     if handle
@@ -391,6 +398,11 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
     }
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), runner_task).await;
+    // The incarnation the protocol last moved to, on disk before exit.
+    let last = handle.view.borrow().me.incarnation;
+    if let Err(e) = dir.store_incarnation(last) {
+        warn!(err = %e, "cannot store the incarnation");
+    }
     println!("ringkv: node {name} left the cluster");
     Ok(())
 }
@@ -439,19 +451,32 @@ impl GossipRuntime {
     }
 }
 
-async fn wait_for_signal() {
+/// SIGTERM or Ctrl-C, listened for from the start of `run`, so a signal
+/// during start-up still ends in a graceful leave rather than exit 143.
+struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("can listen for SIGTERM");
+    term: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    fn listen() -> Result<Self> {
+        Ok(Self {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("cannot listen for SIGTERM")?,
+        })
+    }
+
+    async fn wait(&mut self) {
+        #[cfg(unix)]
         tokio::select! {
-            _ = term.recv() => {}
+            _ = self.term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
