@@ -21,7 +21,7 @@ use ringkv_ring::NodeId;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
-use crate::proto::member::{Member, Meta, State};
+use crate::proto::member::{Member, Meta};
 use crate::proto::swim::{Channel, Event, Stats, Swim};
 use crate::transport::tls::{peer_node_id, SERVER_NAME};
 
@@ -593,9 +593,4 @@ fn log_event(event: &Event, swim: &Swim<ChaCha8Rng>) {
         Event::JoinedCluster => info!("joined the cluster"),
         Event::IncarnationChanged(inc) => debug!(incarnation = inc, "incarnation raised"),
     }
-}
-
-/// Whether a member's state is one the ring counts (Alive or Suspect).
-pub fn counts_for_ring(state: State) -> bool {
-    state.is_live()
 }

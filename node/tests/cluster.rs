@@ -27,11 +27,7 @@ fn five_peers_joined_through_one_seed_agree_on_members_and_ring() {
 #[test]
 fn killed_peer_is_declared_dead_leaves_the_ring_and_rejoins_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut peers, key) = cluster(dir.path(), 4, &["--dead-grace", "2s"]);
-    let refs: Vec<&Peer> = peers.iter().collect();
-    wait_for(Duration::from_secs(20), "four peers agree", || {
-        all_alive_and_agree(&refs, &key, 4)
-    });
+    let (mut peers, key) = converged_cluster(dir.path(), 4, &["--dead-grace", "2s"]);
 
     let victim = peers.pop().unwrap();
     let (name, data) = (victim.name.clone(), victim.data.clone());
@@ -82,11 +78,7 @@ fn killed_peer_is_declared_dead_leaves_the_ring_and_rejoins_after_restart() {
 #[test]
 fn sigterm_makes_a_peer_leave_not_die() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut peers, key) = cluster(dir.path(), 3, &[]);
-    let refs: Vec<&Peer> = peers.iter().collect();
-    wait_for(Duration::from_secs(20), "three peers agree", || {
-        all_alive_and_agree(&refs, &key, 3)
-    });
+    let (mut peers, key) = converged_cluster(dir.path(), 3, &[]);
     let mut leaver = peers.pop().unwrap();
     let name = leaver.name.clone();
     leaver.signal("-TERM");
@@ -125,11 +117,7 @@ fn sigterm_makes_a_peer_leave_not_die() {
 #[test]
 fn a_peer_with_another_key_never_joins_and_a_client_without_the_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (peers, key) = cluster(dir.path(), 2, &[]);
-    let refs: Vec<&Peer> = peers.iter().collect();
-    wait_for(Duration::from_secs(20), "two peers agree", || {
-        all_alive_and_agree(&refs, &key, 2)
-    });
+    let (peers, key) = converged_cluster(dir.path(), 2, &[]);
 
     let other =
         String::from_utf8(Command::new(BIN).arg("keygen").output().unwrap().stdout).unwrap();
@@ -168,11 +156,7 @@ fn a_peer_with_another_key_never_joins_and_a_client_without_the_key_is_refused()
 #[test]
 fn garbage_datagrams_neither_crash_a_peer_nor_change_its_view() {
     let dir = tempfile::tempdir().unwrap();
-    let (peers, key) = cluster(dir.path(), 2, &[]);
-    let refs: Vec<&Peer> = peers.iter().collect();
-    wait_for(Duration::from_secs(20), "two peers agree", || {
-        all_alive_and_agree(&refs, &key, 2)
-    });
+    let (peers, key) = converged_cluster(dir.path(), 2, &[]);
     let before = members(peers[0].addr, &key).unwrap();
 
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -195,6 +179,7 @@ fn garbage_datagrams_neither_crash_a_peer_nor_change_its_view() {
         before["view_digest"], after["view_digest"],
         "garbage changed the view"
     );
+    let refs: Vec<&Peer> = peers.iter().collect();
     assert!(all_alive_and_agree(&refs, &key, 2));
 }
 
@@ -278,11 +263,7 @@ fn admin_http_serves_health_metrics_and_blocking_member_queries() {
 #[test]
 fn garbage_on_authenticated_streams_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (peers, key) = cluster(dir.path(), 2, &[]);
-    let refs: Vec<&Peer> = peers.iter().collect();
-    wait_for(Duration::from_secs(20), "two peers agree", || {
-        all_alive_and_agree(&refs, &key, 2)
-    });
+    let (peers, key) = converged_cluster(dir.path(), 2, &[]);
     let before = members(peers[0].addr, &key).unwrap();
     let target = peers[0].addr;
     let cluster_key = ringkv_gossip::ClusterKey::parse(&key).unwrap();

@@ -34,19 +34,10 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn three(dir: &std::path::Path) -> (Vec<Peer>, String) {
-    let (peers, key) = cluster(dir, 3, &[]);
-    let refs: Vec<&Peer> = peers.iter().collect();
-    wait_for(Duration::from_secs(20), "three peers agree", || {
-        all_alive_and_agree(&refs, &key, 3)
-    });
-    (peers, key)
-}
-
 #[test]
 fn put_through_one_peer_get_through_the_others_then_overwrite_and_delete() {
     let dir = tempfile::tempdir().unwrap();
-    let (peers, key) = three(dir.path());
+    let (peers, key) = converged_cluster(dir.path(), 3, &[]);
     let o = put(&peers[0], &key, "user:42", "{\"name\":\"ada\"}", "quorum");
     assert!(o.status.success(), "{}", text(&o));
     for p in &peers[1..] {
@@ -77,7 +68,7 @@ fn put_through_one_peer_get_through_the_others_then_overwrite_and_delete() {
 #[test]
 fn a_dead_replica_does_not_stop_quorum_and_all_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut peers, key) = three(dir.path());
+    let (mut peers, key) = converged_cluster(dir.path(), 3, &[]);
     let victim = peers.pop().unwrap();
     victim.signal("-KILL");
     drop(victim);
@@ -109,7 +100,7 @@ fn a_dead_replica_does_not_stop_quorum_and_all_fails_clearly() {
 #[test]
 fn a_stale_replica_is_repaired_by_a_read() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut peers, key) = three(dir.path());
+    let (mut peers, key) = converged_cluster(dir.path(), 3, &[]);
     assert!(put(&peers[0], &key, "doc", "old", "all").status.success());
     // p3 misses the next write: it is down, then comes back with "old".
     let p3 = peers.pop().unwrap();
@@ -137,7 +128,7 @@ fn a_stale_replica_is_repaired_by_a_read() {
 #[test]
 fn oversized_and_empty_input_is_refused_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (peers, key) = three(dir.path());
+    let (peers, key) = converged_cluster(dir.path(), 3, &[]);
     let big_key = "k".repeat(64 * 1024 + 1);
     let o = put(&peers[0], &key, &big_key, "v", "quorum");
     assert!(!o.status.success());
@@ -197,7 +188,7 @@ fn oversized_and_empty_input_is_refused_and_writes_nothing() {
 #[test]
 fn a_write_missed_by_a_dead_replica_is_replayed_from_a_hint_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut peers, key) = three(dir.path());
+    let (mut peers, key) = converged_cluster(dir.path(), 3, &[]);
     let p3 = peers.pop().unwrap();
     let (name, data, addr) = (p3.name.clone(), p3.data.clone(), p3.addr.to_string());
     p3.signal("-KILL");
@@ -230,11 +221,7 @@ fn a_coordinator_whose_ring_shrank_does_not_settle_for_fewer_copies() {
     // (dead grace 0 s). Quorum still means two copies: the write must fail,
     // not be acknowledged with the survivor's copy alone.
     let dir = tempfile::tempdir().unwrap();
-    let (mut peers, key) = cluster(dir.path(), 3, &["--dead-grace", "0s"]);
-    let refs: Vec<&Peer> = peers.iter().collect();
-    wait_for(Duration::from_secs(20), "three peers agree", || {
-        all_alive_and_agree(&refs, &key, 3)
-    });
+    let (mut peers, key) = converged_cluster(dir.path(), 3, &["--dead-grace", "0s"]);
     let survivor = peers.remove(0);
     for p in &peers {
         p.signal("-KILL");

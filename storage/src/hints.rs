@@ -405,14 +405,7 @@ fn corrupt(stored: &[u8], reason: &str) -> StoreError {
 
 /// A hints-tree key for error messages: its hex, shortened.
 fn describe(stored: &[u8]) -> String {
-    let mut out = String::from("hint ");
-    for b in stored.iter().take(40) {
-        out.push_str(&format!("{b:02x}"));
-    }
-    if stored.len() > 40 {
-        out.push('…');
-    }
-    out
+    crate::store::describe_key("hint", stored)
 }
 
 #[cfg(test)]

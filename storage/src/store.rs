@@ -386,7 +386,13 @@ fn wall_secs() -> u64 {
 
 /// A store key for error messages: its hex, shortened.
 fn describe(stored: &[u8]) -> String {
-    let mut out = String::from("record ");
+    describe_key("record", stored)
+}
+
+/// `what` and the key's hex, shortened to 40 bytes, for error messages
+/// about any tree.
+pub(crate) fn describe_key(what: &str, stored: &[u8]) -> String {
+    let mut out = format!("{what} ");
     for b in stored.iter().take(40) {
         out.push_str(&format!("{b:02x}"));
     }

@@ -167,3 +167,14 @@ pub fn all_alive_and_agree(peers: &[&Peer], key: &str, n: usize) -> bool {
     }
     digests.windows(2).all(|w| w[0] == w[1] && !w[0].is_null())
 }
+
+/// `n` peers joined through the first, once all list `n` alive members
+/// and one ring digest.
+pub fn converged_cluster(dir: &Path, n: usize, extra: &[&str]) -> (Vec<Peer>, String) {
+    let (peers, key) = cluster(dir, n, extra);
+    let refs: Vec<&Peer> = peers.iter().collect();
+    wait_for(Duration::from_secs(20), &format!("{n} peers agree"), || {
+        all_alive_and_agree(&refs, &key, n)
+    });
+    (peers, key)
+}
