@@ -14,6 +14,7 @@
 
 pub mod analysis;
 mod error;
+pub mod handoff;
 mod moves;
 mod node;
 mod ring;

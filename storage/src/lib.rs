@@ -20,10 +20,12 @@ mod codec;
 mod error;
 mod hints;
 pub mod keys;
+mod ranges;
 mod record;
 mod store;
 
 pub use error::StoreError;
 pub use hints::{Hint, HintLimits};
+pub use ranges::{Page, Summary};
 pub use record::{Clock, Hlc, Record, Version};
 pub use store::Store;

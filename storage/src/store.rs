@@ -283,6 +283,23 @@ impl Store {
         &self.inner.dir
     }
 
+    /// The records tree (for the range operations).
+    pub(crate) fn records_tree(&self) -> &sled::Tree {
+        &self.inner.records
+    }
+
+    /// The meta tree (for progress entries).
+    pub(crate) fn meta_tree(&self) -> &sled::Tree {
+        &self.inner.meta
+    }
+
+    /// Recounts the records after a bulk deletion.
+    pub(crate) fn recount(&self) {
+        self.inner
+            .count
+            .store(self.inner.records.len(), Ordering::SeqCst);
+    }
+
     /// The hints tree.
     pub(crate) fn hint_tree(&self) -> &HintTree {
         &self.inner.hints
