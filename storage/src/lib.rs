@@ -26,6 +26,6 @@ mod store;
 
 pub use error::StoreError;
 pub use hints::{Hint, HintLimits};
-pub use ranges::{Page, Summary};
+pub use ranges::{Page, Summary, VersionPage};
 pub use record::{Clock, Hlc, Record, Version};
 pub use store::Store;

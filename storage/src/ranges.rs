@@ -32,6 +32,9 @@ pub struct Page {
     pub bytes: usize,
 }
 
+/// Keys and versions of a page, and the cursor of the next one.
+pub type VersionPage = (Vec<(Vec<u8>, Version)>, Option<Vec<u8>>);
+
 /// A blake3 summary of the records in a range: equal summaries mean equal
 /// contents (keys, versions, values and tombstones).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +115,7 @@ impl Store {
         range: &TokenRange,
         after: Option<&[u8]>,
         max: usize,
-    ) -> Result<(Vec<(Vec<u8>, Version)>, Option<Vec<u8>>), StoreError> {
+    ) -> Result<VersionPage, StoreError> {
         let page = self.page(range, after, max, usize::MAX)?;
         let versions = page
             .records
