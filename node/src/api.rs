@@ -6,7 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use ringkv_storage::Record;
+use ringkv_ring::TokenRange;
+use ringkv_storage::{Record, Version};
 
 /// Largest key, in bytes (checked before anything is sent).
 pub(crate) const KEY_MAX: usize = 64 * 1024;
@@ -57,6 +58,98 @@ pub(crate) enum Request {
     ReplicaRead { key: Vec<u8> },
     /// The keys this peer coordinates most requests for.
     Hot,
+    /// Handoff: a page of the records of a range, after a cursor.
+    RangePage {
+        range: TokenRange,
+        after: Option<Vec<u8>>,
+        max_bytes: u32,
+    },
+    /// Handoff and anti-entropy: the blake3 summary of a range.
+    RangeSummary { range: TokenRange },
+    /// Anti-entropy: the keys and versions of a range, a page at a time.
+    RangeVersions {
+        range: TokenRange,
+        after: Option<Vec<u8>>,
+        max: u32,
+        /// Whatever the peer holds, even while it is still receiving its
+        /// first ranges (`ringkv keys`); peers' handoff leaves it false.
+        any: bool,
+    },
+    /// The stored records of several keys (what a diff found newer).
+    ReadMany { keys: Vec<Vec<u8>> },
+    /// Transfers in progress and handoff counters.
+    Handoff,
+}
+
+/// Answer to [`Request::ReplicaRead`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum ReadAnswer {
+    /// The replica holds the key's range fully: its record, if any.
+    Held(Option<Record>),
+    /// The replica does not hold the key's range fully (still receiving
+    /// it, or already dropping it): what it has, which may be stale or
+    /// missing. Coordinators use it only when no better replica exists.
+    NotHeld(Option<Record>),
+}
+
+/// Answer to [`Request::RangePage`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RangePageReply {
+    /// The records, encoded as `Vec<(key, Record)>` by [`crate::codec`].
+    pub(crate) batch: Vec<u8>,
+    /// blake3 of `batch`: checked before anything is applied.
+    pub(crate) check: [u8; 32],
+    /// Records in the batch.
+    pub(crate) records: u32,
+    /// Cursor of the next page; `None` at the end of the range.
+    pub(crate) next: Option<Vec<u8>>,
+}
+
+/// Answer to [`Request::RangeSummary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SummaryReply {
+    pub(crate) hash: [u8; 32],
+    pub(crate) records: u64,
+}
+
+/// Answer to [`Request::RangeVersions`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct VersionsReply {
+    pub(crate) versions: Vec<(Vec<u8>, Version)>,
+    pub(crate) next: Option<Vec<u8>>,
+}
+
+/// One transfer, as `ringkv handoff` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TransferRow {
+    /// The range, `(start, end]` in hex.
+    pub(crate) range: String,
+    /// The peer it comes from.
+    pub(crate) source: String,
+    /// Records in the range at the source when the transfer started.
+    pub(crate) total_records: u64,
+    pub(crate) records: u64,
+    pub(crate) bytes: u64,
+    /// Seconds since it started.
+    pub(crate) elapsed: f64,
+}
+
+/// Answer to [`Request::Handoff`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct HandoffReply {
+    /// Digest (short) of the ring this peer is building towards.
+    pub(crate) ring: Option<String>,
+    /// Digest (short) of the ring this peer announced it holds fully.
+    pub(crate) ready: Option<String>,
+    /// Ranges still to pull for the current ring.
+    pub(crate) pending_ranges: usize,
+    pub(crate) transfers: Vec<TransferRow>,
+    pub(crate) keys_moved: u64,
+    pub(crate) bytes_moved: u64,
+    pub(crate) ranges_completed: u64,
+    pub(crate) repairs: u64,
+    pub(crate) ranges_dropped: u64,
+    pub(crate) records_dropped: u64,
 }
 
 /// One hot key, as `ringkv hot` shows it.

@@ -19,9 +19,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
-use crate::api::{Consistency, GetReply, PutReply, Reply, Request, KEY_MAX};
+use crate::api::{Consistency, GetReply, PutReply, ReadAnswer, Reply, Request, KEY_MAX};
 use crate::codec;
-use crate::coordinator_plan::{needs_repair, newest, required};
+use crate::coordinator_plan::{needs_repair, newest, required, Route};
 use crate::peers::{PeerError, Peers};
 use crate::status::RingState;
 
@@ -34,6 +34,12 @@ struct Replica {
     id: NodeId,
     name: String,
     addr: SocketAddr,
+}
+
+impl PartialEq for Replica {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
 }
 
 /// Outcome of one replica request.
@@ -60,6 +66,27 @@ pub(crate) struct Kv {
     pub(crate) hints_replayed: AtomicU64,
     /// The keys this peer coordinates most requests for.
     pub(crate) hot: Mutex<crate::hot::HotKeys>,
+    /// The ranges this peer holds fully (kept by handoff).
+    pub(crate) held: std::sync::RwLock<Held>,
+}
+
+/// The rings whose ranges this peer holds fully: the last one it announced
+/// ready, and the one before until its leftovers are dropped. A replica
+/// answers reads only for keys in these ranges; elsewhere its "absent"
+/// would mean nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    pub(crate) ready: Option<ringkv_ring::Ring>,
+    pub(crate) previous: Option<ringkv_ring::Ring>,
+}
+
+impl Held {
+    fn holds(&self, me: &NodeId, key: &[u8]) -> bool {
+        [&self.ready, &self.previous]
+            .into_iter()
+            .flatten()
+            .any(|ring| ring.replicas(key, REPLICAS).contains(me))
+    }
 }
 
 fn wall_ms() -> u64 {
@@ -84,9 +111,12 @@ impl Kv {
         REPLICAS.min(members)
     }
 
-    fn replicas(&self, key: &[u8]) -> Result<Vec<Replica>> {
-        let ring = self.ring.borrow().clone();
-        let Some(ring) = ring.ring.as_ref() else {
+    /// Where requests for `key` go: its replicas in the current ring,
+    /// and while some of them are still receiving their ranges, the nodes
+    /// that stand in for them (see [`Route`]).
+    fn route(&self, key: &[u8], needed: usize) -> Result<Route<Replica>> {
+        let state = self.ring.borrow().clone();
+        let Some(ring) = state.ring.as_ref() else {
             bail!("this peer has no ring yet");
         };
         let view = self.view.borrow().clone();
@@ -94,18 +124,32 @@ impl Kv {
             std::iter::once(&view.me)
                 .chain(view.members.iter())
                 .find(|m| m.id == *id)
-        };
-        Ok(ring
-            .replicas(key, REPLICAS)
-            .into_iter()
-            .filter_map(|id| {
-                find(&id).map(|m| Replica {
-                    id,
+                .map(|m| Replica {
+                    id: *id,
                     name: m.meta.name.clone(),
                     addr: m.meta.addr,
                 })
-            })
-            .collect())
+        };
+        let tag = crate::handoff::ring_tag(ring);
+        let natural: Vec<Replica> = ring
+            .replicas(key, REPLICAS)
+            .iter()
+            .filter_map(find)
+            .collect();
+        let preference: Vec<Replica> = state
+            .full
+            .as_ref()
+            .unwrap_or(ring)
+            .replicas(key, 2 * REPLICAS)
+            .iter()
+            .filter_map(find)
+            .collect();
+        Ok(Route::plan(
+            &natural,
+            &preference,
+            |r| crate::handoff::is_ready(&view, &r.id, &tag),
+            needed,
+        ))
     }
 
     /// Coordinates a put (or, with `None`, a delete).
@@ -117,34 +161,38 @@ impl Kv {
     ) -> Result<PutReply> {
         self.check(&key, value.as_deref())?;
         self.hot.lock().expect("hot lock").record(&key);
-        let replicas = self.replicas(&key)?;
+        let needed = required(consistency, self.replication());
+        let route = self.route(&key, needed)?;
         let version = self.clock.lock().expect("clock lock").tick(wall_ms());
         let record = match value {
             Some(v) => Record::put(v, version),
             None => Record::tombstone(version),
         };
-        let needed = required(consistency, self.replication());
-        if replicas.len() < needed {
+        if route.read.len() < needed {
             bail!(
                 "needed {needed} acknowledgements, but this peer's ring has only {} replica(s) for the key ({}); nothing was written",
-                replicas.len(),
-                replicas.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+                route.read.len(),
+                route.read.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
             );
         }
         let mut tasks = JoinSet::new();
-        for r in replicas.clone() {
+        for r in route.write.clone() {
             let (kv, key, record) = (self.clone(), key.clone(), record.clone());
             tasks.spawn(async move { (r.clone(), kv.apply_at(&r, key, record).await) });
         }
         let (mut acked, mut unreachable, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+        let mut acked_by: Vec<Replica> = Vec::new();
         let mut missed: Vec<Replica> = Vec::new();
-        while acked.len() < needed {
+        while !route.write_done(&acked_by, needed) {
             let Some(joined) = tasks.join_next().await else {
                 break;
             };
             let (r, answer) = joined.map_err(|e| anyhow!("replica task failed: {e}"))?;
             match answer {
-                Answer::Ok(()) => acked.push(r.name),
+                Answer::Ok(()) => {
+                    acked.push(r.name.clone());
+                    acked_by.push(r);
+                }
                 Answer::Unreachable => {
                     unreachable.push(r.name.clone());
                     missed.push(r);
@@ -157,7 +205,8 @@ impl Kv {
         }
         // Hints only where the write may exist: a definite failure (nothing
         // written anywhere) must not come back later from a hint.
-        let may_exist = acked.len() >= needed || !acked.is_empty() || !unknown.is_empty();
+        let done = route.write_done(&acked_by, needed);
+        let may_exist = done || !acked.is_empty() || !unknown.is_empty();
         let kv = self.clone();
         let (hint_key, hint_record) = (key.clone(), record.clone());
         // The remaining replicas still get the write; those that miss it,
@@ -176,7 +225,7 @@ impl Kv {
                 }
             }
         });
-        if acked.len() < needed {
+        if !done {
             bail!("{}", write_error(needed, &acked, &unreachable, &unknown));
         }
         Ok(PutReply {
@@ -193,8 +242,9 @@ impl Kv {
     ) -> Result<GetReply> {
         self.check(&key, None)?;
         self.hot.lock().expect("hot lock").record(&key);
-        let mut replicas = self.replicas(&key)?;
         let needed = required(consistency, self.replication());
+        let route = self.route(&key, needed)?;
+        let mut replicas = route.read.clone();
         if replicas.len() < needed {
             bail!(
                 "needed {needed} answers, but this peer's ring has only {} replica(s) for the key",
@@ -214,6 +264,11 @@ impl Kv {
         replicas[local..].shuffle(&mut rand::rng());
         let mut spare: std::collections::VecDeque<Replica> =
             replicas.split_off(needed.min(replicas.len())).into();
+        // Last resort: replicas still receiving (by this peer's news) may
+        // be done by now; if not, they say so.
+        if !route.degraded {
+            spare.extend(route.pending.iter().cloned());
+        }
         let mut tasks = JoinSet::new();
         let spawn_read = |tasks: &mut JoinSet<_>, r: Replica| {
             let (kv, key) = (self.clone(), key.clone());
@@ -223,12 +278,26 @@ impl Kv {
             spawn_read(&mut tasks, r);
         }
         let mut answers: Vec<(Replica, Option<Record>)> = Vec::new();
-        let (mut unreachable, mut unknown) = (Vec::new(), Vec::new());
+        let (mut unreachable, mut unknown, mut not_held) = (Vec::new(), Vec::new(), Vec::new());
         while answers.len() < needed {
             let Some(joined) = tasks.join_next().await else {
                 break;
             };
             let (r, answer) = joined.map_err(|e| anyhow!("replica task failed: {e}"))?;
+            // Without better replicas, one still receiving counts as empty.
+            let answer = match answer {
+                Answer::Ok(ReadAnswer::NotHeld(held)) if route.degraded => Answer::Ok(held),
+                Answer::Ok(ReadAnswer::NotHeld(_)) => {
+                    not_held.push(r.name.clone());
+                    if let Some(next) = spare.pop_front() {
+                        spawn_read(&mut tasks, next);
+                    }
+                    continue;
+                }
+                Answer::Ok(ReadAnswer::Held(held)) => Answer::Ok(held),
+                Answer::Unreachable => Answer::Unreachable,
+                Answer::Unknown => Answer::Unknown,
+            };
             if !matches!(answer, Answer::Ok(_)) {
                 if let Some(next) = spare.pop_front() {
                     spawn_read(&mut tasks, next);
@@ -242,7 +311,12 @@ impl Kv {
         }
         if answers.len() < needed {
             let names: Vec<String> = answers.iter().map(|(r, _)| r.name.clone()).collect();
-            let failed: Vec<String> = unreachable.into_iter().chain(unknown).collect();
+            let mut failed: Vec<String> = unreachable.into_iter().chain(unknown).collect();
+            failed.extend(
+                not_held
+                    .into_iter()
+                    .map(|n| format!("{n} (still receiving its ranges)")),
+            );
             bail!(
                 "needed {needed} answers, got {}{}; no answer from {}",
                 names.len(),
@@ -273,7 +347,9 @@ impl Kv {
                         let _ = kv.apply_at(&r, key2.clone(), best.clone()).await;
                     }
                 }
-                while let Some(Ok((r, Answer::Ok(held)))) = tasks.join_next().await {
+                while let Some(Ok((r, Answer::Ok(ReadAnswer::Held(held))))) =
+                    tasks.join_next().await
+                {
                     if needs_repair(&held, &best) {
                         let _ = kv.apply_at(&r, key2.clone(), best.clone()).await;
                     }
@@ -406,10 +482,10 @@ impl Kv {
         }
     }
 
-    async fn read_at(&self, r: &Replica, key: Vec<u8>) -> Answer<Option<Record>> {
+    async fn read_at(&self, r: &Replica, key: Vec<u8>) -> Answer<ReadAnswer> {
         if r.id == self.me {
-            return match self.store.get(&key) {
-                Ok(held) => Answer::Ok(held),
+            return match self.replica_read(&key) {
+                Ok(answer) => Answer::Ok(answer),
                 Err(_) => Answer::Unknown,
             };
         }
@@ -418,14 +494,28 @@ impl Kv {
             .request(r.addr, &Request::ReplicaRead { key })
             .await
         {
-            Ok(bytes) => {
-                match codec::decode::<Reply<Option<Record>>>(&bytes, crate::api::REPLY_MAX) {
-                    Ok(Reply::Ok(held)) => Answer::Ok(held),
-                    _ => Answer::Unknown,
-                }
-            }
+            Ok(bytes) => match codec::decode::<Reply<ReadAnswer>>(&bytes, crate::api::REPLY_MAX) {
+                Ok(Reply::Ok(answer)) => Answer::Ok(answer),
+                _ => Answer::Unknown,
+            },
             Err(e) => e.into_answer(&r.name),
         }
+    }
+
+    /// Replica side of `ReplicaRead`: the record, if this peer holds the
+    /// key's range fully.
+    pub(crate) fn replica_read(&self, key: &[u8]) -> Result<ReadAnswer> {
+        let record = self.store.get(key)?;
+        if !self.held.read().expect("held lock").holds(&self.me, key) {
+            return Ok(ReadAnswer::NotHeld(record));
+        }
+        Ok(ReadAnswer::Held(record))
+    }
+
+    /// Whether this peer holds any ring's ranges fully (a new peer still
+    /// pulling its first ranges does not, and serves no range requests).
+    pub(crate) fn holds_any(&self) -> bool {
+        self.held.read().expect("held lock").ready.is_some()
     }
 
     /// Replica side of `ReplicaApply`.

@@ -24,6 +24,7 @@ use crate::api::{self, Reply};
 use crate::codec;
 use crate::coordinator::Kv;
 use crate::datadir::DataDir;
+use crate::handoff::{Handoff, HandoffConfig};
 use crate::keyargs::KeyArgs;
 use crate::peers::Peers;
 use crate::status::{self, RingState};
@@ -94,6 +95,130 @@ pub(crate) struct NodeArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     key: KeyArgs,
+    #[command(flatten)]
+    handoff: HandoffArgs,
+}
+
+/// Handoff and anti-entropy flags of `ringkv node` (in the `--config`
+/// file: a `[handoff]` table with the same names, underscores for dashes).
+#[derive(Debug, Args)]
+pub(crate) struct HandoffArgs {
+    /// How long the ring must stay unchanged before data moves (a flap
+    /// moves nothing), e.g. 2s.
+    #[arg(long, env = "RINGKV_SETTLE", value_parser = crate::keyargs::parse_duration)]
+    settle: Option<Duration>,
+    /// Handoff transfers this peer runs at once.
+    #[arg(long, env = "RINGKV_MAX_TRANSFERS", value_parser = clap::value_parser!(u32).range(1..=64))]
+    max_transfers: Option<u32>,
+    /// Most bytes per second this peer pulls for handoff, e.g. 50MB; 0
+    /// for no limit (the default).
+    #[arg(long, env = "RINGKV_HANDOFF_RATE", value_parser = parse_rate)]
+    handoff_rate: Option<u64>,
+    /// Ranges this peer no longer replicates are deleted this long after
+    /// every member holds the new ring, e.g. 10s.
+    #[arg(long, env = "RINGKV_CLEANUP_GRACE", value_parser = crate::keyargs::parse_duration)]
+    cleanup_grace: Option<Duration>,
+    /// Pause between two anti-entropy comparisons of a range with another
+    /// replica, e.g. 500ms; 0s turns anti-entropy off.
+    #[arg(long, env = "RINGKV_ANTI_ENTROPY_INTERVAL", value_parser = crate::keyargs::parse_duration)]
+    anti_entropy_interval: Option<Duration>,
+    /// Longest a leaving peer (SIGTERM) waits for the others to take over
+    /// its ranges, e.g. 2m.
+    #[arg(long, env = "RINGKV_LEAVE_TIMEOUT", value_parser = crate::keyargs::parse_duration)]
+    leave_timeout: Option<Duration>,
+}
+
+/// The `[handoff]` table of the `--config` file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandoffFile {
+    settle: Option<String>,
+    max_transfers: Option<u32>,
+    handoff_rate: Option<String>,
+    cleanup_grace: Option<String>,
+    anti_entropy_interval: Option<String>,
+    leave_timeout: Option<String>,
+}
+
+/// A byte rate: a number with an optional KB, MB or GB suffix (powers of
+/// 1024), per second.
+fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim().trim_end_matches("/s");
+    let upper = t.to_ascii_uppercase();
+    let (num, mult) = [
+        ("GB", 1u64 << 30),
+        ("MB", 1 << 20),
+        ("KB", 1 << 10),
+        ("B", 1),
+    ]
+    .iter()
+    .find_map(|(suffix, m)| {
+        upper
+            .strip_suffix(suffix)
+            .map(|n| (n.trim().to_owned(), *m))
+    })
+    .unwrap_or((upper.clone(), 1));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a rate like 50MB or 0"))?;
+    if !n.is_finite() || n < 0.0 {
+        return Err(format!("{text:?} is not a rate like 50MB or 0"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+fn pick_duration(
+    flag: Option<Duration>,
+    file: Option<&String>,
+    name: &str,
+    default: Duration,
+) -> Result<Duration> {
+    match (flag, file) {
+        (Some(d), _) => Ok(d),
+        (None, Some(text)) => crate::keyargs::parse_duration(text)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("config file: handoff.{name}")),
+        (None, None) => Ok(default),
+    }
+}
+
+fn handoff_config(args: &HandoffArgs, file: &HandoffFile) -> Result<HandoffConfig> {
+    let d = HandoffConfig::default();
+    let rate = match (args.handoff_rate, &file.handoff_rate) {
+        (Some(r), _) => r,
+        (None, Some(text)) => parse_rate(text)
+            .map_err(anyhow::Error::msg)
+            .context("config file: handoff.handoff_rate")?,
+        (None, None) => d.rate,
+    };
+    let max_transfers = args.max_transfers.or(file.max_transfers).unwrap_or(2);
+    if !(1..=64).contains(&max_transfers) {
+        bail!("max_transfers {max_transfers} is out of range: 1 to 64");
+    }
+    Ok(HandoffConfig {
+        settle: pick_duration(args.settle, file.settle.as_ref(), "settle", d.settle)?,
+        max_transfers: max_transfers as usize,
+        rate,
+        cleanup_grace: pick_duration(
+            args.cleanup_grace,
+            file.cleanup_grace.as_ref(),
+            "cleanup_grace",
+            d.cleanup_grace,
+        )?,
+        anti_entropy: pick_duration(
+            args.anti_entropy_interval,
+            file.anti_entropy_interval.as_ref(),
+            "anti_entropy_interval",
+            d.anti_entropy,
+        )?,
+        leave_timeout: pick_duration(
+            args.leave_timeout,
+            file.leave_timeout.as_ref(),
+            "leave_timeout",
+            d.leave_timeout,
+        )?,
+        ..d
+    })
 }
 
 /// The `--config` file.
@@ -113,6 +238,8 @@ struct FileConfig {
     seed: Option<u64>,
     admin: Option<SocketAddr>,
     tombstone_grace: Option<String>,
+    #[serde(default)]
+    handoff: HandoffFile,
 }
 
 /// Settings after flags, environment and file are merged.
@@ -129,6 +256,7 @@ struct Settings {
     seed: Option<u64>,
     admin: Option<SocketAddr>,
     tombstone_grace: Duration,
+    handoff: HandoffConfig,
 }
 
 fn settings(args: &NodeArgs) -> Result<(Settings, KeyArgs)> {
@@ -185,6 +313,7 @@ fn settings(args: &NodeArgs) -> Result<(Settings, KeyArgs)> {
                 .context("config file: tombstone_grace")?,
             (None, None) => TOMBSTONE_GRACE_DEFAULT,
         },
+        handoff: handoff_config(&args.handoff, &file.handoff)?,
     };
     Ok((settings, key))
 }
@@ -217,6 +346,7 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
     let store = ringkv_storage::Store::open(&settings.data.join("store"))
         .context("cannot open the store")?;
     let clock = ringkv_storage::Clock::new(id, store.generation(), store.hlc_floor());
+    let forget_ready = check_absence(&store, settings.dead_grace, settings.tombstone_grace)?;
 
     let mut server =
         server_config(&key, &identity).context("cannot build the TLS server config")?;
@@ -346,7 +476,16 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
         hints_dropped: std::sync::atomic::AtomicU64::new(0),
         hints_replayed: std::sync::atomic::AtomicU64::new(0),
         hot: std::sync::Mutex::new(crate::hot::HotKeys::new(HOT_KEYS_TRACKED)),
+        held: std::sync::RwLock::default(),
     });
+    let handoff = Handoff::new(
+        kv.clone(),
+        settings.handoff.clone(),
+        handle.commands.clone(),
+        handle.view.borrow().me.meta.as_ref().clone(),
+        forget_ready,
+    );
+    handoff.spawn();
     spawn_maintenance(kv.clone(), settings.tombstone_grace);
     spawn_clock_floor(kv.clone());
     spawn_pool_invalidation(handle.view.clone(), kv.clone());
@@ -355,6 +494,7 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
         handle.clone(),
         ring_rx.clone(),
         kv.clone(),
+        handoff.clone(),
     ));
     if let (Some(listener), Some(addr)) = (admin, admin_addr) {
         // Series not updated for a minute are dropped: hot-key series come
@@ -383,6 +523,11 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
     }
 
     shutdown.wait().await;
+    info!("shutting down: handing this peer's ranges over (a second signal skips this)");
+    tokio::select! {
+        () = handoff.leave() => {}
+        () = shutdown.wait() => warn!("second signal: leaving without waiting for the handoff"),
+    }
     info!("shutting down: leaving the cluster");
     let (done_tx, done_rx) = oneshot::channel();
     if handle
@@ -489,24 +634,35 @@ fn spawn_ring_builder(
     let (tx, rx) = watch::channel(Arc::new(RingState::default()));
     tokio::spawn(async move {
         let mut dead_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
-        let mut last: Option<Vec<NodeSpec>> = None;
+        let mut last: Option<(Vec<NodeSpec>, Vec<NodeSpec>)> = None;
         let mut rebuilds = 0u64;
         loop {
             let current = view.borrow_and_update().clone();
-            let specs = ring_members(&current, &mut dead_since, grace);
-            if last.as_ref() != Some(&specs) {
-                match Ring::build(&specs, DEFAULT_VNODES) {
+            let (specs, leaving) = ring_members(&current, &mut dead_since, grace);
+            let both = (specs, leaving);
+            if last.as_ref() != Some(&both) {
+                let (specs, leaving) = &both;
+                match Ring::build(specs, DEFAULT_VNODES) {
                     Ok(ring) => {
-                        info!(nodes = specs.len(), digest = %ring.digest().short(), "ring rebuilt");
+                        info!(nodes = specs.len(), leaving = leaving.len(), digest = %ring.digest().short(), "ring rebuilt");
                         rebuilds += 1;
+                        let full = if leaving.is_empty() {
+                            None
+                        } else {
+                            let mut all = specs.clone();
+                            all.extend(leaving.iter().cloned());
+                            all.sort_by_key(|s| s.id);
+                            Ring::build(&all, DEFAULT_VNODES).ok()
+                        };
                         let _ = tx.send(Arc::new(RingState {
                             ring: Some(ring),
+                            full,
                             rebuilds,
                         }));
                     }
                     Err(e) => warn!(err = %e, "cannot build the ring from the view"),
                 }
-                last = Some(specs);
+                last = Some(both);
             }
             tokio::select! {
                 changed = view.changed() => if changed.is_err() { break },
@@ -517,20 +673,32 @@ fn spawn_ring_builder(
     rx
 }
 
+/// The ring's members (live ones, and dead ones within the grace), and
+/// apart from them the live members that are leaving: the ring no longer
+/// counts them, but their ranges are read from them until taken over.
 fn ring_members(
     view: &View,
     dead_since: &mut BTreeMap<NodeId, Instant>,
     grace: Duration,
-) -> Vec<NodeSpec> {
+) -> (Vec<NodeSpec>, Vec<NodeSpec>) {
     let now = Instant::now();
     let spec = |m: &ringkv_gossip::Member| {
         let mut s = NodeSpec::new(m.id).with_weight(m.meta.weight.max(1));
         s.zone = m.meta.zone.clone();
         s
     };
-    let mut out = vec![spec(&view.me)];
+    let (mut out, mut leaving) = (Vec::new(), Vec::new());
+    if view.me.meta.status == NodeStatus::Leaving {
+        leaving.push(spec(&view.me));
+    } else {
+        out.push(spec(&view.me));
+    }
     for m in &view.members {
         match m.state {
+            State::Alive | State::Suspect if m.meta.status == NodeStatus::Leaving => {
+                dead_since.remove(&m.id);
+                leaving.push(spec(m));
+            }
             State::Alive | State::Suspect => {
                 dead_since.remove(&m.id);
                 out.push(spec(m));
@@ -547,7 +715,8 @@ fn ring_members(
         }
     }
     out.sort_by_key(|s| s.id);
-    out
+    leaving.sort_by_key(|s| s.id);
+    (out, leaving)
 }
 
 /// Says, once in a while, why this peer has not joined yet: nobody
@@ -629,6 +798,48 @@ fn spawn_maintenance(kv: Arc<Kv>, tombstone_grace: Duration) {
     });
 }
 
+/// Progress entry: wall-clock milliseconds at which this peer was last up.
+const ALIVE_AT: &str = "alive-at";
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How long this peer was away decides what its data is worth. Away
+/// longer than the dead grace, the others moved its ranges and took writes
+/// without it: it must pull everything again (returns true). Away longer
+/// than the tombstone grace, the deletes it missed are forgotten
+/// everywhere: its old records would bring deleted keys back, so they go.
+fn check_absence(
+    store: &ringkv_storage::Store,
+    dead_grace: Duration,
+    tombstone_grace: Duration,
+) -> Result<bool> {
+    let Some(bytes) = store.progress(ALIVE_AT)? else {
+        return Ok(false);
+    };
+    let Ok(raw) = <[u8; 8]>::try_from(bytes.as_slice()) else {
+        return Ok(true);
+    };
+    let away = Duration::from_millis(wall_ms().saturating_sub(u64::from_be_bytes(raw)));
+    if away > tombstone_grace {
+        let n = store.clear_records()?;
+        warn!(
+            away = ?away,
+            records = n,
+            "this peer was away longer than the tombstone grace: its old records are dropped and its ranges will be pulled afresh"
+        );
+        return Ok(true);
+    }
+    if away > dead_grace {
+        info!(away = ?away, "this peer was away longer than the dead grace: its ranges will be compared afresh");
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// Keeps the clock's high-water mark on disk, two seconds ahead, so a
 /// restarted peer's versions are above anything it issued before a crash.
 fn spawn_clock_floor(kv: Arc<Kv>) {
@@ -638,6 +849,9 @@ fn spawn_clock_floor(kv: Arc<Kv>) {
             floor.physical_ms += 2000;
             if let Err(e) = kv.store.store_hlc_floor(floor) {
                 warn!(err = %e, "cannot store the clock's high-water mark");
+            }
+            if let Err(e) = kv.store.set_progress(ALIVE_AT, &wall_ms().to_be_bytes()) {
+                warn!(err = %e, "cannot store the time this peer was last up");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -683,6 +897,7 @@ async fn serve_requests(
     handle: Handle,
     ring: watch::Receiver<Arc<RingState>>,
     kv: Arc<Kv>,
+    handoff: Arc<Handoff>,
 ) {
     // At most this many requests in progress; beyond, the loop waits and
     // the runner's bounded hand-off drops new streams (backpressure).
@@ -694,6 +909,7 @@ async fn serve_requests(
         let view = handle.view.borrow().clone();
         let ring = ring.borrow().clone();
         let kv = kv.clone();
+        let handoff = handoff.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let StreamRequest {
@@ -707,7 +923,12 @@ async fn serve_requests(
                 Ok(request) => match status::answer(&request, &view, &ring) {
                     Some(reply) => reply,
                     None => {
-                        match tokio::time::timeout(REQUEST_TIMEOUT, serve_kv(&kv, request)).await {
+                        match tokio::time::timeout(
+                            REQUEST_TIMEOUT,
+                            serve_kv(&kv, &handoff, request),
+                        )
+                        .await
+                        {
                             Ok(reply) => reply,
                             Err(_) => codec::encode(&Reply::<()>::Error(
                                 "the request timed out on the coordinator".into(),
@@ -725,7 +946,7 @@ async fn serve_requests(
 }
 
 /// Store requests: coordinated (put, get) or replica-side.
-async fn serve_kv(kv: &Arc<Kv>, request: api::Request) -> Vec<u8> {
+async fn serve_kv(kv: &Arc<Kv>, handoff: &Handoff, request: api::Request) -> Vec<u8> {
     fn reply<T: serde::Serialize>(r: Result<T>) -> Vec<u8> {
         codec::encode(&match r {
             Ok(v) => Reply::Ok(v),
@@ -740,8 +961,16 @@ async fn serve_kv(kv: &Arc<Kv>, request: api::Request) -> Vec<u8> {
         } => reply(kv.put(key, value, consistency).await),
         api::Request::Get { key, consistency } => reply(kv.get(key, consistency).await),
         api::Request::ReplicaApply { key, record } => reply(kv.replica_apply(&key, record).await),
-        api::Request::ReplicaRead { key } => reply(kv.store.get(&key).map_err(anyhow::Error::from)),
+        api::Request::ReplicaRead { key } => reply(kv.replica_read(&key)),
         api::Request::Hot => reply(Ok(kv.hot_keys(20))),
+        api::Request::Handoff => reply(Ok(handoff.report())),
+        request @ (api::Request::RangePage { .. }
+        | api::Request::RangeSummary { .. }
+        | api::Request::RangeVersions { .. }
+        | api::Request::ReadMany { .. }) => match crate::handoff::serve(kv, request).await {
+            Ok(bytes) => bytes,
+            Err(e) => reply::<()>(Err(e)),
+        },
         api::Request::Members | api::Request::Ring | api::Request::Owners { .. } => {
             reply::<()>(Err(anyhow::anyhow!("unexpected status request")))
         }

@@ -9,6 +9,7 @@ mod coordinator;
 mod coordinator_plan;
 mod daemon;
 mod datadir;
+mod handoff;
 mod hot;
 mod keyargs;
 mod peers;
@@ -49,6 +50,11 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// The keys a peer coordinates most requests for, recently.
     Hot(cli::cluster::PeerArgs),
+    /// Handoff on a peer: ranges it is receiving, with progress bars.
+    Handoff(cli::handoff::HandoffArgs),
+    /// The keys a peer holds in its own store (not coordinated), in ring
+    /// order.
+    Keys(cli::handoff::KeysArgs),
     /// Local clusters and the membership simulator.
     #[command(subcommand)]
     Testbed(ringkv_testbed::cli::TestbedCommand),
@@ -124,6 +130,8 @@ fn block_on(command: &Command) -> anyhow::Result<String> {
             Command::Del(args) => cli::kv::del(args).await,
             Command::Bench(args) => cli::bench::bench(args).await,
             Command::Hot(args) => cli::cluster::hot(args).await,
+            Command::Handoff(args) => cli::handoff::handoff(args).await,
+            Command::Keys(args) => cli::handoff::keys(args).await,
             Command::Ring(RingArgs {
                 peer: Some(peer), ..
             }) => cli::cluster::ring(peer).await,

@@ -22,6 +22,15 @@ pub(crate) enum PeerError {
     Unknown(anyhow::Error),
 }
 
+impl std::fmt::Display for PeerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreachable(e) => write!(f, "unreachable: {e:#}"),
+            Self::Unknown(e) => write!(f, "no answer: {e:#}"),
+        }
+    }
+}
+
 /// The pool.
 #[derive(Debug)]
 pub(crate) struct Peers {
@@ -86,6 +95,17 @@ impl Peers {
         addr: SocketAddr,
         req: &Request,
     ) -> Result<Vec<u8>, PeerError> {
+        self.request_within(addr, req, self.timeout).await
+    }
+
+    /// [`request`](Self::request) with its own timeout (range scans take
+    /// longer than single-key requests).
+    pub(crate) async fn request_within(
+        &self,
+        addr: SocketAddr,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, PeerError> {
         let body = codec::encode(req);
         let mut last = None;
         for fresh in [false, true] {
@@ -101,7 +121,7 @@ impl Peers {
                 send.finish()?;
                 Ok::<_, anyhow::Error>(recv.read_to_end(REPLY_MAX).await?)
             };
-            match tokio::time::timeout(self.timeout, exchange).await {
+            match tokio::time::timeout(timeout, exchange).await {
                 Ok(Ok(bytes)) => return Ok(bytes),
                 Ok(Err(e)) => {
                     self.conns.lock().expect("pool lock").remove(&addr);
@@ -117,10 +137,7 @@ impl Peers {
                     // The connection may lead to a process that died: the
                     // next request dials afresh.
                     self.forget(addr);
-                    return Err(PeerError::Unknown(anyhow!(
-                        "no answer within {:?}",
-                        self.timeout
-                    )));
+                    return Err(PeerError::Unknown(anyhow!("no answer within {timeout:?}")));
                 }
             }
         }

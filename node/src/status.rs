@@ -18,7 +18,11 @@ pub(crate) const REPLICATION: usize = 3;
 /// The ring as this peer currently builds it.
 #[derive(Debug, Default)]
 pub(crate) struct RingState {
+    /// The ring of the members that are not leaving: where data belongs.
     pub(crate) ring: Option<Ring>,
+    /// The ring that still counts leaving members, when any are leaving:
+    /// their ranges are read from them until the others hold them.
+    pub(crate) full: Option<Ring>,
     /// How many times it was rebuilt since start.
     pub(crate) rebuilds: u64,
 }

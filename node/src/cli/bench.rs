@@ -58,6 +58,15 @@ pub(crate) struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Deterministic values (derived from the key with blake3), and every
+    /// get checked against them: a key not found or holding another value
+    /// is counted, and the run fails if any is. Load with it first, then
+    /// read with it (e.g. while peers join, leave or die).
+    #[arg(long)]
+    verify: bool,
+    /// Run for this long instead of --ops operations (e.g. 30s).
+    #[arg(long, value_parser = crate::keyargs::parse_duration)]
+    duration: Option<Duration>,
     #[command(flatten)]
     key: KeyArgs,
 }
@@ -68,26 +77,44 @@ struct Samples {
     gets: Vec<u32>,
     errors: u64,
     last_error: Option<String>,
+    /// Gets (with --verify) that found nothing.
+    missing: u64,
+    /// Gets (with --verify) that found another value.
+    wrong: u64,
+    first_bad: Option<String>,
 }
 
-async fn one(conn: &quinn::Connection, req: &Request) -> Result<()> {
+/// The value --verify writes for `key`.
+fn expected_value(key: &[u8], size: usize) -> Vec<u8> {
+    let mut out = vec![0u8; size];
+    blake3::Hasher::new()
+        .update(b"ringkv bench value")
+        .update(key)
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+/// What a get returned, for --verify.
+enum Outcome {
+    Done,
+    Read(Option<Vec<u8>>),
+}
+
+async fn one(conn: &quinn::Connection, req: &Request) -> Result<Outcome> {
     let (mut send, mut recv) = conn.open_bi().await?;
     send.write_all(&codec::encode(req)).await?;
     send.finish()?;
     let bytes = recv.read_to_end(REPLY_MAX).await?;
-    let error = match req {
+    match req {
         Request::Get { .. } => match codec::decode::<Reply<GetReply>>(&bytes, REPLY_MAX)? {
-            Reply::Ok(_) => None,
-            Reply::Error(e) => Some(e),
+            Reply::Ok(r) => Ok(Outcome::Read(r.value)),
+            Reply::Error(e) => bail!("{e}"),
         },
         _ => match codec::decode::<Reply<PutReply>>(&bytes, REPLY_MAX)? {
-            Reply::Ok(_) => None,
-            Reply::Error(e) => Some(e),
+            Reply::Ok(_) => Ok(Outcome::Done),
+            Reply::Error(e) => bail!("{e}"),
         },
-    };
-    match error {
-        None => Ok(()),
-        Some(e) => bail!("{e}"),
     }
 }
 
@@ -140,6 +167,8 @@ pub(crate) async fn bench(args: &BenchArgs) -> Result<String> {
             args.consistency,
         );
         let sequential = args.sequential;
+        let verify = args.verify;
+        let until = args.duration.map(|d| started + d);
         let seed = args.seed.wrapping_mul(1_000_003).wrapping_add(w);
         workers.spawn(async move {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -147,7 +176,11 @@ pub(crate) async fn bench(args: &BenchArgs) -> Result<String> {
             let mut value = vec![0u8; size];
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= ops {
+                let over = match until {
+                    Some(end) => Instant::now() >= end,
+                    None => i >= ops,
+                };
+                if over {
                     break;
                 }
                 let n = if sequential {
@@ -164,7 +197,11 @@ pub(crate) async fn bench(args: &BenchArgs) -> Result<String> {
                         consistency,
                     }
                 } else {
-                    rng.fill_bytes(&mut value);
+                    if verify {
+                        value = expected_value(&k, size);
+                    } else {
+                        rng.fill_bytes(&mut value);
+                    }
                     Request::Put {
                         key: k,
                         value: Some(value.clone()),
@@ -175,8 +212,24 @@ pub(crate) async fn bench(args: &BenchArgs) -> Result<String> {
                 let outcome = one(conn, &req).await;
                 let micros = u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX);
                 match outcome {
-                    Ok(()) if read => s.gets.push(micros),
-                    Ok(()) => s.puts.push(micros),
+                    Ok(Outcome::Read(found)) => {
+                        s.gets.push(micros);
+                        if verify {
+                            let key = format!("bench:{n}");
+                            match found {
+                                None => {
+                                    s.missing += 1;
+                                    s.first_bad.get_or_insert(format!("{key}: not found"));
+                                }
+                                Some(v) if v != expected_value(key.as_bytes(), size) => {
+                                    s.wrong += 1;
+                                    s.first_bad.get_or_insert(format!("{key}: another value"));
+                                }
+                                Some(_) => {}
+                            }
+                        }
+                    }
+                    Ok(Outcome::Done) => s.puts.push(micros),
                     Err(e) => {
                         s.errors += 1;
                         s.last_error = Some(format!("{e:#}"));
@@ -194,12 +247,24 @@ pub(crate) async fn bench(args: &BenchArgs) -> Result<String> {
         all.puts.extend(s.puts);
         all.gets.extend(s.gets);
         all.errors += s.errors;
+        all.missing += s.missing;
+        all.wrong += s.wrong;
+        all.first_bad = all.first_bad.or(s.first_bad);
         all.last_error = s.last_error.or(all.last_error);
     }
     let elapsed = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     endpoint.close(0u32.into(), b"done");
-    Ok(report(args, &targets, elapsed, &mut all))
+    let text = report(args, &targets, elapsed, &mut all);
+    if args.verify && all.missing + all.wrong > 0 {
+        bail!(
+            "{text}verify failed: {} get(s) found nothing, {} found another value (first: {})",
+            all.missing,
+            all.wrong,
+            all.first_bad.unwrap_or_default()
+        );
+    }
+    Ok(text)
 }
 
 fn report(args: &BenchArgs, targets: &[SocketAddr], elapsed: f64, s: &mut Samples) -> String {
@@ -248,6 +313,13 @@ fn report(args: &BenchArgs, targets: &[SocketAddr], elapsed: f64, s: &mut Sample
         total as f64 / elapsed,
         s.errors
     );
+    if args.verify {
+        let _ = writeln!(
+            out,
+            "verified gets: {} found nothing, {} found another value",
+            s.missing, s.wrong
+        );
+    }
     if let Some(e) = &s.last_error {
         let _ = writeln!(out, "last error: {e}");
     }
