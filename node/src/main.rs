@@ -9,6 +9,7 @@ mod coordinator;
 mod coordinator_plan;
 mod daemon;
 mod datadir;
+mod faults;
 mod hot;
 mod keyargs;
 mod peers;
