@@ -6,11 +6,14 @@
 //!   prints; with `?index=N&wait=30s` it blocks until the view changes
 //!   past N (or the wait ends), as Consul's blocking queries do, so a
 //!   client can follow the live peers without polling;
-//! - `GET /v1/ring`: the ring JSON.
+//! - `GET /v1/ring`: the ring JSON;
+//! - `GET`/`PUT /v1/faults`: the testbed's fault-injection settings (see
+//!   `crate::faults`); 403 unless the peer runs with `--testbed-faults`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -36,6 +39,8 @@ pub(crate) struct AdminState {
     pub(crate) metrics: PrometheusHandle,
     pub(crate) started: Instant,
     pub(crate) kv: Arc<crate::coordinator::Kv>,
+    /// The fault-injection switch; `None` unless `--testbed-faults`.
+    pub(crate) faults: Option<Arc<crate::faults::FaultSwitch>>,
 }
 
 /// The routes.
@@ -45,6 +50,7 @@ pub(crate) fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/v1/members", get(members))
         .route("/v1/ring", get(ring))
+        .route("/v1/faults", get(faults_get).put(faults_put))
         .with_state(state)
 }
 
@@ -112,6 +118,34 @@ async fn ring(State(s): State<Arc<AdminState>>) -> Response {
     }
 }
 
+fn faults_off() -> Response {
+    let body = json!({ "error": crate::faults::OFF_MESSAGE });
+    (StatusCode::FORBIDDEN, Json(body)).into_response()
+}
+
+async fn faults_get(State(s): State<Arc<AdminState>>) -> Response {
+    match &s.faults {
+        Some(switch) => Json(switch.get().to_body()).into_response(),
+        None => faults_off(),
+    }
+}
+
+/// Replaces the fault settings entirely; `{}` heals everything.
+async fn faults_put(State(s): State<Arc<AdminState>>, body: Bytes) -> Response {
+    let Some(switch) = &s.faults else {
+        return faults_off();
+    };
+    match crate::faults::Faults::from_json(&body) {
+        Ok(faults) => {
+            let shown = faults.to_body();
+            tracing::info!(drop = ?shown.drop, loss = shown.loss, delay_ms = shown.delay_ms, "fault settings replaced");
+            switch.set(faults);
+            Json(shown).into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({ "error": e.0 }))).into_response(),
+    }
+}
+
 async fn metrics_text(State(s): State<Arc<AdminState>>) -> Response {
     record(&s);
     let mut response = s.metrics.render().into_response();
@@ -174,6 +208,20 @@ fn record(s: &AdminState) {
     metrics::counter!("ringkv_hints_dropped_total").absolute(s.kv.hints_dropped.load(Relaxed));
     metrics::counter!("ringkv_hints_replayed_total").absolute(s.kv.hints_replayed.load(Relaxed));
     metrics::gauge!("ringkv_records").set(s.kv.store.len() as f64);
+    if let Some(switch) = &s.faults {
+        let f = &switch.stats;
+        for (reason, direction, n) in [
+            ("partition", "out", &f.partition_out),
+            ("partition", "in", &f.partition_in),
+            ("loss", "out", &f.loss_out),
+            ("loss", "in", &f.loss_in),
+            ("delay_failed", "out", &f.delay_failed),
+        ] {
+            metrics::counter!("ringkv_fault_datagrams_dropped_total", "reason" => reason, "direction" => direction)
+                .absolute(n.load(Relaxed));
+        }
+        metrics::counter!("ringkv_fault_datagrams_delayed_total").absolute(f.delayed.load(Relaxed));
+    }
     for (rank, hot) in s.kv.hot_keys(10).into_iter().enumerate() {
         let key: String = hot.key.chars().take(64).collect();
         metrics::gauge!("ringkv_hot_key_requests", "rank" => (rank + 1).to_string(), "key" => key)

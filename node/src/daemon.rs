@@ -95,6 +95,11 @@ pub(crate) struct NodeArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     key: KeyArgs,
+    /// Accept fault-injection settings on the admin HTTP (partitions,
+    /// loss, delay). Only the testbed passes it; hidden, and not in the
+    /// config file or the environment.
+    #[arg(long, hide = true)]
+    testbed_faults: bool,
     #[command(flatten)]
     handoff: HandoffArgs,
 }
@@ -366,12 +371,19 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
     // a peer busy with store requests still answers probes on time: a
     // starved failure detector declares healthy peers dead.
     let gossip_rt = GossipRuntime::start()?;
+    let faults = args
+        .testbed_faults
+        .then(|| Arc::new(crate::faults::FaultSwitch::new(settings.seed)));
+    if faults.is_some() {
+        warn!("fault injection is on (--testbed-faults): the admin HTTP can drop and delay this peer's traffic");
+    }
+    let socket_faults = faults.clone();
     let endpoint = gossip_rt
         .block_on(async move {
-            quinn::Endpoint::new(
+            quinn::Endpoint::new_with_abstract_socket(
                 quinn::EndpointConfig::default(),
                 Some(server),
-                socket,
+                crate::faults::endpoint_socket(socket, socket_faults)?,
                 Arc::new(quinn::TokioRuntime),
             )
         })
@@ -513,6 +525,7 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
             metrics,
             started: Instant::now(),
             kv: kv.clone(),
+            faults,
         });
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, crate::admin::router(state)).await {

@@ -9,6 +9,7 @@ mod coordinator;
 mod coordinator_plan;
 mod daemon;
 mod datadir;
+mod faults;
 mod handoff;
 mod hot;
 mod keyargs;
@@ -31,7 +32,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a peer: join a cluster (or start one) and serve until SIGTERM.
-    Node(daemon::NodeArgs),
+    Node(Box<daemon::NodeArgs>),
     /// Members as a peer sees them (like `serf members`, `nodetool status`).
     Members(cli::cluster::MembersArgs),
     /// The ring: a live peer's with --peer, or `simulate` and `sweep`.
