@@ -39,6 +39,8 @@ pub(crate) struct AdminState {
     pub(crate) metrics: PrometheusHandle,
     pub(crate) started: Instant,
     pub(crate) kv: Arc<crate::coordinator::Kv>,
+    /// Handoff counters.
+    pub(crate) handoff: Arc<crate::handoff::Handoff>,
     /// The fault-injection switch; `None` unless `--testbed-faults`.
     pub(crate) faults: Option<Arc<crate::faults::FaultSwitch>>,
 }
@@ -207,6 +209,19 @@ fn record(s: &AdminState) {
     metrics::gauge!("ringkv_hint_age_max_seconds").set(s.kv.hint_limits.max_age_ms as f64 / 1000.0);
     metrics::counter!("ringkv_hints_dropped_total").absolute(s.kv.hints_dropped.load(Relaxed));
     metrics::counter!("ringkv_hints_replayed_total").absolute(s.kv.hints_replayed.load(Relaxed));
+    let h = s.handoff.report();
+    metrics::counter!("ringkv_handoff_keys_moved_total").absolute(h.keys_moved);
+    metrics::counter!("ringkv_handoff_bytes_moved_total").absolute(h.bytes_moved);
+    metrics::counter!("ringkv_handoff_ranges_completed_total").absolute(h.ranges_completed);
+    metrics::gauge!("ringkv_handoff_transfers_active").set(h.transfers.len() as f64);
+    metrics::gauge!("ringkv_handoff_pending_ranges").set(h.pending_ranges as f64);
+    metrics::gauge!("ringkv_handoff_ready").set(if h.ring.is_some() && h.ring == h.ready {
+        1.0
+    } else {
+        0.0
+    });
+    metrics::counter!("ringkv_anti_entropy_repairs_total").absolute(h.repairs);
+    metrics::counter!("ringkv_handoff_records_dropped_total").absolute(h.records_dropped);
     metrics::gauge!("ringkv_records").set(s.kv.store.len() as f64);
     if let Some(switch) = &s.faults {
         let f = &switch.stats;

@@ -101,6 +101,8 @@ pub(crate) struct RangePageReply {
     pub(crate) check: [u8; 32],
     /// Records in the batch.
     pub(crate) records: u32,
+    /// About how many records the whole range holds at the source.
+    pub(crate) estimate: u64,
     /// Cursor of the next page; `None` at the end of the range.
     pub(crate) next: Option<Vec<u8>>,
 }

@@ -196,7 +196,10 @@ fn handoff_config(args: &HandoffArgs, file: &HandoffFile) -> Result<HandoffConfi
             .context("config file: handoff.handoff_rate")?,
         (None, None) => d.rate,
     };
-    let max_transfers = args.max_transfers.or(file.max_transfers).unwrap_or(2);
+    let max_transfers = args
+        .max_transfers
+        .or(file.max_transfers)
+        .unwrap_or(u32::try_from(d.max_transfers).unwrap_or(4));
     if !(1..=64).contains(&max_transfers) {
         bail!("max_transfers {max_transfers} is out of range: 1 to 64");
     }
@@ -525,6 +528,7 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
             metrics,
             started: Instant::now(),
             kv: kv.clone(),
+            handoff: handoff.clone(),
             faults,
         });
         tokio::spawn(async move {

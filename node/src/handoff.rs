@@ -87,7 +87,7 @@ impl Default for HandoffConfig {
     fn default() -> Self {
         Self {
             settle: Duration::from_secs(2),
-            max_transfers: 2,
+            max_transfers: 4,
             rate: 0,
             cleanup_grace: Duration::from_secs(10),
             anti_entropy: Duration::from_millis(500),
@@ -142,6 +142,8 @@ pub(crate) struct Handoff {
     progress: Mutex<Progress>,
     /// When the rate limit lets the next byte through.
     next_free: tokio::sync::Mutex<Instant>,
+    /// Back from an absence longer than the dead grace, with old data.
+    rejoined: bool,
     keys_moved: AtomicU64,
     bytes_moved: AtomicU64,
     ranges_completed: AtomicU64,
@@ -200,12 +202,14 @@ impl Handoff {
             }
         }
         kv.held.write().expect("held lock").ready = stored_ready_ring(&kv);
+        let rejoined = forget_ready && !kv.store.is_empty();
         Arc::new(Self {
             kv,
             cfg,
             commands,
             meta: tokio::sync::Mutex::new(meta),
             progress: Mutex::new(Progress::default()),
+            rejoined,
             next_free: tokio::sync::Mutex::new(Instant::now()),
             keys_moved: AtomicU64::new(0),
             bytes_moved: AtomicU64::new(0),
@@ -446,7 +450,11 @@ impl Handoff {
             .collect();
         let mut used = Vec::new();
         if !cp.copied {
-            let holds_some = cp.cursor.is_none()
+            // A peer back from a long absence holds an old copy: diffing
+            // keys and versions moves only what changed. Anyone else holds
+            // at most the writes sent to it since the change: stream.
+            let holds_some = self.rejoined
+                && cp.cursor.is_none()
                 && !self
                     .kv
                     .store
@@ -557,11 +565,6 @@ impl Handoff {
         name: &str,
         cp: &mut Checkpoint,
     ) -> Result<()> {
-        let total = self
-            .summary_at(range, source)
-            .await
-            .map(|s| s.records)
-            .unwrap_or(0);
         self.progress
             .lock()
             .expect("progress lock")
@@ -570,7 +573,7 @@ impl Handoff {
                 *range,
                 Transfer {
                     source: source.name.clone(),
-                    total_records: total,
+                    total_records: 0,
                     records: 0,
                     bytes: 0,
                     started: Instant::now(),
@@ -623,6 +626,7 @@ impl Handoff {
                 .transfers
                 .get_mut(range)
             {
+                t.total_records = t.total_records.max(page.estimate);
                 t.records += n;
                 t.bytes += page.batch.len() as u64;
             }
@@ -661,8 +665,10 @@ impl Handoff {
                     .await?;
                 for (key, record) in keys.iter().zip(records) {
                     if let Some(record) = record {
+                        let size = key.len() + record.value.as_ref().map_or(0, Vec::len);
                         if self.kv.store.apply_nosync(key, record)? {
                             changed += 1;
+                            self.bytes_moved.fetch_add(size as u64, Relaxed);
                         }
                     }
                 }
@@ -857,7 +863,11 @@ pub(crate) async fn serve(kv: &Kv, request: Request) -> Result<Vec<u8>> {
             })
             .await??;
             let batch = codec::encode(&page.records);
+            // The store's records times the range's share of the ring:
+            // enough for a progress bar, and free.
+            let estimate = (kv.store.len() as f64 * range.fraction()) as u64;
             codec::encode(&Reply::Ok(RangePageReply {
+                estimate,
                 check: *blake3::hash(&batch).as_bytes(),
                 records: u32::try_from(page.records.len()).unwrap_or(u32::MAX),
                 batch,

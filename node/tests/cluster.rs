@@ -246,6 +246,8 @@ fn admin_http_serves_health_metrics_and_blocking_member_queries() {
     assert_eq!(code, 200);
     assert!(text.contains("ringkv_members{state=\"alive\"} 2"), "{text}");
     assert!(text.contains("ringkv_ring_rebuilds_total"), "{text}");
+    assert!(text.contains("ringkv_handoff_transfers_active"), "{text}");
+    assert!(text.contains("ringkv_anti_entropy_repairs_total"), "{text}");
     let (code, ring) = http_get(admin, "/v1/ring");
     assert_eq!(code, 200);
     assert_eq!(
