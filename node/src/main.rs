@@ -12,6 +12,7 @@ mod datadir;
 mod hot;
 mod keyargs;
 mod peers;
+mod resp;
 mod status;
 
 use std::io::{IsTerminal as _, Write as _};
