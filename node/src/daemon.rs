@@ -87,8 +87,9 @@ pub(crate) struct NodeArgs {
     #[arg(long, env = "RINGKV_SEED")]
     seed: Option<u64>,
     /// Serve the Redis protocol (RESP2/RESP3) on this address, e.g.
-    /// 127.0.0.1:6379; port 0 picks one. Off when not given.
-    #[arg(long, env = "RINGKV_RESP")]
+    /// 127.0.0.1:6379, or a bare port (on 127.0.0.1); port 0 picks one.
+    /// Off when not given.
+    #[arg(long, env = "RINGKV_RESP", value_parser = crate::resp::parse_listen)]
     resp: Option<SocketAddr>,
     /// Password RESP clients must give with AUTH (or HELLO ... AUTH);
     /// required when --resp is not a loopback address.
@@ -125,7 +126,7 @@ struct FileConfig {
     seed: Option<u64>,
     admin: Option<SocketAddr>,
     tombstone_grace: Option<String>,
-    resp: Option<SocketAddr>,
+    resp: Option<String>,
     resp_password: Option<String>,
     resp_consistency: Option<String>,
 }
@@ -211,8 +212,12 @@ fn settings(args: &NodeArgs) -> Result<(Settings, KeyArgs)> {
 /// password is refused here, before the peer starts.
 fn resp_settings(args: &NodeArgs, file: &FileConfig) -> Result<Option<crate::resp::RespConfig>> {
     use clap::ValueEnum as _;
-    let Some(listen) = args.resp.or(file.resp) else {
-        return Ok(None);
+    let listen = match (args.resp, &file.resp) {
+        (Some(addr), _) => addr,
+        (None, Some(text)) => crate::resp::parse_listen(text)
+            .map_err(anyhow::Error::msg)
+            .context("config file: resp")?,
+        (None, None) => return Ok(None),
     };
     let consistency = match (args.resp_consistency, &file.resp_consistency) {
         (Some(c), _) => c,

@@ -18,8 +18,10 @@
 //! [`parse::Limits`], each store command at most [`REQUEST_TIMEOUT`].
 
 mod commands;
+mod connection;
 mod info;
 mod parse;
+mod store;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -38,8 +40,9 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::api::Consistency;
 use crate::coordinator::Kv;
-use commands::{dispatch, Step, StoreOp};
+use commands::{dispatch, Step};
 use parse::{Decoder, Limits, Proto, Reply};
+use store::StoreOp;
 
 /// Most connections served at once (Redis's default `maxclients`).
 pub(crate) const CLIENTS_MAX: usize = 10_000;
@@ -145,9 +148,22 @@ impl Session {
             if self.proto == Proto::Resp3 { 3 } else { 2 },
             self.lib_name.as_deref().unwrap_or(""),
             self.lib_ver.as_deref().unwrap_or(""),
-            commands::consistency_name(self.consistency),
+            connection::consistency_name(self.consistency),
         )
     }
+}
+
+/// `--resp`'s value: `HOST:PORT`, or a bare port meaning 127.0.0.1.
+///
+/// # Errors
+/// Neither a port nor an address, as text for clap.
+pub(crate) fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse().map_err(|_| {
+        format!("{text:?} is neither a port (6379, on 127.0.0.1) nor an address (127.0.0.1:6379)")
+    })
 }
 
 /// Binds the RESP listener.
@@ -402,5 +418,38 @@ async fn write_replies(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Slot>)
             }
             out.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(listen: &str, password: Option<&str>) -> RespConfig {
+        RespConfig {
+            listen: parse_listen(listen).unwrap(),
+            password: password.map(str::to_owned),
+            consistency: Consistency::Quorum,
+        }
+    }
+
+    #[test]
+    fn a_bare_port_means_loopback() {
+        assert_eq!(
+            parse_listen("6379").unwrap(),
+            "127.0.0.1:6379".parse().unwrap()
+        );
+        assert_eq!(parse_listen("[::1]:7").unwrap(), "[::1]:7".parse().unwrap());
+        assert!(parse_listen("localhost").is_err());
+    }
+
+    #[test]
+    fn only_loopback_goes_without_a_password() {
+        assert!(config("127.0.0.1:0", None).validate().is_ok());
+        assert!(config("[::1]:0", None).validate().is_ok());
+        let refused = config("0.0.0.0:6379", None).validate().unwrap_err();
+        assert!(refused.to_string().contains("has no password"), "{refused}");
+        assert!(config("0.0.0.0:6379", Some("pw")).validate().is_ok());
+        assert!(config("127.0.0.1:0", Some("")).validate().is_err());
     }
 }
