@@ -52,6 +52,9 @@ pub(crate) const CLIENTS_MAX: usize = 10_000;
 const PIPELINE_MAX: usize = 1024;
 /// Longest a store command may take (as for the native protocol).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most keys a connection tracks for its commands in flight; beyond, the
+/// next store command waits for them all instead.
+const KEYS_TRACKED_MAX: usize = 65_536;
 /// Replies are written once this much is buffered, or when no more are
 /// ready.
 const WRITE_CHUNK: usize = 64 * 1024;
@@ -287,7 +290,17 @@ impl InFlight {
         }
     }
 
-    fn conflicts(&self, op: &StoreOp) -> bool {
+    /// Whether `op` must wait for the commands in flight. Forgets their
+    /// keys first if they have all finished, so a long pipeline of
+    /// distinct keys neither grows these sets nor waits for nothing.
+    fn conflicts(&mut self, op: &StoreOp) -> bool {
+        if self.done_tx.strong_count() == 1 {
+            self.reads.clear();
+            self.writes.clear();
+        }
+        if self.reads.len() + self.writes.len() > KEYS_TRACKED_MAX {
+            return true;
+        }
         op.writes()
             .iter()
             .any(|k| self.writes.contains(*k) || self.reads.contains(*k))
@@ -431,6 +444,44 @@ mod tests {
             password: password.map(str::to_owned),
             consistency: Consistency::Quorum,
         }
+    }
+
+    fn op(name: &str, args: &[&str]) -> StoreOp {
+        let mut all = vec![name.as_bytes().to_vec()];
+        all.extend(args.iter().map(|a| a.as_bytes().to_vec()));
+        store::store_op(&name.to_ascii_lowercase(), all).expect("a store command")
+    }
+
+    #[tokio::test]
+    async fn a_pipelined_command_waits_only_for_conflicting_keys() {
+        let mut in_flight = InFlight::new();
+        let set_a = op("SET", &["a", "1"]);
+        assert!(!in_flight.conflicts(&set_a));
+        let running = in_flight.start(&set_a);
+        // Reading or writing what a running command writes must wait;
+        // other keys need not.
+        assert!(in_flight.conflicts(&op("GET", &["a"])));
+        assert!(in_flight.conflicts(&op("MSET", &["b", "1", "a", "2"])));
+        assert!(!in_flight.conflicts(&op("GET", &["b"])));
+        let reading_b = in_flight.start(&op("GET", &["b"]));
+        assert!(in_flight.conflicts(&op("DEL", &["b"])));
+        assert!(!in_flight.conflicts(&op("MGET", &["b", "c"])));
+        // Once both finished, their keys are forgotten.
+        drop((running, reading_b));
+        assert!(!in_flight.conflicts(&op("GET", &["a"])));
+        assert!(in_flight.reads.is_empty() && in_flight.writes.is_empty());
+        // drain returns at once when nothing runs, and after the running
+        // command when one does.
+        let still = in_flight.start(&op("SET", &["a", "3"]));
+        let waiter = tokio::spawn(async move {
+            in_flight.drain().await;
+            in_flight
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "drain waits for the running command");
+        drop(still);
+        let mut in_flight = waiter.await.unwrap();
+        assert!(!in_flight.conflicts(&op("GET", &["a"])));
     }
 
     #[test]
