@@ -50,6 +50,12 @@ pub(crate) const CLIENTS_MAX: usize = 10_000;
 /// before its reader waits: bounds the tasks and memory one pipelining
 /// client can hold.
 const PIPELINE_MAX: usize = 1024;
+/// Most keys this peer's RESP connections have in the coordinator at
+/// once (a command holds one slot per key). Beyond, commands wait here
+/// rather than pile up as replica requests: a peer connection carries at
+/// most 256 concurrent streams, and requests queued behind them for longer
+/// than the replica timeout (2 s) fail as "no answer" and re-dial.
+const STORE_KEYS_MAX: usize = 128;
 /// Longest a store command may take (as for the native protocol).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most keys a connection tracks for its commands in flight; beyond, the
@@ -104,6 +110,8 @@ pub(crate) struct Server {
     connections_total: AtomicU64,
     commands_total: AtomicU64,
     rejected_total: AtomicU64,
+    /// [`STORE_KEYS_MAX`] slots.
+    store_slots: Arc<Semaphore>,
 }
 
 impl Server {
@@ -200,6 +208,7 @@ pub(crate) fn spawn(listener: TcpListener, kv: Arc<Kv>, config: RespConfig) -> R
         connections_total: AtomicU64::new(0),
         commands_total: AtomicU64::new(0),
         rejected_total: AtomicU64::new(0),
+        store_slots: Arc::new(Semaphore::new(STORE_KEYS_MAX)),
     });
     tokio::spawn(accept(listener, server));
     Ok(addr)
@@ -358,21 +367,9 @@ async fn read_requests(
                         in_flight.drain().await;
                     }
                     let done = in_flight.start(&op);
-                    let (kv, consistency) = (server.kv.clone(), session.consistency);
                     Slot::Pending(
                         session.proto,
-                        tokio::spawn(async move {
-                            let _done = done;
-                            match tokio::time::timeout(REQUEST_TIMEOUT, op.run(kv, consistency))
-                                .await
-                            {
-                                Ok(reply) => reply,
-                                Err(_) => Reply::err(format!(
-                                    "the request timed out after {}s on the coordinator; it may or may not have been applied",
-                                    REQUEST_TIMEOUT.as_secs()
-                                )),
-                            }
-                        }),
+                        tokio::spawn(run_store(op, server.clone(), session.consistency, done)),
                     )
                 }
             };
@@ -385,6 +382,29 @@ async fn read_requests(
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+    }
+}
+
+/// Runs one store command once it has its slots, within the timeout.
+async fn run_store(
+    op: StoreOp,
+    server: Arc<Server>,
+    consistency: Consistency,
+    _done: mpsc::Sender<()>,
+) -> Reply {
+    let slots = u32::try_from(op.keys().min(STORE_KEYS_MAX)).expect("at most STORE_KEYS_MAX");
+    let run = async {
+        let Ok(_slots) = server.store_slots.acquire_many(slots).await else {
+            return Reply::err("the RESP server is shutting down");
+        };
+        op.run(server.kv.clone(), consistency).await
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, run).await {
+        Ok(reply) => reply,
+        Err(_) => Reply::err(format!(
+            "the request timed out after {}s on the coordinator; it may or may not have been applied",
+            REQUEST_TIMEOUT.as_secs()
+        )),
     }
 }
 

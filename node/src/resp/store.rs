@@ -49,6 +49,16 @@ impl StoreOp {
         }
     }
 
+    /// How many keys it touches (each is one coordinated request, or two
+    /// in a row).
+    pub(crate) fn keys(&self) -> usize {
+        match self {
+            Self::Get(_) | Self::StrLen(_) | Self::GetDel(_) | Self::Set(_) => 1,
+            Self::Del(ks) | Self::Exists(ks) | Self::MGet(ks) => ks.len(),
+            Self::MSet(pairs) => pairs.len(),
+        }
+    }
+
     /// Keys this command writes.
     pub(crate) fn writes(&self) -> Vec<&[u8]> {
         match self {
