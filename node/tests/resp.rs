@@ -3,7 +3,8 @@
 //! one peer and reads on the others, pipelines keep their order, errors
 //! have Redis's text and leave the connection usable, a lying length
 //! closes only its connection, redis-benchmark runs without a warning,
-//! AUTH is enforced, and the `redis` crate exercises every command.
+//! AUTH is enforced, a failed quorum names the replicas that answered, and
+//! the `redis` crate exercises every command.
 //!
 //! redis-cli and redis-benchmark come from Debian's redis-tools (`.ci/run`
 //! installs them). Without them the tests that need them say so loudly
@@ -528,4 +529,41 @@ fn a_redis_client_library_exercises_every_command() {
     assert!(server_error(&mut a, &["NOSUCH"]).contains("unknown command 'NOSUCH'"));
     assert_eq!(query::<String>(&mut a, &["GET", "k1"]), "v1");
     assert_eq!(query::<String>(&mut a, &["QUIT"]), "OK");
+}
+
+#[test]
+fn a_failed_quorum_answers_noreplicas_naming_the_replicas_that_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut peers = resp_cluster(dir.path(), &[]);
+    let victim = peers.pop().unwrap();
+    victim.signal("-KILL");
+    drop(victim);
+    let url = format!("redis://{}/", resp_of(&peers[0]));
+    let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+    // Quorum still holds with two of three replicas.
+    assert_eq!(query::<String>(&mut con, &["SET", "k", "v"]), "OK");
+    assert_eq!(query::<String>(&mut con, &["GET", "k"]), "v");
+    // `all` cannot: the error names who answered and who did not.
+    assert_eq!(
+        query::<String>(&mut con, &["CLIENT", "CONSISTENCY", "all"]),
+        "OK"
+    );
+    let err = server_error(&mut con, &["SET", "k", "w"]);
+    assert!(err.contains("NOREPLICAS"), "{err}");
+    assert!(
+        err.contains("needed 3 acknowledgements, got 2 (from "),
+        "{err}"
+    );
+    assert!(err.contains("p1") && err.contains("p2"), "{err}");
+    assert!(err.contains("no answer from p3"), "{err}");
+    let err = server_error(&mut con, &["GET", "k"]);
+    assert!(err.contains("NOREPLICAS"), "{err}");
+    assert!(err.contains("needed 3 answers, got 2 (from "), "{err}");
+    assert!(err.contains("no answer from p3"), "{err}");
+    // The connection goes on at quorum.
+    assert_eq!(
+        query::<String>(&mut con, &["CLIENT", "CONSISTENCY", "quorum"]),
+        "OK"
+    );
+    assert_eq!(query::<i64>(&mut con, &["EXISTS", "k"]), 1);
 }
