@@ -261,7 +261,7 @@ fn pipelines_keep_their_order_and_errors_leave_the_connection_usable() {
 #[test]
 fn a_lying_length_closes_that_connection_and_the_peer_serves_on() {
     let dir = tempfile::tempdir().unwrap();
-    let mut peers = resp_cluster(dir.path(), &[]);
+    let mut peers = resp_cluster(dir.path(), &["--admin", "127.0.0.1:0"]);
     let addr = resp_of(&peers[0]);
     // Another client, mid-pipeline, must not notice.
     let mut bystander = TcpStream::connect(addr).unwrap();
@@ -308,6 +308,14 @@ fn a_lying_length_closes_that_connection_and_the_peer_serves_on() {
     );
     let (got, _) = raw(addr, &multibulk(&["SET", "still", "here"]), 5);
     assert_eq!(got, b"+OK\r\n");
+    // Counted where operators look.
+    let admin = peers[0].admin.expect("started with --admin");
+    let (metrics, _) = raw_until(admin, b"GET /metrics HTTP/1.0\r\n\r\n", |_| false);
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("ringkv_resp_protocol_errors_total 4"),
+        "{metrics}"
+    );
     drop(peers.remove(0));
 }
 

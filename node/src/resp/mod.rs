@@ -228,8 +228,10 @@ async fn accept(listener: TcpListener, server: Arc<Server>) {
             }
         };
         server.connections_total.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ringkv_resp_connections_total").increment(1);
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             server.rejected_total.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("ringkv_resp_rejected_connections_total").increment(1);
             tokio::spawn(async move {
                 let _ = stream
                     .write_all(b"-ERR max number of clients reached\r\n")
@@ -343,11 +345,16 @@ async fn read_requests(
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut in_flight = InFlight::new();
     loop {
+        // Counted per read, not per command: the metrics registry is a
+        // map lookup.
+        let mut commands = 0u64;
         loop {
             let args = match decoder.decode(&mut buf) {
                 Ok(Some(args)) => args,
                 Ok(None) => break,
                 Err(e) => {
+                    metrics::counter!("ringkv_resp_protocol_errors_total").increment(1);
+                    count_commands(commands);
                     warn!(err = %e, "closing a RESP connection");
                     let _ = tx.send(Slot::Ready(session.proto, Reply::err(&e))).await;
                     let _ = tx.send(Slot::Close).await;
@@ -355,9 +362,11 @@ async fn read_requests(
                 }
             };
             server.commands_total.fetch_add(1, Ordering::Relaxed);
+            commands += 1;
             let slot = match dispatch(args, &mut session, server) {
                 Step::Now(reply) => Slot::Ready(session.proto, reply),
                 Step::Quit => {
+                    count_commands(commands);
                     let _ = tx.send(Slot::Ready(session.proto, Reply::ok())).await;
                     let _ = tx.send(Slot::Close).await;
                     return;
@@ -374,14 +383,22 @@ async fn read_requests(
                 }
             };
             if tx.send(slot).await.is_err() {
+                count_commands(commands);
                 return;
             }
         }
+        count_commands(commands);
         buf.reserve(16 * 1024);
         match reader.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+    }
+}
+
+fn count_commands(n: u64) {
+    if n > 0 {
+        metrics::counter!("ringkv_resp_commands_total").increment(n);
     }
 }
 
