@@ -89,7 +89,7 @@ impl Held {
     }
 }
 
-fn wall_ms() -> u64 {
+pub(crate) fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -159,14 +159,27 @@ impl Kv {
         value: Option<Vec<u8>>,
         consistency: Consistency,
     ) -> Result<PutReply> {
+        self.put_expiring(key, value, None, consistency).await
+    }
+
+    /// Coordinates a put whose value expires at `expires_ms` (wall-clock
+    /// milliseconds since the Unix epoch; `None` never), or a delete.
+    pub(crate) async fn put_expiring(
+        self: &Arc<Self>,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        expires_ms: Option<u64>,
+        consistency: Consistency,
+    ) -> Result<PutReply> {
         self.check(&key, value.as_deref())?;
         self.hot.lock().expect("hot lock").record(&key);
         let needed = required(consistency, self.replication());
         let route = self.route(&key, needed)?;
         let version = self.clock.lock().expect("clock lock").tick(wall_ms());
-        let record = match value {
-            Some(v) => Record::put(v, version),
-            None => Record::tombstone(version),
+        let record = match (value, expires_ms) {
+            (Some(v), Some(at)) => Record::put_expiring(v, version, at),
+            (Some(v), None) => Record::put(v, version),
+            (None, _) => Record::tombstone(version),
         };
         if route.read.len() < needed {
             bail!(
@@ -357,8 +370,11 @@ impl Kv {
             });
         }
         let version = best.as_ref().map(format_version);
+        // An expired value reads as absent; its record still won (newest
+        // version wins) and was repaired like any other.
+        let now = wall_ms();
         Ok(GetReply {
-            value: best.and_then(|r| r.value),
+            value: best.filter(|r| !r.is_expired(now)).and_then(|r| r.value),
             version,
             answered,
         })

@@ -87,10 +87,23 @@ pub(crate) struct NodeArgs {
     /// Seed of the peer's random choices (default: from the OS).
     #[arg(long, env = "RINGKV_SEED")]
     seed: Option<u64>,
+    /// Serve the Redis protocol (RESP2/RESP3) on this address, e.g.
+    /// 127.0.0.1:6379, or a bare port (on 127.0.0.1); port 0 picks one.
+    /// Off when not given.
+    #[arg(long, env = "RINGKV_RESP", value_parser = crate::resp::parse_listen)]
+    resp: Option<SocketAddr>,
+    /// Password RESP clients must give with AUTH (or HELLO ... AUTH);
+    /// required when --resp is not a loopback address.
+    #[arg(long, env = "RINGKV_RESP_PASSWORD")]
+    resp_password: Option<String>,
+    /// Consistency of RESP requests until a connection picks its own with
+    /// CLIENT CONSISTENCY (default quorum).
+    #[arg(long, env = "RINGKV_RESP_CONSISTENCY", value_enum)]
+    resp_consistency: Option<api::Consistency>,
     /// TOML file with any of the settings above (keys as the flags, with
     /// underscores: data, listen, advertise, join = [..], name, weight,
     /// zone, dead_grace = "30s", tombstone_grace = "1d", cluster_key_file, admin,
-    /// seed).
+    /// seed, resp, resp_password, resp_consistency = "quorum").
     #[arg(long, env = "RINGKV_CONFIG")]
     config: Option<PathBuf>,
     #[command(flatten)]
@@ -248,6 +261,9 @@ struct FileConfig {
     tombstone_grace: Option<String>,
     #[serde(default)]
     handoff: HandoffFile,
+    resp: Option<String>,
+    resp_password: Option<String>,
+    resp_consistency: Option<String>,
 }
 
 /// Settings after flags, environment and file are merged.
@@ -265,6 +281,7 @@ struct Settings {
     admin: Option<SocketAddr>,
     tombstone_grace: Duration,
     handoff: HandoffConfig,
+    resp: Option<crate::resp::RespConfig>,
 }
 
 fn settings(args: &NodeArgs) -> Result<(Settings, KeyArgs)> {
@@ -292,6 +309,7 @@ fn settings(args: &NodeArgs) -> Result<(Settings, KeyArgs)> {
     if key.cluster_key.is_none() && key.cluster_key_file.is_none() {
         key.cluster_key_file = file.cluster_key_file.clone();
     }
+    let resp = resp_settings(args, &file)?;
     let settings = Settings {
         data: args
             .data
@@ -322,8 +340,36 @@ fn settings(args: &NodeArgs) -> Result<(Settings, KeyArgs)> {
             (None, None) => TOMBSTONE_GRACE_DEFAULT,
         },
         handoff: handoff_config(&args.handoff, &file.handoff)?,
+        resp,
     };
     Ok((settings, key))
+}
+
+/// The RESP server's settings, checked: a non-loopback address without a
+/// password is refused here, before the peer starts.
+fn resp_settings(args: &NodeArgs, file: &FileConfig) -> Result<Option<crate::resp::RespConfig>> {
+    use clap::ValueEnum as _;
+    let listen = match (args.resp, &file.resp) {
+        (Some(addr), _) => addr,
+        (None, Some(text)) => crate::resp::parse_listen(text)
+            .map_err(anyhow::Error::msg)
+            .context("config file: resp")?,
+        (None, None) => return Ok(None),
+    };
+    let consistency = match (args.resp_consistency, &file.resp_consistency) {
+        (Some(c), _) => c,
+        (None, Some(text)) => api::Consistency::from_str(text, true).map_err(|_| {
+            anyhow::anyhow!("config file: resp_consistency {text:?} is not one, quorum or all")
+        })?,
+        (None, None) => api::Consistency::Quorum,
+    };
+    let config = crate::resp::RespConfig {
+        listen,
+        password: args.resp_password.clone().or(file.resp_password.clone()),
+        consistency,
+    };
+    config.validate()?;
+    Ok(Some(config))
 }
 
 fn resolve_seeds(join: &[String]) -> Result<Vec<SocketAddr>> {
@@ -416,6 +462,10 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
         )?),
         None => None,
     };
+    let resp = match &settings.resp {
+        Some(config) => Some((crate::resp::bind(config).await?, config.clone())),
+        None => None,
+    };
     let admin_addr = admin
         .as_ref()
         .map(tokio::net::TcpListener::local_addr)
@@ -501,6 +551,10 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
         forget_ready,
     );
     handoff.spawn();
+    if let Some((listener, config)) = resp {
+        let addr = crate::resp::spawn(listener, kv.clone(), config)?;
+        println!("ringkv: RESP (Redis protocol) on {addr}");
+    }
     spawn_maintenance(kv.clone(), settings.tombstone_grace);
     spawn_clock_floor(kv.clone());
     spawn_pool_invalidation(handle.view.clone(), kv.clone());

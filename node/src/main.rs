@@ -14,6 +14,7 @@ mod handoff;
 mod hot;
 mod keyargs;
 mod peers;
+mod resp;
 mod status;
 
 use std::io::{IsTerminal as _, Write as _};

@@ -4,14 +4,28 @@
 //! big-endian), then the record's bincode body. Every decode has a size
 //! limit and rejects trailing bytes. Meta entries are fixed-width
 //! big-endian integers. Pure: no IO.
+//!
+//! Formats: 2 (written) carries the record's expiry; 1 (read only, written
+//! before expiry existed) is a record without one.
+
+use serde::Deserialize;
 
 use crate::error::StoreError;
-use crate::record::{Hlc, Record};
+use crate::record::{Hlc, Record, Version};
 
 /// Format byte in front of every encoded record.
-pub(crate) const RECORD_FORMAT: u8 = 1;
+pub(crate) const RECORD_FORMAT: u8 = 2;
 /// Format byte in front of every encoded hint value.
-pub(crate) const HINT_FORMAT: u8 = 1;
+pub(crate) const HINT_FORMAT: u8 = 2;
+/// The format written before records had an expiry; still read.
+const LEGACY_FORMAT: u8 = 1;
+
+/// A record as format 1 stored it: no expiry.
+#[derive(Deserialize)]
+struct LegacyRecord {
+    value: Option<Vec<u8>>,
+    version: Version,
+}
 /// Largest encoded record body: a length prefix claiming more fails before
 /// anything is allocated.
 pub(crate) const RECORD_LIMIT: usize = 32 * 1024 * 1024;
@@ -51,10 +65,11 @@ fn decode_record_body(bytes: &[u8]) -> Result<Record, String> {
     let Some((&format, body)) = bytes.split_first() else {
         return Err("empty value".to_owned());
     };
-    if format != RECORD_FORMAT {
-        return Err(format!("unknown record format {format}"));
+    match format {
+        RECORD_FORMAT => decode_body(body),
+        LEGACY_FORMAT => decode_legacy_body(body),
+        _ => Err(format!("unknown record format {format}")),
     }
-    decode_body(body)
 }
 
 /// Encodes a hint's value: format byte, `created_ms`, then the record.
@@ -90,29 +105,48 @@ fn decode_hint_body(bytes: &[u8]) -> Result<(Record, u64), String> {
     let Some((&format, rest)) = bytes.split_first() else {
         return Err("empty value".to_owned());
     };
-    if format != HINT_FORMAT {
+    if format != HINT_FORMAT && format != LEGACY_FORMAT {
         return Err(format!("unknown hint format {format}"));
     }
     let Some((created, body)) = rest.split_first_chunk::<8>() else {
         return Err(format!("{} bytes, too short for a hint", bytes.len()));
     };
-    Ok((decode_body(body)?, u64::from_be_bytes(*created)))
+    let record = if format == HINT_FORMAT {
+        decode_body(body)?
+    } else {
+        decode_legacy_body(body)?
+    };
+    Ok((record, u64::from_be_bytes(*created)))
 }
 
 /// A record's bincode body, size-limited, with no trailing bytes.
 fn decode_body(body: &[u8]) -> Result<Record, String> {
+    decode_limited::<Record>(body)
+}
+
+/// A format-1 body: a record without an expiry.
+fn decode_legacy_body(body: &[u8]) -> Result<Record, String> {
+    let old = decode_limited::<LegacyRecord>(body)?;
+    Ok(Record {
+        value: old.value,
+        version: old.version,
+        expires_ms: None,
+    })
+}
+
+fn decode_limited<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     if body.len() > RECORD_LIMIT {
         return Err(format!(
             "{} bytes exceed the limit of {RECORD_LIMIT}",
             body.len()
         ));
     }
-    let (record, used) = bincode::serde::decode_from_slice::<Record, _>(body, config())
-        .map_err(|e| e.to_string())?;
+    let (decoded, used) =
+        bincode::serde::decode_from_slice::<T, _>(body, config()).map_err(|e| e.to_string())?;
     if used != body.len() {
         return Err(format!("{} trailing bytes", body.len() - used));
     }
-    Ok(record)
+    Ok(decoded)
 }
 
 /// A generation as stored in meta.
@@ -163,7 +197,11 @@ mod tests {
             generation,
             node: NodeId::from_name("codec"),
         };
-        Record { value, version }
+        Record {
+            value,
+            version,
+            expires_ms: None,
+        }
     }
 
     fn what() -> String {
@@ -177,6 +215,30 @@ mod tests {
             let bytes = encode_record(&r).unwrap();
             prop_assert_eq!(bytes[0], RECORD_FORMAT);
             prop_assert_eq!(decode_record(&bytes, what).unwrap(), r);
+        }
+
+        #[test]
+        fn expiring_records_round_trip(value: Vec<u8>, ms: u64, expires: u64) {
+            let mut r = record(Some(value), ms, 0, 1);
+            r.expires_ms = Some(expires);
+            let bytes = encode_record(&r).unwrap();
+            prop_assert_eq!(decode_record(&bytes, what).unwrap(), r.clone());
+            let hint = encode_hint_value(&r, 9).unwrap();
+            prop_assert_eq!(decode_hint_value(&hint, what).unwrap(), (r, 9));
+        }
+
+        #[test]
+        fn format_1_records_and_hints_still_decode(value: Option<Vec<u8>>, ms: u64, created: u64) {
+            // Format 1 is the record without its expiry field, as written
+            // before expiry existed.
+            let r = record(value, ms, 3, 4);
+            let mut old = vec![LEGACY_FORMAT];
+            bincode::serde::encode_into_std_write((&r.value, &r.version), &mut old, config()).unwrap();
+            prop_assert_eq!(decode_record(&old, what).unwrap(), r.clone());
+            let mut old_hint = vec![LEGACY_FORMAT];
+            old_hint.extend_from_slice(&created.to_be_bytes());
+            old_hint.extend_from_slice(&old[1..]);
+            prop_assert_eq!(decode_hint_value(&old_hint, what).unwrap(), (r, created));
         }
 
         #[test]

@@ -68,12 +68,22 @@ pub struct Version {
 
 /// What a key holds: a value, or a tombstone (`value: None`) that records a
 /// delete until it is collected.
+///
+/// A value may carry an absolute expiry (`expires_ms`, wall-clock
+/// milliseconds). From that instant on it reads as absent everywhere
+/// ([`live_value`](Self::live_value)), but it stays a record with its
+/// version: it still beats older versions and loses to newer ones (newest
+/// version wins is the only merge rule), and it is collected like a
+/// tombstone once the grace has passed since it expired.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// The value; `None` for a tombstone.
     pub value: Option<Vec<u8>>,
     /// The version of the write that produced this record.
     pub version: Version,
+    /// When the value expires (wall-clock milliseconds since the Unix
+    /// epoch); `None` never. Meaningless on a tombstone.
+    pub expires_ms: Option<u64>,
 }
 
 impl Record {
@@ -82,6 +92,17 @@ impl Record {
         Self {
             value: Some(value),
             version,
+            expires_ms: None,
+        }
+    }
+
+    /// A record holding `value` until `expires_ms` (wall-clock
+    /// milliseconds since the Unix epoch), absent from then on.
+    pub fn put_expiring(value: Vec<u8>, version: Version, expires_ms: u64) -> Self {
+        Self {
+            value: Some(value),
+            version,
+            expires_ms: Some(expires_ms),
         }
     }
 
@@ -90,12 +111,41 @@ impl Record {
         Self {
             value: None,
             version,
+            expires_ms: None,
         }
     }
 
     /// Whether this record is a delete marker.
     pub fn is_tombstone(&self) -> bool {
         self.value.is_none()
+    }
+
+    /// Whether this record holds a value that has expired at `now_ms`.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.value.is_some() && self.expires_ms.is_some_and(|at| at <= now_ms)
+    }
+
+    /// The value as a reader sees it at `now_ms`: `None` for a tombstone or
+    /// an expired value.
+    pub fn live_value(&self, now_ms: u64) -> Option<&[u8]> {
+        if self.is_expired(now_ms) {
+            return None;
+        }
+        self.value.as_deref()
+    }
+
+    /// Since when (wall-clock milliseconds) this record has been dead: a
+    /// tombstone since its write, an expired value since its expiry; `None`
+    /// for a value that is live or may still be. The garbage collector
+    /// removes a record dead for longer than the grace.
+    pub fn dead_since_ms(&self, now_ms: u64) -> Option<u64> {
+        if self.is_tombstone() {
+            Some(self.version.hlc.physical_ms)
+        } else if self.is_expired(now_ms) {
+            self.expires_ms
+        } else {
+            None
+        }
     }
 
     /// The apply-if-newer rule: true when `other` should replace `self`,
@@ -216,6 +266,35 @@ mod tests {
         assert!(!old.is_superseded_by(&old.clone()));
         assert!(new.is_tombstone());
         assert!(!old.is_tombstone());
+    }
+
+    #[test]
+    fn an_expiring_value_reads_as_absent_from_its_expiry_on() {
+        let r = Record::put_expiring(b"v".to_vec(), version(10, 0, 1, "a"), 1_000);
+        assert_eq!(r.live_value(999), Some(&b"v"[..]));
+        assert!(!r.is_expired(999));
+        assert_eq!(r.live_value(1_000), None);
+        assert!(r.is_expired(1_000));
+        assert_eq!(r.dead_since_ms(999), None);
+        assert_eq!(r.dead_since_ms(5_000), Some(1_000));
+        let plain = Record::put(b"v".to_vec(), version(10, 0, 1, "a"));
+        assert_eq!(plain.live_value(u64::MAX), Some(&b"v"[..]));
+        assert_eq!(plain.dead_since_ms(u64::MAX), None);
+        let gone = Record::tombstone(version(10, 0, 1, "a"));
+        assert_eq!(gone.live_value(0), None);
+        assert_eq!(gone.dead_since_ms(0), Some(10));
+    }
+
+    #[test]
+    fn expiry_does_not_change_which_version_wins() {
+        // An expired newer value still beats an older live one: the key
+        // reads as absent, the old value does not come back.
+        let old = Record::put(b"old".to_vec(), version(10, 0, 1, "a"));
+        let expired = Record::put_expiring(b"new".to_vec(), version(11, 0, 1, "a"), 12);
+        assert!(old.is_superseded_by(&expired));
+        assert!(!expired.is_superseded_by(&old));
+        let newer = Record::put(b"newer".to_vec(), version(20, 0, 1, "a"));
+        assert!(expired.is_superseded_by(&newer));
     }
 
     #[test]

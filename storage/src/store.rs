@@ -241,9 +241,12 @@ impl Store {
             })
     }
 
-    /// Deletes tombstones whose version's physical time is older than
-    /// `before_ms`; returns how many. A tombstone replaced concurrently is
-    /// left alone. Not flushed: a collection lost in a crash is redone.
+    /// Deletes dead records that died before `before_ms` (wall-clock
+    /// milliseconds, the grace already taken off): tombstones whose
+    /// version's physical time is older, and expired values whose expiry
+    /// is older (see [`Record::dead_since_ms`]). Returns how many. A record
+    /// replaced concurrently is left alone. Not flushed: a collection lost
+    /// in a crash is redone.
     ///
     /// # Errors
     /// [`StoreError::Sled`], or [`StoreError::Corrupt`] at the first record
@@ -253,7 +256,12 @@ impl Store {
         for item in self.inner.records.iter() {
             let (stored, value) = item?;
             let record = codec::decode_record(&value, || describe(&stored))?;
-            if !record.is_tombstone() || record.version.hlc.physical_ms >= before_ms {
+            // `before_ms` is at or before now, so a value expired by then
+            // is expired now.
+            if record
+                .dead_since_ms(before_ms)
+                .is_none_or(|since| since >= before_ms)
+            {
                 continue;
             }
             let swapped =

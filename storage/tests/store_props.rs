@@ -37,18 +37,22 @@ fn write_strategy(keys: usize) -> impl Strategy<Value = Write> {
         0u32..3,
         0u8..3,
         proptest::option::weighted(0.8, proptest::collection::vec(any::<u8>(), 0..8)),
+        proptest::option::weighted(0.3, 0u64..10),
     )
-        .prop_map(|(key, ms, logical, generation, n, value)| Write {
-            key,
-            record: Record {
-                value,
-                version: Version {
-                    hlc: Hlc::new(ms, logical),
-                    generation,
-                    node: node(n),
+        .prop_map(
+            |(key, ms, logical, generation, n, value, expires_ms)| Write {
+                key,
+                record: Record {
+                    expires_ms: expires_ms.filter(|_| value.is_some()),
+                    value,
+                    version: Version {
+                        hlc: Hlc::new(ms, logical),
+                        generation,
+                        node: node(n),
+                    },
                 },
             },
-        })
+        )
 }
 
 /// Writes with at most one record per (key, version), shuffled.
@@ -189,6 +193,11 @@ enum Op {
     Stale {
         key: usize,
     },
+    /// A value that expires `ttl` ms from now.
+    PutExpiring {
+        key: usize,
+        ttl: u64,
+    },
     /// Advance the wall clock by this many ms.
     Sleep(u64),
     /// Collect tombstones older than `now - grace`.
@@ -202,6 +211,7 @@ enum Op {
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..6usize, proptest::collection::vec(any::<u8>(), 0..6)).prop_map(|(key, value)| Op::Put { key, value }),
+        2 => (0..6usize, 0..80u64).prop_map(|(key, ttl)| Op::PutExpiring { key, ttl }),
         3 => (0..6usize).prop_map(|key| Op::Delete { key }),
         1 => (0..6usize).prop_map(|key| Op::Stale { key }),
         2 => (0..50u64).prop_map(Op::Sleep),
@@ -265,6 +275,11 @@ proptest! {
                     prop_assert!(rt.block_on(n.store.apply(&model_key(key), record.clone())).unwrap());
                     model.insert(model_key(key), record);
                 }
+                Op::PutExpiring { key, ttl } => {
+                    let record = Record::put_expiring(b"ttl".to_vec(), n.clock.tick(wall), wall + ttl);
+                    prop_assert!(rt.block_on(n.store.apply(&model_key(key), record.clone())).unwrap());
+                    model.insert(model_key(key), record);
+                }
                 Op::Delete { key } => {
                     let record = Record::tombstone(n.clock.tick(wall));
                     prop_assert!(rt.block_on(n.store.apply(&model_key(key), record.clone())).unwrap());
@@ -283,7 +298,11 @@ proptest! {
                     let before = wall.saturating_sub(grace);
                     let dead: Vec<Vec<u8>> = model
                         .iter()
-                        .filter(|(_, r)| r.is_tombstone() && r.version.hlc.physical_ms < before)
+                        .filter(|(_, r)| {
+                            let tombstone = r.is_tombstone() && r.version.hlc.physical_ms < before;
+                            let expired = r.expires_ms.is_some_and(|at| at < before);
+                            tombstone || expired
+                        })
                         .map(|(k, _)| k.clone())
                         .collect();
                     prop_assert_eq!(n.store.collect_tombstones(before).unwrap(), dead.len());
@@ -384,6 +403,35 @@ fn tombstones_are_collected_only_past_the_grace() {
         store.get(b"live").unwrap().unwrap().value.as_deref(),
         Some(&b"v"[..])
     );
+}
+
+#[test]
+fn expired_values_read_as_absent_and_are_collected_only_past_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let at = |ms| Version {
+        hlc: Hlc::new(ms, 0),
+        generation: 1,
+        node: node(1),
+    };
+    store
+        .apply_nosync(b"ttl", Record::put_expiring(b"v".to_vec(), at(10), 50))
+        .unwrap();
+    // An older plain value arriving late does not replace the expiring
+    // one, expired or not: newest version wins.
+    assert!(!store
+        .apply_nosync(b"ttl", Record::put(b"old".to_vec(), at(5)))
+        .unwrap());
+    let held = store.get(b"ttl").unwrap().unwrap();
+    assert_eq!(held.live_value(49), Some(&b"v"[..]));
+    assert_eq!(held.live_value(50), None);
+    // Not yet expired at the cut-off, or expired exactly at it: kept.
+    assert_eq!(store.collect_tombstones(40).unwrap(), 0);
+    assert_eq!(store.collect_tombstones(50).unwrap(), 0);
+    assert_eq!(store.len(), 1);
+    assert_eq!(store.collect_tombstones(51).unwrap(), 1);
+    assert_eq!(store.get(b"ttl").unwrap(), None);
+    assert!(store.is_empty());
 }
 
 #[test]

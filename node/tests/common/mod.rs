@@ -20,6 +20,8 @@ pub struct Peer {
     pub child: Child,
     pub addr: SocketAddr,
     pub admin: Option<SocketAddr>,
+    /// The RESP address, when started with `--resp`.
+    pub resp: Option<SocketAddr>,
     pub data: PathBuf,
     pub name: String,
 }
@@ -50,6 +52,7 @@ impl Peer {
         let stdout = child.stdout.take().expect("piped");
         let (tx, rx) = mpsc::channel();
         let (admin_tx, admin_rx) = mpsc::channel();
+        let (resp_tx, resp_rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split(" listening on ").nth(1) {
@@ -58,6 +61,9 @@ impl Peer {
                 }
                 if let Some(rest) = line.split("admin HTTP on http://").nth(1) {
                     let _ = admin_tx.send(rest.trim().to_owned());
+                }
+                if let Some(rest) = line.split("RESP (Redis protocol) on ").nth(1) {
+                    let _ = resp_tx.send(rest.trim().to_owned());
                 }
             }
         });
@@ -69,10 +75,16 @@ impl Peer {
                 .recv_timeout(Duration::from_secs(20))
                 .expect("the peer prints its admin address")
         });
+        let resp = extra.contains(&"--resp").then(|| {
+            resp_rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the peer prints its RESP address")
+        });
         Self {
             child,
             addr: addr.parse().expect("an address"),
             admin: admin.map(|a| a.parse().expect("an admin address")),
+            resp: resp.map(|a| a.parse().expect("a RESP address")),
             data,
             name: name.to_owned(),
         }
