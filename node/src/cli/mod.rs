@@ -5,3 +5,4 @@ pub(crate) mod cluster;
 pub(crate) mod kv;
 pub(crate) mod ring;
 pub(crate) mod table;
+pub(crate) mod testbed;
