@@ -51,6 +51,8 @@ pub enum TestbedCommand {
     Check(crate::commands::CheckArgs),
     /// Every peer's view of every other, live, until converged or a time.
     Watch(crate::commands::WatchArgs),
+    /// Run a scenario: a cluster, a workload, timed faults and assertions.
+    Scenario(crate::commands::ScenarioArgs),
 }
 
 /// Which membership configuration the simulated peers run.
@@ -438,5 +440,6 @@ pub fn run<C: crate::load::KvClient>(cmd: &TestbedCommand) -> Result<String> {
         TestbedCommand::Load(args) => c::load_cmd::<C>(args),
         TestbedCommand::Check(args) => c::check_cmd(args),
         TestbedCommand::Watch(args) => c::watch_cmd(args),
+        TestbedCommand::Scenario(args) => c::scenario_cmd::<C>(args),
     }
 }

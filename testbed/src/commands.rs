@@ -438,3 +438,55 @@ pub fn check_cmd(args: &CheckArgs) -> Result<String> {
     }
     Ok(text)
 }
+
+/// Arguments of `ringkv testbed scenario`.
+#[derive(Debug, Args)]
+pub struct ScenarioArgs {
+    /// The scenario file (see testbed/scenarios/).
+    pub file: PathBuf,
+    /// The cluster directory (default: a new temporary one, removed after).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Leave the peers running at the end (needs --dir).
+    #[arg(long, requires = "dir")]
+    pub keep: bool,
+}
+
+/// `scenario FILE`.
+///
+/// # Errors
+/// A bad file, a cluster that does not come up, or a failed step.
+pub fn scenario_cmd<C: KvClient>(args: &ScenarioArgs) -> Result<String> {
+    let scenario = crate::scenario::Scenario::read(&args.file)?;
+    let tmp;
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().join("cluster")
+        }
+    };
+    let report = crate::scenario::run::<C>(
+        &scenario,
+        &crate::scenario::RunOptions {
+            bin: this_binary()?,
+            dir,
+            progress: true,
+            keep: args.keep,
+        },
+    )?;
+    // The steps were printed as they ran: end with the totals.
+    let mut text = String::new();
+    if let Some(l) = &report.load {
+        text.push_str(&l.render());
+    }
+    if let Some(c) = &report.check {
+        text.push_str(&c.render(10));
+    }
+    if let Some(f) = &report.failure {
+        print!("{text}");
+        bail!("scenario {} failed: {f}", scenario.name);
+    }
+    let _ = writeln!(text, "scenario {} passed", scenario.name);
+    Ok(text)
+}

@@ -180,7 +180,7 @@ impl Testbed {
     fn start(&mut self, i: usize, listen: &str, admin: &str) -> Result<()> {
         let args = self.start_args(&self.state.peers[i], listen, admin);
         let p = &self.state.peers[i];
-        let (pid, offset) = procs::spawn_detached(&self.state.bin, &args, &p.log)?;
+        let (pid, offset, exited) = procs::spawn_detached(&self.state.bin, &args, &p.log)?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let text = procs::log_since(&p.log, offset);
@@ -189,7 +189,7 @@ impl Testbed {
                 (p.pid, p.addr, p.admin, p.stopped_by_testbed) = (pid, addr, admin, None);
                 return Ok(());
             }
-            let gone = procs::state(pid, &p.data) == ProcState::Gone;
+            let gone = exited.load(std::sync::atomic::Ordering::Relaxed);
             if gone || Instant::now() > deadline {
                 let _ = procs::signal(pid, libc::SIGKILL);
                 bail!(

@@ -18,6 +18,7 @@ pub mod history;
 pub mod http;
 pub mod load;
 pub mod procs;
+pub mod scenario;
 pub mod sim;
 pub mod state;
 pub mod watch;

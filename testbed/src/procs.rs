@@ -76,12 +76,18 @@ pub fn signal(pid: u32, signal: i32) -> Result<()> {
 
 /// Starts `bin args` detached: a process group of its own, no stdin, stdout
 /// and stderr appended to `log`. A thread reaps it if it exits while this
-/// process still runs, so it never lingers as a zombie. Returns its pid and
-/// the log's length before the start (where this start's output begins).
+/// process still runs, so it never lingers as a zombie. Returns its pid,
+/// the log's length before the start (where this start's output begins),
+/// and a flag the reaper sets once it has exited (right after the start,
+/// `/proc` cannot tell yet: the child has not exec'd).
 ///
 /// # Errors
 /// The log cannot be opened or the binary cannot be started.
-pub fn spawn_detached(bin: &Path, args: &[String], log: &Path) -> Result<(u32, u64)> {
+pub fn spawn_detached(
+    bin: &Path,
+    args: &[String],
+    log: &Path,
+) -> Result<(u32, u64, std::sync::Arc<std::sync::atomic::AtomicBool>)> {
     let file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -109,10 +115,13 @@ pub fn spawn_detached(bin: &Path, args: &[String], log: &Path) -> Result<(u32, u
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
     let pid = child.id();
+    let exited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = exited.clone();
     std::thread::spawn(move || {
         let _ = child.wait();
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
     });
-    Ok((pid, offset))
+    Ok((pid, offset, exited))
 }
 
 /// The text of `log` from byte `offset` on.
@@ -180,7 +189,7 @@ mod tests {
             "echo started; exec sleep 30".to_owned(),
             marker.display().to_string(),
         ];
-        let (pid, offset) = spawn_detached(Path::new("/bin/sh"), &args, &log).unwrap();
+        let (pid, offset, _) = spawn_detached(Path::new("/bin/sh"), &args, &log).unwrap();
         assert_eq!(offset, 0);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !log_since(&log, 0).contains("started") {

@@ -91,7 +91,10 @@ impl QuicKv {
                     format!("cannot open a stream to {peer}: {e}"),
                 ));
             }
-            Err(_) => return Err((Outcome::Fail, format!("no stream to {peer} in time"))),
+            Err(_) => {
+                self.forget(peer);
+                return Err((Outcome::Fail, format!("no stream to {peer} in time")));
+            }
         };
         let exchange = async {
             send.write_all(&codec::encode(req))
@@ -107,13 +110,16 @@ impl QuicKv {
                 return Err((Outcome::Unknown, format!("{peer}: {e}")));
             }
             Err(_) => {
+                // A peer killed with -9 leaves its connection looking open
+                // until the idle timeout: dial afresh next time.
+                self.forget(peer);
                 return Err((
                     Outcome::Unknown,
                     format!(
                         "{peer} did not answer within {:.1} s",
                         timeout.as_secs_f64()
                     ),
-                ))
+                ));
             }
         };
         match codec::decode::<Reply<T>>(&bytes, REPLY_MAX) {
