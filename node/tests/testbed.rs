@@ -252,3 +252,33 @@ fn scenario_add_under_load_converges_and_loses_nothing() {
 fn scenario_partition_heal_converges_and_loses_nothing() {
     scenario("partition-heal");
 }
+
+#[test]
+fn demo_runs_end_to_end_and_writes_a_self_contained_report() {
+    let _one = CLUSTERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tb");
+    let _down = Down(dir.clone());
+    let report = tmp.path().join("report.html");
+    let out = ok(&[
+        "demo",
+        "--dir",
+        &dir.display().to_string(),
+        "--report",
+        &report.display().to_string(),
+    ]);
+    assert!(out.contains("demo passed"), "{out}");
+    assert!(out.contains("lost writes: 0 (must be 0)"), "{out}");
+    assert!(out.contains("kill -9 p3"), "{out}");
+    let page = std::fs::read_to_string(&report).unwrap();
+    assert!(page.contains("<svg") && page.contains("kill p3") && page.contains("restart p3"));
+    assert!(
+        !page.contains("src=") && !page.contains("href="),
+        "nothing fetched"
+    );
+    for (name, pid) in pids(&dir) {
+        assert!(!alive(pid), "{name} still runs after the demo");
+    }
+}

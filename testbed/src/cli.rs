@@ -53,6 +53,9 @@ pub enum TestbedCommand {
     Watch(crate::commands::WatchArgs),
     /// Run a scenario: a cluster, a workload, timed faults and assertions.
     Scenario(crate::commands::ScenarioArgs),
+    /// Five peers under load; kill one, watch detection and convergence,
+    /// restart it, check that nothing was lost; writes report.html.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Which membership configuration the simulated peers run.
@@ -441,5 +444,6 @@ pub fn run<C: crate::load::KvClient>(cmd: &TestbedCommand) -> Result<String> {
         TestbedCommand::Check(args) => c::check_cmd(args),
         TestbedCommand::Watch(args) => c::watch_cmd(args),
         TestbedCommand::Scenario(args) => c::scenario_cmd::<C>(args),
+        TestbedCommand::Demo(args) => crate::demo::demo::<C>(args),
     }
 }

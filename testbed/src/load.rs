@@ -84,6 +84,14 @@ pub trait KvClient: Clone + Send + Sync + 'static {
         key: Vec<u8>,
         timeout: Duration,
     ) -> impl Future<Output = KvReply> + Send;
+
+    /// Forgets any connection to `peer`: the workload calls it when the
+    /// peer leaves or rejoins the live set, so requests to a restarted peer
+    /// do not go down the dead process's connection. The default does
+    /// nothing.
+    fn reset(&self, peer: SocketAddr) {
+        let _ = peer;
+    }
 }
 
 /// The workload's shape.
@@ -274,8 +282,24 @@ pub async fn run<C: KvClient>(
     let started = Instant::now();
     let (mut issued, mut skipped, mut last_report) = (0u64, 0u64, 0u64);
     let mut tick = tokio::time::interval(Duration::from_millis(5));
+    let mut known: BTreeSet<SocketAddr> = peers
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .copied()
+        .collect();
     loop {
         tick.tick().await;
+        let now: BTreeSet<SocketAddr> = peers
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .copied()
+            .collect();
+        for changed in known.symmetric_difference(&now) {
+            shared.client.reset(*changed);
+        }
+        known = now;
         let elapsed = started.elapsed();
         if stop.load(Ordering::Relaxed) || cfg.duration.is_some_and(|d| elapsed >= d) {
             break;

@@ -185,6 +185,10 @@ impl KvClient for QuicKv {
         }
     }
 
+    fn reset(&self, peer: SocketAddr) {
+        self.forget(peer);
+    }
+
     async fn get(&self, peer: SocketAddr, key: Vec<u8>, timeout: Duration) -> KvReply {
         let req = Request::Get {
             key,
