@@ -21,8 +21,8 @@
 //! Step language: `kill|stop|cont|leave|restart NODE`, `add`,
 //! `partition A,B / C,D`, `heal`, `loss NODE 10%`, `delay NODE 50ms`,
 //! `wait 2s`, `load start`, `load stop`, `expect converged within 30s`,
-//! `expect NODE alive|suspect|dead|left within 15s` (as every other running
-//! peer sees it), and `check` (stops the workload, checks its history,
+//! `expect NODE alive|suspect|dead|left [from A,B] within 15s` (as every
+//! other running peer, or A and B, see it), and `check` (stops the workload, checks its history,
 //! fails on any violation). The first failed step ends the run; the cluster
 //! is always stopped at the end. IO: processes, HTTP, files.
 
@@ -153,8 +153,19 @@ pub enum Step {
     LoadStop,
     /// Every running peer agrees, within a bound.
     ExpectConverged(Duration),
-    /// Every other running peer sees a peer in a state, within a bound.
-    ExpectState(String, String, Duration),
+    /// Every other running peer (or those listed) sees a peer in a
+    /// state, within a bound.
+    ExpectState {
+        /// The peer observed.
+        node: String,
+        /// `alive`, `suspect`, `dead` or `left`.
+        state: String,
+        /// Only these observers (`from A,B`); all other running peers if
+        /// empty.
+        from: Vec<String>,
+        /// The bound.
+        within: Duration,
+    },
     /// Stop the workload and check its history.
     Check,
 }
@@ -177,7 +188,18 @@ impl fmt::Display for Step {
             Self::LoadStart => write!(f, "load start"),
             Self::LoadStop => write!(f, "load stop"),
             Self::ExpectConverged(d) => write!(f, "expect converged within {}", secs(d)),
-            Self::ExpectState(n, s, d) => write!(f, "expect {n} {s} within {}", secs(d)),
+            Self::ExpectState {
+                node,
+                state,
+                from,
+                within,
+            } => {
+                write!(f, "expect {node} {state} ")?;
+                if !from.is_empty() {
+                    write!(f, "from {} ", from.join(","))?;
+                }
+                write!(f, "within {}", secs(within))
+            }
             Self::Check => write!(f, "check"),
         }
     }
@@ -233,10 +255,22 @@ impl FromStr for Step {
             },
             "expect" => match words.as_slice() {
                 [_, "converged", "within", d] => Ok(Self::ExpectConverged(duration(d)?)),
-                [_, n, st @ ("alive" | "suspect" | "dead" | "left"), "within", d] => {
-                    Ok(Self::ExpectState((*n).to_owned(), (*st).to_owned(), duration(d)?))
+                [_, n, st @ ("alive" | "suspect" | "dead" | "left"), rest @ ..] => {
+                    let (from, d) = match rest {
+                        ["within", d] => (Vec::new(), d),
+                        ["from", who, "within", d] => {
+                            (who.split(',').filter(|w| !w.is_empty()).map(str::to_owned).collect(), d)
+                        }
+                        _ => bail!("{s:?}: expected `expect NODE {st} [from A,B] within 15s`"),
+                    };
+                    Ok(Self::ExpectState {
+                        node: (*n).to_owned(),
+                        state: (*st).to_owned(),
+                        from,
+                        within: duration(d)?,
+                    })
                 }
-                _ => bail!("{s:?}: expected `expect converged within 30s` or `expect NODE dead within 15s`"),
+                _ => bail!("{s:?}: expected `expect converged within 30s` or `expect NODE dead [from A,B] within 15s`"),
             },
             _ => bail!("{s:?}: unknown step (kill, stop, cont, leave, restart, add, partition, heal, loss, delay, wait, load start, load stop, expect, check)"),
         }
@@ -643,7 +677,12 @@ impl<C: KvClient> Ctx<C> {
                 let took = watch::wait_converged(&targets, *limit).map_err(anyhow::Error::msg)?;
                 format!("converged after {:.2} s", took.as_secs_f64())
             }
-            Step::ExpectState(n, state, limit) => self.expect_state(n, state, *limit)?,
+            Step::ExpectState {
+                node,
+                state,
+                from,
+                within,
+            } => self.expect_state(node, state, from, *within)?,
             Step::Check => self.check()?,
         };
         Ok(note)
@@ -718,21 +757,29 @@ impl<C: KvClient> Ctx<C> {
         Ok(note)
     }
 
-    fn expect_state(&self, name: &str, state: &str, limit: Duration) -> Result<String> {
+    fn expect_state(
+        &self,
+        name: &str,
+        state: &str,
+        from: &[String],
+        limit: Duration,
+    ) -> Result<String> {
         let start = Instant::now();
         let want = watch::letter(Some(state));
         let mut last = String::new();
         while start.elapsed() < limit {
             let targets = watch::targets(&self.tb.lock().expect("not poisoned").state);
-            targets
-                .iter()
-                .position(|t| t.name == name)
-                .with_context(|| format!("no peer called {name:?}"))?;
+            for who in from.iter().map(String::as_str).chain([name]) {
+                if !targets.iter().any(|t| t.name == who) {
+                    bail!("no peer called {who:?}");
+                }
+            }
             let snap = watch::observe(&targets);
             let observers: Vec<_> = snap
                 .peers
                 .iter()
                 .filter(|o| o.name != name && o.process == ProcState::Running)
+                .filter(|o| from.is_empty() || from.contains(&o.name))
                 .collect();
             let seen: Vec<(String, char)> = observers
                 .iter()
@@ -750,7 +797,12 @@ impl<C: KvClient> Ctx<C> {
                     })
                     .unwrap_or_default();
                 return Ok(format!(
-                    "{state} at every running peer after {:.2} s{since}",
+                    "{state} at {} after {:.2} s{since}",
+                    if from.is_empty() {
+                        "every running peer".to_owned()
+                    } else {
+                        from.join(", ")
+                    },
                     start.elapsed().as_secs_f64()
                 ));
             }
@@ -790,6 +842,7 @@ mod tests {
             "load stop",
             "expect converged within 30s",
             "expect p3 dead within 15s",
+            "expect p1 dead from p3,p4 within 20s",
             "check",
         ] {
             let step: Step = text.parse().unwrap();
