@@ -188,106 +188,129 @@ impl Acked {
     }
 }
 
-/// Checks a history against the model in the module doc.
-pub fn check(history: &History) -> Report {
-    let mut report = Report::default();
-    let mut writes: HashMap<(&str, &str), &Op> = HashMap::new();
-    let mut acked: BTreeMap<&str, Vec<(u64, Version, u64)>> = BTreeMap::new();
-    for op in &history.ops {
-        match op.op {
-            OpKind::Put => report.puts[outcome_index(op.outcome)] += 1,
-            OpKind::Get => report.gets[outcome_index(op.outcome)] += 1,
-        }
-        if op.op != OpKind::Put {
-            continue;
-        }
-        let Some(value) = op.value.as_deref() else {
-            continue;
-        };
-        writes.insert((&op.key, value), op);
-        acked.entry(&op.key).or_default();
-        if op.outcome == Outcome::Ok {
-            match op.version.as_deref().map(Version::parse) {
-                Some(Ok(v)) => acked
-                    .entry(&op.key)
-                    .or_default()
-                    .push((op.end_us, v, op.id)),
-                _ => report.unparsable_versions += 1,
+/// The puts of a history: every value written by key, and each key's
+/// acknowledged writes.
+struct Writes<'h> {
+    by_value: HashMap<(&'h str, &'h str), &'h Op>,
+    acked: BTreeMap<&'h str, Acked>,
+}
+
+impl<'h> Writes<'h> {
+    /// Indexes the puts, counting outcomes into `report`.
+    fn index(history: &'h History, report: &mut Report) -> Self {
+        let mut by_value = HashMap::new();
+        let mut acked: BTreeMap<&str, Vec<(u64, Version, u64)>> = BTreeMap::new();
+        for op in &history.ops {
+            match op.op {
+                OpKind::Put => report.puts[outcome_index(op.outcome)] += 1,
+                OpKind::Get => report.gets[outcome_index(op.outcome)] += 1,
             }
+            let (OpKind::Put, Some(value)) = (op.op, op.value.as_deref()) else {
+                continue;
+            };
+            by_value.insert((op.key.as_str(), value), op);
+            let list = acked.entry(&op.key).or_default();
+            if op.outcome == Outcome::Ok {
+                match op.version.as_deref().map(Version::parse) {
+                    Some(Ok(v)) => list.push((op.end_us, v, op.id)),
+                    _ => report.unparsable_versions += 1,
+                }
+            }
+        }
+        report.keys_written = acked.len();
+        Self {
+            by_value,
+            acked: acked
+                .into_iter()
+                .map(|(k, w)| (k, Acked::build(w)))
+                .collect(),
         }
     }
-    report.keys_written = acked.len();
-    let acked: BTreeMap<&str, Acked> = acked
-        .into_iter()
-        .map(|(k, w)| (k, Acked::build(w)))
-        .collect();
-    let mut verified = std::collections::BTreeSet::new();
-    for r in history
-        .ops
-        .iter()
-        .filter(|o| o.op == OpKind::Get && o.outcome == Outcome::Ok)
-    {
-        if r.final_read {
-            report.final_reads += 1;
-        }
-        let read_version = match r.version.as_deref().map(Version::parse) {
-            Some(Ok(v)) => Some(v),
-            Some(Err(_)) => {
-                report.unparsable_versions += 1;
-                continue;
-            }
-            None => None,
-        };
-        let mut flag = |kind: Kind, detail: String| {
-            report.violations.push(Violation {
-                kind,
-                key: r.key.clone(),
-                read: r.id,
-                detail,
-            });
-        };
-        if let Some(value) = r.value.as_deref() {
-            match writes.get(&(r.key.as_str(), value)) {
-                None => flag(Kind::PhantomRead, format!("returned {value:?}, which no put of this key wrote")),
-                Some(w) if w.start_us > r.end_us => flag(
-                    Kind::PhantomRead,
-                    format!("returned {value:?}, written by put #{} invoked only after this read completed", w.id),
+
+    /// What is wrong with the value a successful read returned, if anything.
+    fn value_violation(&self, r: &Op) -> Option<(Kind, String)> {
+        let value = r.value.as_deref()?;
+        match self.by_value.get(&(r.key.as_str(), value)) {
+            None => Some((
+                Kind::PhantomRead,
+                format!("returned {value:?}, which no put of this key wrote"),
+            )),
+            Some(w) if w.start_us > r.end_us => Some((
+                Kind::PhantomRead,
+                format!(
+                    "returned {value:?}, written by put #{} invoked only after this read completed",
+                    w.id
                 ),
-                Some(w) if w.outcome == Outcome::Fail => flag(
-                    Kind::FailedWriteRead,
-                    format!("returned {value:?}, from put #{} reported failed: {}", w.id, w.error.as_deref().unwrap_or("")),
+            )),
+            Some(w) if w.outcome == Outcome::Fail => Some((
+                Kind::FailedWriteRead,
+                format!(
+                    "returned {value:?}, from put #{} reported failed: {}",
+                    w.id,
+                    w.error.as_deref().unwrap_or("")
                 ),
-                Some(_) => {}
-            }
+            )),
+            Some(_) => None,
         }
-        let Some(required) = acked
-            .get(r.key.as_str())
-            .and_then(|a| a.required_at(r.start_us))
-        else {
-            continue;
-        };
-        let (_, need, wid) = required;
-        let ok = read_version.as_ref().is_some_and(|v| v >= need);
-        if ok {
-            if r.final_read {
-                verified.insert(r.key.as_str());
-            }
-            continue;
+    }
+
+    /// Whether a successful read returned at least what was acknowledged
+    /// before it began: `None` when nothing was required, `Ok` when met,
+    /// `Err` with the violation otherwise.
+    fn recency(&self, r: &Op, read: Option<&Version>) -> Option<Result<(), (Kind, String)>> {
+        let (_, need, wid) = self.acked.get(r.key.as_str())?.required_at(r.start_us)?;
+        if read.is_some_and(|v| v >= need) {
+            return Some(Ok(()));
         }
         let kind = if r.final_read {
             Kind::LostWrite
         } else {
             Kind::StaleRead
         };
-        let got = match (&r.value, &read_version) {
+        let got = match (&r.value, read) {
             (None, _) => "nothing".to_owned(),
             (Some(v), Some(ver)) => format!("{v:?} at {ver}"),
             (Some(v), None) => format!("{v:?} without a version"),
         };
-        flag(
+        Some(Err((
             kind,
             format!("put #{wid} was acknowledged at {need} before this read began, but the read returned {got}"),
-        );
+        )))
+    }
+}
+
+/// Checks a history against the model in the module doc.
+pub fn check(history: &History) -> Report {
+    let mut report = Report::default();
+    let writes = Writes::index(history, &mut report);
+    let mut verified = std::collections::BTreeSet::new();
+    let reads = history
+        .ops
+        .iter()
+        .filter(|o| o.op == OpKind::Get && o.outcome == Outcome::Ok);
+    for r in reads {
+        report.final_reads += usize::from(r.final_read);
+        let Ok(read) = r.version.as_deref().map(Version::parse).transpose() else {
+            report.unparsable_versions += 1;
+            continue;
+        };
+        let mut found = Vec::new();
+        found.extend(writes.value_violation(r));
+        match writes.recency(r, read.as_ref()) {
+            Some(Ok(())) if r.final_read => {
+                verified.insert(r.key.as_str());
+            }
+            Some(Err(v)) => found.push(v),
+            _ => {}
+        }
+        report
+            .violations
+            .extend(found.into_iter().map(|(kind, detail)| Violation {
+                kind,
+                key: r.key.clone(),
+                read: r.id,
+                detail,
+            }));
     }
     report.keys_verified = verified.len();
     report

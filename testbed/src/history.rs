@@ -58,6 +58,9 @@ pub struct Op {
     /// The peer the request went to.
     #[serde(default)]
     pub peer: Option<String>,
+    /// Replicas that acknowledged (put) or answered (get), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<String>,
     /// Whether this is a read of the final pass (after every write ended).
     #[serde(default)]
     pub final_read: bool,
@@ -255,6 +258,7 @@ mod tests {
             start_us: 5,
             end_us: 9,
             peer: Some("127.0.0.1:1".into()),
+            replicas: vec!["p1".into(), "p2".into()],
             final_read: false,
             error: None,
         };

@@ -229,6 +229,7 @@ impl<C: KvClient> Shared<C> {
             start_us,
             end_us,
             peer: Some(peer.to_string()),
+            replicas: reply.replicas,
             final_read,
             error: reply.error,
         };
@@ -276,73 +277,9 @@ pub async fn run<C: KvClient>(
         written: Mutex::new(BTreeSet::new()),
         timeout: cfg.timeout,
     });
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(cfg.in_flight_max));
-    let mut tasks = tokio::task::JoinSet::new();
     let started = Instant::now();
-    let (mut issued, mut skipped, mut last_report) = (0u64, 0u64, 0u64);
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
-    let mut known: BTreeSet<SocketAddr> = peers
-        .lock()
-        .expect("not poisoned")
-        .iter()
-        .copied()
-        .collect();
-    loop {
-        tick.tick().await;
-        let now: BTreeSet<SocketAddr> = peers
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .copied()
-            .collect();
-        for changed in known.symmetric_difference(&now) {
-            shared.client.reset(*changed);
-        }
-        known = now;
-        let elapsed = started.elapsed();
-        if stop.load(Ordering::Relaxed) || cfg.duration.is_some_and(|d| elapsed >= d) {
-            break;
-        }
-        let due = (elapsed.as_secs_f64() * f64::from(cfg.rate)) as u64;
-        while issued < due {
-            issued += 1;
-            let (Ok(permit), Some(peer)) = (
-                in_flight.clone().try_acquire_owned(),
-                pick(&mut rng, &peers),
-            ) else {
-                skipped += 1;
-                continue;
-            };
-            let k = rng.random_range(0..cfg.keys.max(1));
-            let kind = if rng.random_bool(cfg.read_ratio.clamp(0.0, 1.0)) {
-                OpKind::Get
-            } else {
-                OpKind::Put
-            };
-            let shared = shared.clone();
-            tasks.spawn(async move {
-                let o = shared.op(kind, k, peer, false).await;
-                shared.outcomes[outcome_index(o)].fetch_add(1, Ordering::Relaxed);
-                drop(permit);
-            });
-        }
-        while tasks.try_join_next().is_some() {}
-        if progress && elapsed.as_secs() > last_report {
-            last_report = elapsed.as_secs();
-            let o: Vec<u64> = shared
-                .outcomes
-                .iter()
-                .map(|a| a.load(Ordering::Relaxed))
-                .collect();
-            eprintln!(
-                "{:4} s  {} ops: {} ok, {} failed, {} unknown, {} skipped",
-                last_report, issued, o[0], o[1], o[2], skipped
-            );
-        }
-    }
+    let (issued, skipped) = timed_phase(&shared, &peers, cfg, &stop, progress).await;
     let elapsed = started.elapsed();
-    while tasks.join_next().await.is_some() {}
     let outcomes = [0, 1, 2].map(|i| shared.outcomes[i].load(Ordering::Relaxed));
     let keys: Vec<u64> = shared
         .written
@@ -365,6 +302,78 @@ pub async fn run<C: KvClient>(
         final_unread,
         elapsed,
     })
+}
+
+fn peer_set(peers: &LivePeers) -> BTreeSet<SocketAddr> {
+    peers
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .copied()
+        .collect()
+}
+
+/// Starts operations at the configured rate until the duration passes or
+/// `stop` is set, then waits for those in flight; (due, skipped).
+async fn timed_phase<C: KvClient>(
+    shared: &Arc<Shared<C>>,
+    peers: &LivePeers,
+    cfg: &LoadConfig,
+    stop: &AtomicBool,
+    progress: bool,
+) -> (u64, u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(cfg.in_flight_max));
+    let mut tasks = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    let (mut issued, mut skipped, mut last_report) = (0u64, 0u64, 0u64);
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    let mut known = peer_set(peers);
+    loop {
+        tick.tick().await;
+        let now = peer_set(peers);
+        for changed in known.symmetric_difference(&now) {
+            shared.client.reset(*changed);
+        }
+        known = now;
+        let elapsed = started.elapsed();
+        if stop.load(Ordering::Relaxed) || cfg.duration.is_some_and(|d| elapsed >= d) {
+            break;
+        }
+        let due = (elapsed.as_secs_f64() * f64::from(cfg.rate)) as u64;
+        while issued < due {
+            issued += 1;
+            let (Ok(permit), Some(peer)) =
+                (in_flight.clone().try_acquire_owned(), pick(&mut rng, peers))
+            else {
+                skipped += 1;
+                continue;
+            };
+            let k = rng.random_range(0..cfg.keys.max(1));
+            let kind = if rng.random_bool(cfg.read_ratio.clamp(0.0, 1.0)) {
+                OpKind::Get
+            } else {
+                OpKind::Put
+            };
+            let shared = shared.clone();
+            tasks.spawn(async move {
+                let o = shared.op(kind, k, peer, false).await;
+                shared.outcomes[outcome_index(o)].fetch_add(1, Ordering::Relaxed);
+                drop(permit);
+            });
+        }
+        while tasks.try_join_next().is_some() {}
+        if progress && elapsed.as_secs() > last_report {
+            last_report = elapsed.as_secs();
+            let o = [0, 1, 2].map(|i| shared.outcomes[i].load(Ordering::Relaxed));
+            eprintln!(
+                "{:4} s  {} ops: {} ok, {} failed, {} unknown, {} skipped",
+                last_report, issued, o[0], o[1], o[2], skipped
+            );
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    (issued, skipped)
 }
 
 /// Reads every key once (retrying through other peers, at most 5 tries);

@@ -59,39 +59,31 @@ fn per_second(history: &History, offset_s: f64, seconds: usize) -> Vec<(u32, u32
     buckets
 }
 
-/// The page.
-pub fn html(run: &RunReport, history: Option<&History>, summary: &str) -> String {
-    let names: Vec<String> = run
-        .timeline
-        .iter()
-        .flat_map(|s| s.snapshot.peers.iter().map(|p| p.name.clone()))
-        .fold(Vec::new(), |mut v, n| {
-            if !v.contains(&n) {
-                v.push(n);
-            }
-            v
-        });
-    // The history's clock starts when the workload did.
-    let offset_s = history
-        .and_then(|h| h.started_unix_ms)
-        .map_or(0.0, |ms| (ms as f64 - run.started_unix_ms as f64) / 1000.0);
-    let history_end = history
-        .and_then(|h| h.ops.iter().map(|o| o.end_us).max())
-        .map_or(0.0, |us| offset_s + us as f64 / 1e6);
-    let timeline_end = run.timeline.last().map_or(0.0, |s| s.at.as_secs_f64());
-    let total = timeline_end.max(history_end).max(1.0);
-    let x = |t: f64| LEFT + (WIDTH - LEFT - RIGHT) * (t / total);
+/// The drawing area: seconds to x.
+struct Canvas {
+    total: f64,
+}
 
-    let mut svg = String::new();
-    let rows_h = ROW * names.len() as f64;
-    let chart_top = rows_h + 50.0;
-    let chart_h = 140.0;
-    let height = chart_top + chart_h + 40.0;
-    let _ = write!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="12">"#
-    );
-    // Membership rows.
+impl Canvas {
+    fn x(&self, t: f64) -> f64 {
+        LEFT + (WIDTH - LEFT - RIGHT) * (t / self.total)
+    }
+}
+
+/// Peer names in order of first appearance.
+fn peer_names(run: &RunReport) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for p in run.timeline.iter().flat_map(|s| &s.snapshot.peers) {
+        if !names.contains(&p.name) {
+            names.push(p.name.clone());
+        }
+    }
+    names
+}
+
+/// One row per peer: its state as most running peers saw it, and a bar
+/// while its process was down.
+fn membership_rows(svg: &mut String, run: &RunReport, names: &[String], c: &Canvas) {
     for (row, name) in names.iter().enumerate() {
         let y = 10.0 + row as f64 * ROW;
         let _ = write!(
@@ -111,7 +103,7 @@ pub fn html(run: &RunReport, history: Option<&History>, summary: &str) -> String
             };
             let state = s.snapshot.consensus(name).unwrap_or('-');
             // A little overlap, so neighbouring samples show no seams.
-            let (x0, w) = (x(t0), (x(t1) - x(t0)).max(0.5) + 0.6);
+            let (x0, w) = (c.x(t0), (c.x(t1) - c.x(t0)).max(0.5) + 0.6);
             let _ = write!(
                 svg,
                 r#"<rect x="{x0:.1}" y="{y:.1}" width="{w:.1}" height="16" fill="{}"><title>{} at {t0:.2} s: {} (process {})</title></rect>"#,
@@ -129,62 +121,98 @@ pub fn html(run: &RunReport, history: Option<&History>, summary: &str) -> String
             }
         }
     }
-    // Steps.
+}
+
+/// A dashed line and a label per step (waits and assertions left out).
+fn step_lines(svg: &mut String, run: &RunReport, label_y: f64, bottom: f64, c: &Canvas) {
     for e in &run.events {
         if e.step.starts_with("expect") || e.step.starts_with("wait") {
             continue;
         }
-        let ex = x(e.at.as_secs_f64());
+        let ex = c.x(e.at.as_secs_f64());
         let _ = write!(
             svg,
-            r##"<line x1="{ex:.1}" y1="4" x2="{ex:.1}" y2="{:.1}" stroke="#333" stroke-dasharray="3,3"/><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"##,
-            chart_top + chart_h,
+            r##"<line x1="{ex:.1}" y1="4" x2="{ex:.1}" y2="{bottom:.1}" stroke="#333" stroke-dasharray="3,3"/><text x="{:.1}" y="{label_y:.1}" font-size="11">{}</text>"##,
             ex + 3.0,
-            rows_h + 26.0,
             esc(&e.step)
         );
     }
-    // Ops per second.
-    if let Some(h) = history {
-        let seconds = total.ceil() as usize;
-        let buckets = per_second(h, offset_s, seconds);
-        let peak = buckets.iter().map(|b| b.0 + b.1).max().unwrap_or(1).max(1);
-        let scale = chart_h / f64::from(peak);
+}
+
+/// Bars of ops per second: acknowledged in blue, the rest in red on top.
+fn ops_chart(svg: &mut String, buckets: &[(u32, u32)], top: f64, height: f64, c: &Canvas) {
+    let peak = buckets.iter().map(|b| b.0 + b.1).max().unwrap_or(1).max(1);
+    let scale = height / f64::from(peak);
+    let _ = write!(
+        svg,
+        r#"<text x="4" y="{:.1}">ops/s</text><text x="4" y="{:.1}" font-size="10">peak {peak}</text>"#,
+        top + 14.0,
+        top + 28.0
+    );
+    let base = top + height;
+    for (sec, (good, bad)) in buckets.iter().enumerate() {
+        let (x0, x1) = (c.x(sec as f64), c.x(sec as f64 + 1.0));
+        let w = (x1 - x0 - 1.0).max(0.5);
+        let gh = f64::from(*good) * scale;
+        let bh = f64::from(*bad) * scale;
         let _ = write!(
             svg,
-            r#"<text x="4" y="{:.1}">ops/s</text><text x="4" y="{:.1}" font-size="10">peak {peak}</text>"#,
-            chart_top + 14.0,
-            chart_top + 28.0
+            r##"<rect x="{x0:.1}" y="{:.1}" width="{w:.1}" height="{gh:.1}" fill="#4a7bd0"><title>{sec}-{} s: {good} ok, {bad} failed or unknown</title></rect><rect x="{x0:.1}" y="{:.1}" width="{w:.1}" height="{bh:.1}" fill="#d62728"/>"##,
+            base - gh,
+            sec + 1,
+            base - gh - bh
         );
-        for (sec, (good, bad)) in buckets.iter().enumerate() {
-            let (x0, x1) = (x(sec as f64), x(sec as f64 + 1.0));
-            let w = (x1 - x0 - 1.0).max(0.5);
-            let base = chart_top + chart_h;
-            let gh = f64::from(*good) * scale;
-            let bh = f64::from(*bad) * scale;
-            let _ = write!(
-                svg,
-                r##"<rect x="{x0:.1}" y="{:.1}" width="{w:.1}" height="{gh:.1}" fill="#4a7bd0"><title>{sec}-{} s: {good} ok, {bad} failed or unknown</title></rect><rect x="{x0:.1}" y="{:.1}" width="{w:.1}" height="{bh:.1}" fill="#d62728"/>"##,
-                base - gh,
-                sec + 1,
-                base - gh - bh
-            );
-        }
     }
-    // Time axis.
-    let axis_y = chart_top + chart_h + 16.0;
-    let step = if total > 60.0 { 10 } else { 5 };
+}
+
+/// Seconds along the bottom.
+fn time_axis(svg: &mut String, y: f64, c: &Canvas) {
+    let step = if c.total > 60.0 { 10 } else { 5 };
     let mut t = 0;
-    while f64::from(t) <= total {
-        let tx = x(f64::from(t));
+    while f64::from(t) <= c.total {
+        let tx = c.x(f64::from(t));
         let _ = write!(
             svg,
-            r#"<text x="{tx:.1}" y="{axis_y:.1}" text-anchor="middle">{t} s</text>"#
+            r#"<text x="{tx:.1}" y="{y:.1}" text-anchor="middle">{t} s</text>"#
         );
         t += step;
     }
-    svg.push_str("</svg>");
+}
 
+/// The timeline chart.
+fn timeline_svg(run: &RunReport, history: Option<&History>) -> String {
+    let names = peer_names(run);
+    // The history's clock starts when the workload did.
+    let offset_s = history
+        .and_then(|h| h.started_unix_ms)
+        .map_or(0.0, |ms| (ms as f64 - run.started_unix_ms as f64) / 1000.0);
+    let history_end = history
+        .and_then(|h| h.ops.iter().map(|o| o.end_us).max())
+        .map_or(0.0, |us| offset_s + us as f64 / 1e6);
+    let timeline_end = run.timeline.last().map_or(0.0, |s| s.at.as_secs_f64());
+    let c = Canvas {
+        total: timeline_end.max(history_end).max(1.0),
+    };
+    let rows_h = ROW * names.len() as f64;
+    let (chart_top, chart_h) = (rows_h + 50.0, 140.0);
+    let height = chart_top + chart_h + 40.0;
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    membership_rows(&mut svg, run, &names, &c);
+    step_lines(&mut svg, run, rows_h + 26.0, chart_top + chart_h, &c);
+    if let Some(h) = history {
+        let buckets = per_second(h, offset_s, c.total.ceil() as usize);
+        ops_chart(&mut svg, &buckets, chart_top, chart_h, &c);
+    }
+    time_axis(&mut svg, chart_top + chart_h + 16.0, &c);
+    svg.push_str("</svg>");
+    svg
+}
+
+/// The page.
+pub fn html(run: &RunReport, history: Option<&History>, summary: &str) -> String {
+    let svg = timeline_svg(run, history);
     let legend: String = ['A', 'S', 'D', 'L']
         .iter()
         .map(|c| {
@@ -296,6 +324,7 @@ mod tests {
             start_us: 0,
             end_us,
             peer: None,
+            replicas: Vec::new(),
             final_read: false,
             error: None,
         };

@@ -499,48 +499,7 @@ pub fn run<C: KvClient>(scenario: &Scenario, opts: &RunOptions) -> Result<RunRep
         started,
         last_fault: Default::default(),
     };
-    let mut events = Vec::new();
-    let mut failure = None;
-    for (at, step) in steps {
-        if let Some(at) = at {
-            let now = started.elapsed();
-            if at > now {
-                std::thread::sleep(at - now);
-            }
-        }
-        let t0 = started.elapsed();
-        if opts.progress {
-            print!("{:7.2} s  {:<36} ", t0.as_secs_f64(), step.to_string());
-            let _ = std::io::Write::flush(&mut std::io::stdout());
-        }
-        let result = ctx.step(&step, t0);
-        let event = Event {
-            at: t0,
-            step: step.to_string(),
-            took: started.elapsed() - t0,
-            ok: result.is_ok(),
-            note: match &result {
-                Ok(n) => n.clone(),
-                Err(e) => format!("{e:#}"),
-            },
-        };
-        if opts.progress {
-            println!(
-                "{:6.2} s  {}{}",
-                event.took.as_secs_f64(),
-                if event.ok { "" } else { "FAILED: " },
-                event.note
-            );
-        }
-        let failed = !event.ok;
-        if failed {
-            failure = Some(format!("{step}: {}", event.note));
-        }
-        events.push(event);
-        if failed {
-            break;
-        }
-    }
+    let (events, failure) = ctx.run_steps(steps, opts.progress);
     if let Some(running) = ctx.load.take() {
         running.stop.store(true, Ordering::Relaxed);
         let _ = running.handle.join();
@@ -618,6 +577,58 @@ struct Ctx<C> {
 }
 
 impl<C: KvClient> Ctx<C> {
+    /// Runs the steps in order until one fails; the events and the
+    /// failure.
+    fn run_steps(
+        &mut self,
+        steps: Vec<(Option<Duration>, Step)>,
+        progress: bool,
+    ) -> (Vec<Event>, Option<String>) {
+        let mut events = Vec::new();
+        for (at, step) in steps {
+            if let Some(wait) = at.and_then(|at| at.checked_sub(self.started.elapsed())) {
+                std::thread::sleep(wait);
+            }
+            let event = self.run_one(&step, progress);
+            let ok = event.ok;
+            let note = event.note.clone();
+            events.push(event);
+            if !ok {
+                return (events, Some(format!("{step}: {note}")));
+            }
+        }
+        (events, None)
+    }
+
+    /// Runs one step, printing it when `progress`.
+    fn run_one(&mut self, step: &Step, progress: bool) -> Event {
+        let t0 = self.started.elapsed();
+        if progress {
+            print!("{:7.2} s  {:<36} ", t0.as_secs_f64(), step.to_string());
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
+        let result = self.step(step, t0);
+        let event = Event {
+            at: t0,
+            step: step.to_string(),
+            took: self.started.elapsed() - t0,
+            ok: result.is_ok(),
+            note: match result {
+                Ok(n) => n,
+                Err(e) => format!("{e:#}"),
+            },
+        };
+        if progress {
+            println!(
+                "{:6.2} s  {}{}",
+                event.took.as_secs_f64(),
+                if event.ok { "" } else { "FAILED: " },
+                event.note
+            );
+        }
+        event
+    }
+
     fn refresh_live(&self) {
         let addrs = self.tb.lock().expect("not poisoned").running_addrs();
         *self.live.lock().expect("not poisoned") = addrs;

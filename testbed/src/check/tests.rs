@@ -34,6 +34,7 @@ impl H {
             start_us: start,
             end_us: end,
             peer: None,
+            replicas: Vec::new(),
             final_read,
             error: None,
         });
