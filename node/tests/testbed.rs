@@ -117,6 +117,15 @@ fn detached_cluster_survives_its_command_and_takes_faults_load_and_down() {
 
     // Bad input is refused clearly and changes nothing.
     assert!(fails(&["kill", "p9", "--dir", &d]).contains("no peer called \"p9\""));
+    assert!(fails(&["up", "--nodes", "1", "--dir", &d]).contains("already running"));
+    let scenario =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../testbed/scenarios/kill-restart.toml");
+    let err = fails(&["scenario", &scenario.display().to_string(), "--dir", &d]);
+    assert!(err.contains("already running"), "{err}");
+    assert!(
+        before.iter().all(|(_, pid)| alive(*pid)),
+        "a refused command stops nothing"
+    );
     assert!(fails(&["restart", "p1", "--dir", &d]).contains("its process is running"));
     assert!(fails(&["delay", "p1", "soon", "--dir", &d]).contains("not a duration"));
 

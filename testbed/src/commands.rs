@@ -473,6 +473,7 @@ pub fn scenario_cmd<C: KvClient>(args: &ScenarioArgs) -> Result<String> {
             dir,
             progress: true,
             keep: args.keep,
+            down_on_interrupt: !args.keep,
         },
     )?;
     // The steps were printed as they ran: end with the totals.

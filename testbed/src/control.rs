@@ -99,13 +99,7 @@ impl Testbed {
         }
         if State::path(dir).exists() {
             let old = Self::open(dir)?;
-            let running: Vec<&str> = old
-                .state
-                .peers
-                .iter()
-                .filter(|p| procs::state(p.pid, &p.data) != ProcState::Gone)
-                .map(|p| p.name.as_str())
-                .collect();
+            let running = old.still_running();
             if !running.is_empty() {
                 bail!(
                     "a testbed is already running in {} (peers {}); stop it with `ringkv testbed down --dir {}`",
@@ -142,6 +136,15 @@ impl Testbed {
             );
         }
         Ok((tb, started.elapsed()))
+    }
+
+    /// Names of the peers whose processes still exist (running or
+    /// stopped).
+    pub fn still_running(&self) -> Vec<String> {
+        (0..self.state.peers.len())
+            .filter(|&i| self.process(i) != ProcState::Gone)
+            .map(|i| self.state.peers[i].name.clone())
+            .collect()
     }
 
     fn start_args(&self, p: &PeerState, listen: &str, admin: &str) -> Vec<String> {

@@ -131,7 +131,9 @@ pub fn demo<C: KvClient>(args: &DemoArgs) -> Result<String> {
             bin: crate::commands::this_binary()?,
             dir: dir.clone(),
             progress: true,
+            // The figures are read after the run; the demo stops the peers.
             keep: true,
+            down_on_interrupt: !args.keep,
         },
     )?;
     // Read the figures before the peers go.

@@ -444,6 +444,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// Leave the peers running at the end.
     pub keep: bool,
+    /// Stop the peers and exit on Ctrl-C or SIGTERM (they are detached,
+    /// so they would otherwise outlive the run).
+    pub down_on_interrupt: bool,
 }
 
 /// Runs a scenario with `C` as the store client.
@@ -453,19 +456,47 @@ pub struct RunOptions {
 /// report's `failure`.
 pub fn run<C: KvClient>(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
     let steps = scenario.timed_steps()?;
-    let (tb, up_took) = Testbed::up(
+    // Refuse before starting anything, so a failure below is ours to clean.
+    if let Ok(old) = Testbed::open(&opts.dir) {
+        let running = old.still_running();
+        if !running.is_empty() {
+            bail!(
+                "a testbed is already running in {} (peers {}); stop it with `ringkv testbed down --dir {}`",
+                opts.dir.display(),
+                running.join(", "),
+                opts.dir.display()
+            );
+        }
+    }
+    let up = Testbed::up(
         &opts.dir,
         &opts.bin,
         scenario.nodes,
         scenario.node_flags.clone(),
         Duration::from_secs(60),
-    )?;
+    );
+    let (tb, up_took) = match up {
+        Ok(up) => up,
+        Err(e) => {
+            // `up` leaves peers that did not converge running, for a
+            // person to look at; a scripted run stops them.
+            if !opts.keep {
+                if let Ok(mut tb) = Testbed::open(&opts.dir) {
+                    let _ = tb.down();
+                }
+            }
+            return Err(e);
+        }
+    };
     let started = Instant::now();
     let started_unix_ms = crate::commands::unix_ms();
     let key = tb.state.cluster_key.clone();
     let dir = tb.dir.clone();
     let tb = Arc::new(Mutex::new(tb));
     let guard = (!opts.keep).then(|| DownGuard(tb.clone()));
+    if opts.down_on_interrupt {
+        stop_on_interrupt(dir.clone());
+    }
     if opts.progress {
         println!(
             "scenario {}: {} peers up in {:.1} s ({})",
@@ -520,6 +551,36 @@ pub fn run<C: KvClient>(scenario: &Scenario, opts: &RunOptions) -> Result<RunRep
         history: ctx.history,
         started_unix_ms,
     })
+}
+
+/// The peers are detached, so a Ctrl-C (or SIGTERM) of the run would
+/// leave them running: on either, stop the cluster in `dir` (from its
+/// state file, which every step keeps current) and exit with 130.
+fn stop_on_interrupt(dir: PathBuf) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("\ninterrupted: stopping the peers in {}", dir.display());
+            if let Ok(mut tb) = Testbed::open(&dir) {
+                let _ = tb.down();
+            }
+            std::process::exit(130);
+        });
+    });
 }
 
 fn spawn_sampler(
