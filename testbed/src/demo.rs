@@ -210,6 +210,13 @@ pub fn narrative(run: &RunReport, metrics: &BTreeMap<String, f64>) -> String {
                 c.count(crate::check::Kind::StaleRead),
                 c.count(crate::check::Kind::PhantomRead)
             );
+            for v in c.violations.iter().take(10) {
+                let _ = writeln!(
+                    out,
+                    "  {} on {:?} (read #{}): {}",
+                    v.kind, v.key, v.read, v.detail
+                );
+            }
         }
         None => {
             let _ = writeln!(out, "checker: did not run");

@@ -509,13 +509,14 @@ pub fn run<C: KvClient>(scenario: &Scenario, opts: &RunOptions) -> Result<RunRep
     let live: LivePeers = Arc::new(Mutex::new(tb.lock().expect("not poisoned").running_addrs()));
     let timeline = Arc::new(Mutex::new(Vec::new()));
     let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = spawn_sampler(
-        tb.clone(),
-        live.clone(),
-        timeline.clone(),
-        sampling.clone(),
+    let sampler = spawn_sampler(Sampling {
+        tb: tb.clone(),
+        live: live.clone(),
+        timeline: timeline.clone(),
+        on: sampling.clone(),
         started,
-    );
+        progress: opts.progress,
+    });
     let mut ctx = Ctx::<C> {
         client: std::marker::PhantomData,
         tb,
@@ -583,14 +584,60 @@ fn stop_on_interrupt(dir: PathBuf) {
     });
 }
 
-fn spawn_sampler(
+/// What the sampler shares with the runner.
+struct Sampling {
     tb: Arc<Mutex<Testbed>>,
     live: LivePeers,
     timeline: Arc<Mutex<Vec<Sample>>>,
     on: Arc<AtomicBool>,
     started: Instant,
-) -> JoinHandle<()> {
+    /// Print each change of a peer's state (as most running peers see it).
+    progress: bool,
+}
+
+/// Lines for peers whose state, as most running peers see it, changed
+/// between two samples: `p3 is suspect (2 of 4 running peers)`.
+pub fn changes(before: Option<&Snapshot>, now: &Snapshot) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in &now.peers {
+        let Some(c) = now.consensus(&p.name) else {
+            continue;
+        };
+        if before.and_then(|b| b.consensus(&p.name)) == Some(c) {
+            continue;
+        }
+        let seeing = now
+            .peers
+            .iter()
+            .filter(|o| o.view.is_some() && now.cell(o, &p.name) == c)
+            .count();
+        let asked = now.peers.iter().filter(|o| o.view.is_some()).count();
+        let state = match c {
+            'A' => "alive",
+            'S' => "suspect",
+            'D' => "dead",
+            'L' => "left",
+            _ => "unknown",
+        };
+        out.push(format!(
+            "{} is {state} ({seeing} of {asked} running peers)",
+            p.name
+        ));
+    }
+    out
+}
+
+fn spawn_sampler(s: Sampling) -> JoinHandle<()> {
+    let Sampling {
+        tb,
+        live,
+        timeline,
+        on,
+        started,
+        progress,
+    } = s;
     std::thread::spawn(move || {
+        let mut last: Option<Snapshot> = None;
         while on.load(Ordering::Relaxed) {
             let (targets, addrs) = {
                 let tb = tb.lock().expect("not poisoned");
@@ -611,6 +658,15 @@ fn spawn_sampler(
                 .filter(|(n, _)| running.contains(n))
                 .map(|(_, a)| *a)
                 .collect();
+            if progress {
+                // Skip the first sample: the cluster is known to be up.
+                if last.is_some() {
+                    for line in changes(last.as_ref(), &snapshot) {
+                        println!("{:7.2} s    · {line}", at.as_secs_f64());
+                    }
+                }
+                last = Some(snapshot.clone());
+            }
             timeline
                 .lock()
                 .expect("not poisoned")
@@ -665,8 +721,7 @@ impl<C: KvClient> Ctx<C> {
     fn run_one(&mut self, step: &Step, progress: bool) -> Event {
         let t0 = self.started.elapsed();
         if progress {
-            print!("{:7.2} s  {:<36} ", t0.as_secs_f64(), step.to_string());
-            let _ = std::io::Write::flush(&mut std::io::stdout());
+            println!("{:7.2} s  {step}", t0.as_secs_f64());
         }
         let result = self.step(step, t0);
         let event = Event {
@@ -679,10 +734,10 @@ impl<C: KvClient> Ctx<C> {
                 Err(e) => format!("{e:#}"),
             },
         };
-        if progress {
+        if progress && !(event.ok && event.note.is_empty()) {
             println!(
-                "{:6.2} s  {}{}",
-                event.took.as_secs_f64(),
+                "{:7.2} s    → {}{}",
+                (t0 + event.took).as_secs_f64(),
                 if event.ok { "" } else { "FAILED: " },
                 event.note
             );
@@ -948,6 +1003,39 @@ mod tests {
             Scenario::parse("name = \"x\"\nnodes = 3\nstep = []\ncolour = 1\n").unwrap_err()
         );
         assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn state_changes_are_reported_once_per_change() {
+        use crate::watch::{Observed, PeerView};
+        let snap = |p2: &str| Snapshot {
+            peers: vec![
+                Observed {
+                    name: "p1".into(),
+                    process: ProcState::Running,
+                    view: Some(PeerView {
+                        states: [("p1", "alive"), ("p2", p2)]
+                            .iter()
+                            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                            .collect(),
+                        ring_digest: None,
+                        index: 1,
+                    }),
+                },
+                Observed {
+                    name: "p2".into(),
+                    process: ProcState::Gone,
+                    view: None,
+                },
+            ],
+        };
+        let (a, s) = (snap("alive"), snap("suspect"));
+        assert!(changes(Some(&a), &a).is_empty());
+        assert_eq!(
+            changes(Some(&a), &s),
+            ["p2 is suspect (1 of 1 running peers)"]
+        );
+        assert_eq!(changes(None, &a).len(), 2, "everything is news at first");
     }
 
     #[test]
