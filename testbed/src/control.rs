@@ -97,6 +97,7 @@ impl Testbed {
         if nodes == 0 {
             bail!("a cluster needs at least one peer");
         }
+        check_node_flags(&node_flags)?;
         if State::path(dir).exists() {
             let old = Self::open(dir)?;
             let running = old.still_running();
@@ -510,6 +511,32 @@ impl Testbed {
     }
 }
 
+/// Flags the testbed sets itself for every peer.
+const OWN_FLAGS: [&str; 8] = [
+    "--data",
+    "--listen",
+    "--admin",
+    "--name",
+    "--join",
+    "--cluster-key",
+    "--cluster-key-file",
+    FAULT_FLAG,
+];
+
+/// Refuses node flags the testbed sets itself.
+///
+/// # Errors
+/// One of [`OWN_FLAGS`], alone or as `--flag=value`.
+pub fn check_node_flags(flags: &[String]) -> Result<()> {
+    for f in flags {
+        let name = f.split('=').next().unwrap_or(f);
+        if OWN_FLAGS.contains(&name) {
+            bail!("{name} is set by the testbed for each peer; leave it out of the node flags");
+        }
+    }
+    Ok(())
+}
+
 /// Aligned columns.
 pub fn render_rows<const N: usize>(rows: &[[String; N]]) -> String {
     let mut widths = [0usize; N];
@@ -542,6 +569,18 @@ mod tests {
         assert_eq!(a, Some("127.0.0.1:4001".parse().unwrap()));
         assert_eq!(b, Some("127.0.0.1:5001".parse().unwrap()));
         assert_eq!(addresses_in("nothing yet"), (None, None));
+    }
+
+    #[test]
+    fn node_flags_the_testbed_sets_are_refused() {
+        let flags = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(check_node_flags(&flags(&["--dead-grace", "0s"])).is_ok());
+        let err = check_node_flags(&flags(&["--listen=127.0.0.1:1"])).unwrap_err();
+        assert!(
+            err.to_string().contains("--listen is set by the testbed"),
+            "{err}"
+        );
+        assert!(check_node_flags(&flags(&["--data", "/x"])).is_err());
     }
 
     #[test]

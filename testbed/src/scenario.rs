@@ -298,6 +298,7 @@ impl Scenario {
         if !(1..=64).contains(&s.nodes) {
             bail!("nodes = {}: between 1 and 64", s.nodes);
         }
+        crate::control::check_node_flags(&s.node_flags)?;
         s.timed_steps()?;
         Ok(s)
     }
