@@ -821,12 +821,17 @@ impl<C: KvClient> Ctx<C> {
             bail!("the workload is already running");
         }
         let path = self.dir.join("history.jsonl");
+        // A run's choices replay from its seed; RINGKV_SEED picks another.
+        let seed = std::env::var("RINGKV_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(self.spec.seed);
         let cfg = LoadConfig {
             rate: self.spec.rate,
             duration: None,
             keys: self.spec.keys,
             read_ratio: self.spec.read_ratio,
-            seed: self.spec.seed,
+            seed,
             ..LoadConfig::default()
         };
         let stop = Arc::new(AtomicBool::new(false));
@@ -841,8 +846,8 @@ impl<C: KvClient> Ctx<C> {
         self.load = Some(RunningLoad { stop, handle });
         self.history = Some(path);
         Ok(format!(
-            "{} ops/s over {} keys, seed {}",
-            self.spec.rate, self.spec.keys, self.spec.seed
+            "{} ops/s over {} keys, seed {seed}",
+            self.spec.rate, self.spec.keys
         ))
     }
 
