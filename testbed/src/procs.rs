@@ -199,7 +199,11 @@ mod tests {
         // `exec sleep` keeps the marker argument only in sh's cmdline, so
         // identify the process by its own arguments instead.
         let sleep_arg = Path::new("30");
-        assert_eq!(state(pid, sleep_arg), ProcState::Running);
+        // `started` is printed just before the exec: poll until it is done.
+        while state(pid, sleep_arg) != ProcState::Running {
+            assert!(Instant::now() < deadline, "never seen running as sleep");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert_eq!(state(pid, Path::new("/nonexistent")), ProcState::Gone);
         signal(pid, libc::SIGSTOP).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
