@@ -100,7 +100,7 @@ fn main() -> ExitCode {
             command: Some(RingCommand::Sweep(args)),
             ..
         }) => cli::ring::sweep(args),
-        Command::Testbed(cmd) => ringkv_testbed::cli::run(cmd),
+        Command::Testbed(cmd) => ringkv_testbed::cli::run::<cli::testbed::QuicKv>(cmd),
         Command::Keygen => Ok(cli::cluster::keygen()),
         other => block_on(other),
     };

@@ -18,6 +18,44 @@ pub enum TestbedCommand {
     /// Real peers on this machine: kill -9 one at a time and time the
     /// detection; idle CPU and memory; an optional soak for false positives.
     BenchMembership(crate::bench::BenchMembershipArgs),
+    /// Start a local cluster of real peers in a directory and wait until it
+    /// has converged; the peers keep running after this command ends.
+    Up(crate::commands::UpArgs),
+    /// Stop every peer of the cluster (SIGTERM, then SIGKILL).
+    Down(crate::commands::DirArgs),
+    /// The peers, their processes and their live views.
+    Status(crate::commands::DirArgs),
+    /// SIGKILL a peer.
+    Kill(crate::commands::PeerArgs),
+    /// Pause a peer (SIGSTOP).
+    Stop(crate::commands::PeerArgs),
+    /// Resume a paused peer (SIGCONT).
+    Cont(crate::commands::PeerArgs),
+    /// Make a peer leave gracefully (SIGTERM) and wait until it exits.
+    Leave(crate::commands::PeerArgs),
+    /// Start a stopped peer again: same data dir, addresses and flags.
+    Restart(crate::commands::PeerArgs),
+    /// Start one more peer, joining the cluster.
+    Add(crate::commands::DirArgs),
+    /// Cut two groups of peers off from each other: `p1,p2 / p3,p4,p5`.
+    Partition(crate::commands::PartitionArgs),
+    /// Clear every partition, loss and delay.
+    Heal(crate::commands::DirArgs),
+    /// Drop a fraction of a peer's datagrams: `loss p2 10%`.
+    Loss(crate::commands::LossArgs),
+    /// Delay every datagram a peer sends: `delay p2 50ms`.
+    Delay(crate::commands::DelayArgs),
+    /// Puts and gets through random live peers, recorded to a history.
+    Load(crate::commands::LoadArgs),
+    /// Check a history for lost writes, stale and phantom reads.
+    Check(crate::commands::CheckArgs),
+    /// Every peer's view of every other, live, until converged or a time.
+    Watch(crate::commands::WatchArgs),
+    /// Run a scenario: a cluster, a workload, timed faults and assertions.
+    Scenario(crate::commands::ScenarioArgs),
+    /// Five peers under load; kill one, watch detection and convergence,
+    /// restart it, check that nothing was lost; writes report.html.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Which membership configuration the simulated peers run.
@@ -380,10 +418,32 @@ pub fn simulate(args: &SimulateArgs) -> Result<String> {
     Ok(out)
 }
 
-/// Runs a testbed command.
-pub fn run(cmd: &TestbedCommand) -> Result<String> {
+/// Runs a testbed command; `C` is the store client the workload uses.
+///
+/// # Errors
+/// The command's own, with a message for people.
+pub fn run<C: crate::load::KvClient>(cmd: &TestbedCommand) -> Result<String> {
+    use crate::commands::{self as c, PeerAction};
     match cmd {
         TestbedCommand::Simulate(args) => simulate(args),
         TestbedCommand::BenchMembership(args) => crate::bench::bench_membership(args),
+        TestbedCommand::Up(args) => c::up(args),
+        TestbedCommand::Down(dir) => c::down(dir),
+        TestbedCommand::Status(dir) => c::status(dir),
+        TestbedCommand::Kill(args) => c::peer_action(PeerAction::Kill, args),
+        TestbedCommand::Stop(args) => c::peer_action(PeerAction::Stop, args),
+        TestbedCommand::Cont(args) => c::peer_action(PeerAction::Cont, args),
+        TestbedCommand::Leave(args) => c::peer_action(PeerAction::Leave, args),
+        TestbedCommand::Restart(args) => c::peer_action(PeerAction::Restart, args),
+        TestbedCommand::Add(dir) => c::add(dir),
+        TestbedCommand::Partition(args) => c::partition(args),
+        TestbedCommand::Heal(dir) => c::heal(dir),
+        TestbedCommand::Loss(args) => c::loss(args),
+        TestbedCommand::Delay(args) => c::delay(args),
+        TestbedCommand::Load(args) => c::load_cmd::<C>(args),
+        TestbedCommand::Check(args) => c::check_cmd(args),
+        TestbedCommand::Watch(args) => c::watch_cmd(args),
+        TestbedCommand::Scenario(args) => c::scenario_cmd::<C>(args),
+        TestbedCommand::Demo(args) => crate::demo::demo::<C>(args),
     }
 }

@@ -6,3 +6,4 @@ pub(crate) mod handoff;
 pub(crate) mod kv;
 pub(crate) mod ring;
 pub(crate) mod table;
+pub(crate) mod testbed;

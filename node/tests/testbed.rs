@@ -1,0 +1,294 @@
+//! `ringkv testbed ...` end to end: detached clusters driven command by
+//! command, the shipped scenarios, and the demo. Each test stops every peer
+//! it started (a guard runs `testbed down` even when an assertion fails);
+//! tests that start clusters run one at a time, so a loaded machine is not
+//! asked for more than five peers at once.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringkv");
+
+/// One cluster at a time.
+static CLUSTERS: Mutex<()> = Mutex::new(());
+
+fn testbed(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("testbed")
+        .args(args)
+        .env_remove("RINGKV_TESTBED_DIR")
+        .env_remove("RINGKV_SEED")
+        .output()
+        .expect("ringkv runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = testbed(args);
+    assert!(
+        out.status.success(),
+        "testbed {args:?} failed: {}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = testbed(args);
+    assert!(
+        !out.status.success(),
+        "testbed {args:?} should fail: {}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs `testbed down` on drop.
+struct Down(PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = testbed(&["down", "--dir", &self.0.display().to_string()]);
+    }
+}
+
+fn pids(dir: &Path) -> Vec<(String, u32)> {
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("testbed.json")).unwrap()).unwrap();
+    state["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["pid"].as_u64().unwrap() as u32,
+            )
+        })
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !matches!(
+            s.rsplit(')').next().and_then(|r| r.trim().chars().next()),
+            Some('Z' | 'X')
+        )
+    })
+}
+
+#[test]
+fn detached_cluster_survives_its_command_and_takes_faults_load_and_down() {
+    let _one = CLUSTERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tb");
+    let d = dir.display().to_string();
+    let _down = Down(dir.clone());
+    let up = ok(&[
+        "up",
+        "--nodes",
+        "3",
+        "--dir",
+        &d,
+        "--",
+        "--dead-grace",
+        "0s",
+    ]);
+    assert!(up.contains("3 peers up and converged"), "{up}");
+    assert!(up.contains("p3") && up.contains("running"), "{up}");
+    let before = pids(&dir);
+    assert_eq!(before.len(), 3);
+    assert!(
+        before.iter().all(|(_, pid)| alive(*pid)),
+        "the peers outlive `up`"
+    );
+    assert!(dir.join("p1.log").exists() && dir.join("p1").is_dir());
+
+    // Bad input is refused clearly and changes nothing.
+    assert!(fails(&["kill", "p9", "--dir", &d]).contains("no peer called \"p9\""));
+    assert!(fails(&["up", "--nodes", "1", "--dir", &d]).contains("already running"));
+    let scenario =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../testbed/scenarios/kill-restart.toml");
+    let err = fails(&["scenario", &scenario.display().to_string(), "--dir", &d]);
+    assert!(err.contains("already running"), "{err}");
+    assert!(
+        before.iter().all(|(_, pid)| alive(*pid)),
+        "a refused command stops nothing"
+    );
+    assert!(fails(&["restart", "p1", "--dir", &d]).contains("its process is running"));
+    assert!(fails(&["delay", "p1", "soon", "--dir", &d]).contains("not a duration"));
+
+    ok(&["kill", "p2", "--dir", &d]);
+    assert!(!alive(before[1].1), "SIGKILL went to p2");
+    let watched = ok(&[
+        "watch",
+        "--until-converged",
+        "--duration",
+        "60s",
+        "--dir",
+        &d,
+    ]);
+    assert!(watched.contains("converged"), "{watched}");
+    let status = ok(&["status", "--dir", &d]);
+    assert!(status.contains("gone (killed)"), "{status}");
+    ok(&["restart", "p2", "--dir", &d]);
+    ok(&[
+        "watch",
+        "--until-converged",
+        "--duration",
+        "60s",
+        "--dir",
+        &d,
+    ]);
+
+    // A short workload through the live peers checks clean.
+    let history = tmp.path().join("h.jsonl");
+    let h = history.display().to_string();
+    let load = ok(&[
+        "load",
+        "--rate",
+        "300",
+        "--duration",
+        "3s",
+        "--keys",
+        "200",
+        "--out",
+        &h,
+        "--check",
+        "--dir",
+        &d,
+    ]);
+    assert!(load.contains("OK: no violations"), "{load}");
+    assert!(ok(&["check", &h]).contains("lost writes: 0"));
+
+    let down = ok(&["down", "--dir", &d]);
+    assert!(down.contains("stopped"), "{down}");
+    for (name, pid) in pids(&dir) {
+        assert!(!alive(pid), "{name} still runs after down");
+    }
+}
+
+#[test]
+fn fault_commands_set_the_switch_or_say_why_not() {
+    let _one = CLUSTERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tb");
+    let d = dir.display().to_string();
+    let _down = Down(dir.clone());
+    ok(&["up", "--nodes", "2", "--dir", &d]);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("testbed.json")).unwrap()).unwrap();
+    if state["fault_switch"] == true {
+        // The peers have the switch: the commands must work.
+        ok(&["loss", "p1", "10%", "--dir", &d]);
+        ok(&["delay", "p1", "50ms", "--dir", &d]);
+        let status = ok(&["status", "--dir", &d]);
+        assert!(status.contains("loss 10%, delay 50ms"), "{status}");
+        ok(&["heal", "--dir", &d]);
+    } else {
+        let err = fails(&["partition", "p1", "/", "p2", "--dir", &d]);
+        assert!(err.contains("--testbed-faults"), "{err}");
+        assert!(fails(&["heal", "--dir", &d]).contains("fault switch"));
+    }
+    ok(&["down", "--dir", &d]);
+}
+
+#[test]
+fn commands_on_a_missing_or_corrupt_cluster_say_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().display().to_string();
+    assert!(fails(&["status", "--dir", &d]).contains("no testbed cluster"));
+    std::fs::write(tmp.path().join("testbed.json"), "{oops").unwrap();
+    assert!(fails(&["kill", "p1", "--dir", &d]).contains("not a testbed state file"));
+    let h = tmp.path().join("h.jsonl");
+    std::fs::write(&h, "not a history\n").unwrap();
+    assert!(fails(&["check", &h.display().to_string()]).contains("line 1"));
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "name = \"x\"\nnodes = 5\n[[step]]\nrun = \"dance\"\n").unwrap();
+    assert!(fails(&["scenario", &bad.display().to_string()]).contains("step 1"));
+}
+
+fn scenario(name: &str) {
+    let _one = CLUSTERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testbed/scenarios")
+        .join(format!("{name}.toml"));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tb");
+    let _down = Down(dir.clone());
+    let out = ok(&[
+        "scenario",
+        &file.display().to_string(),
+        "--dir",
+        &dir.display().to_string(),
+    ]);
+    assert!(out.contains(&format!("scenario {name} passed")), "{out}");
+    assert!(out.contains("lost writes: 0"), "{out}");
+}
+
+#[test]
+fn scenario_kill_restart_converges_and_loses_nothing() {
+    scenario("kill-restart");
+}
+
+#[test]
+fn scenario_graceful_leave_converges_and_loses_nothing() {
+    scenario("graceful-leave");
+}
+
+#[test]
+#[ignore = "fails about 1 run in 7 on the current peers: one peer never learns of the new one within 30 s (gossip), or a write acknowledged around the join is missing at the end (no range handoff yet); both are reported"]
+fn scenario_add_under_load_converges_and_loses_nothing() {
+    scenario("add-under-load");
+}
+
+#[test]
+#[ignore = "needs the peers' fault switch (--testbed-faults, PUT /v1/faults), built on another branch"]
+fn scenario_partition_heal_converges_and_loses_nothing() {
+    scenario("partition-heal");
+}
+
+#[test]
+fn demo_runs_end_to_end_and_writes_a_self_contained_report() {
+    let _one = CLUSTERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tb");
+    let _down = Down(dir.clone());
+    let report = tmp.path().join("report.html");
+    let out = ok(&[
+        "demo",
+        "--dir",
+        &dir.display().to_string(),
+        "--report",
+        &report.display().to_string(),
+    ]);
+    assert!(out.contains("demo passed"), "{out}");
+    assert!(out.contains("lost writes: 0 (must be 0)"), "{out}");
+    assert!(out.contains("kill -9 p3"), "{out}");
+    let page = std::fs::read_to_string(&report).unwrap();
+    assert!(page.contains("<svg") && page.contains("kill p3") && page.contains("restart p3"));
+    assert!(
+        !page.contains("src=") && !page.contains("href="),
+        "nothing fetched"
+    );
+    for (name, pid) in pids(&dir) {
+        assert!(!alive(pid), "{name} still runs after the demo");
+    }
+}

@@ -1,0 +1,594 @@
+//! A testbed cluster in a directory: `up`, `down`, `status`, and the
+//! faults (kill, stop, cont, leave, restart, add, partition, heal, loss,
+//! delay), each acting on real `ringkv node` processes and recording what
+//! it did in the state file ([`crate::state`]). The peers are detached, so
+//! every command is a separate invocation that reads the state file, acts,
+//! and writes it back. IO: processes, files, HTTP.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::faults::{self, FaultSettings};
+use crate::procs::{self, ProcState};
+use crate::state::{PeerState, State};
+use crate::watch;
+
+/// How long a peer may take to print its addresses after a start.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a peer may take to leave after SIGTERM before SIGKILL (the
+/// daemon waits at most 5 s for its leave to spread).
+const TERM_GRACE: Duration = Duration::from_secs(10);
+
+/// The hidden flag that arms a peer's fault switch.
+pub const FAULT_FLAG: &str = "--testbed-faults";
+
+/// A testbed cluster: its directory and its state.
+#[derive(Debug)]
+pub struct Testbed {
+    /// The cluster directory.
+    pub dir: PathBuf,
+    /// The state file's content.
+    pub state: State,
+}
+
+/// Whether `bin` accepts the fault switch flag: `ringkv node
+/// --testbed-faults --help` succeeds only if the flag is known.
+pub fn supports_fault_switch(bin: &Path) -> bool {
+    std::process::Command::new(bin)
+        .args(["node", FAULT_FLAG, "--help"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The addresses a peer prints at start (`listening on ADDR,` and
+/// `admin HTTP on http://ADDR`), from its log.
+fn addresses_in(text: &str) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let (mut addr, mut admin) = (None, None);
+    for line in text.lines() {
+        if let Some(rest) = line.split(" listening on ").nth(1) {
+            addr = rest.split(',').next().and_then(|a| a.trim().parse().ok());
+        }
+        if let Some(rest) = line.split("admin HTTP on http://").nth(1) {
+            admin = rest.trim().parse().ok();
+        }
+    }
+    (addr, admin)
+}
+
+impl Testbed {
+    /// Opens the cluster in `dir`.
+    ///
+    /// # Errors
+    /// No state file there, or a corrupt one.
+    pub fn open(dir: &Path) -> Result<Self> {
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            state: State::load(dir)?,
+        })
+    }
+
+    /// Writes the state file.
+    ///
+    /// # Errors
+    /// The directory is not writable.
+    pub fn save(&self) -> Result<()> {
+        self.state.save(&self.dir)
+    }
+
+    /// Starts `nodes` peers in `dir` (the first creates the cluster, the
+    /// others join it) and waits until they have converged.
+    ///
+    /// # Errors
+    /// A cluster is already running there, a peer does not start, or the
+    /// peers do not converge within `converge_limit`.
+    pub fn up(
+        dir: &Path,
+        bin: &Path,
+        nodes: usize,
+        node_flags: Vec<String>,
+        converge_limit: Duration,
+    ) -> Result<(Self, Duration)> {
+        if nodes == 0 {
+            bail!("a cluster needs at least one peer");
+        }
+        check_node_flags(&node_flags)?;
+        if State::path(dir).exists() {
+            let old = Self::open(dir)?;
+            let running = old.still_running();
+            if !running.is_empty() {
+                bail!(
+                    "a testbed is already running in {} (peers {}); stop it with `ringkv testbed down --dir {}`",
+                    dir.display(),
+                    running.join(", "),
+                    dir.display()
+                );
+            }
+            // A stopped cluster's leftovers: only what the testbed made.
+            for p in &old.state.peers {
+                let _ = std::fs::remove_dir_all(&p.data);
+                let _ = std::fs::remove_file(&p.log);
+            }
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let bin = bin.canonicalize().unwrap_or_else(|_| bin.to_path_buf());
+        let fault_switch = supports_fault_switch(&bin);
+        let mut tb = Self {
+            dir: dir.canonicalize()?,
+            state: State::new(bin, node_flags, fault_switch),
+        };
+        let started = Instant::now();
+        for _ in 0..nodes {
+            if let Err(e) = tb.add() {
+                let _ = tb.down();
+                return Err(e);
+            }
+        }
+        let converged = watch::wait_converged(&watch::targets(&tb.state), converge_limit);
+        if let Err(e) = converged {
+            bail!(
+                "{e}; the peers are still running: see `ringkv testbed status --dir {}` and the logs there",
+                tb.dir.display()
+            );
+        }
+        Ok((tb, started.elapsed()))
+    }
+
+    /// Names of the peers whose processes still exist (running or
+    /// stopped).
+    pub fn still_running(&self) -> Vec<String> {
+        (0..self.state.peers.len())
+            .filter(|&i| self.process(i) != ProcState::Gone)
+            .map(|i| self.state.peers[i].name.clone())
+            .collect()
+    }
+
+    fn start_args(&self, p: &PeerState, listen: &str, admin: &str) -> Vec<String> {
+        let mut args = vec![
+            "node".to_owned(),
+            "--data".to_owned(),
+            p.data.display().to_string(),
+            "--listen".to_owned(),
+            listen.to_owned(),
+            "--admin".to_owned(),
+            admin.to_owned(),
+            "--name".to_owned(),
+            p.name.clone(),
+        ];
+        if self.state.fault_switch {
+            args.push(FAULT_FLAG.to_owned());
+        }
+        let seed = self
+            .state
+            .peers
+            .iter()
+            .find(|q| q.name != p.name && procs::state(q.pid, &q.data) == ProcState::Running);
+        if let Some(seed) = seed {
+            args.extend([
+                "--join".to_owned(),
+                seed.addr.to_string(),
+                "--cluster-key".to_owned(),
+                self.state.cluster_key.clone(),
+            ]);
+        }
+        args.extend(self.state.node_flags.iter().cloned());
+        args
+    }
+
+    /// Starts peer `i`'s process and waits for its addresses.
+    fn start(&mut self, i: usize, listen: &str, admin: &str) -> Result<()> {
+        let args = self.start_args(&self.state.peers[i], listen, admin);
+        let p = &self.state.peers[i];
+        let (pid, offset, exited) = procs::spawn_detached(&self.state.bin, &args, &p.log)?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let text = procs::log_since(&p.log, offset);
+            if let (Some(addr), Some(admin)) = addresses_in(&text) {
+                let p = &mut self.state.peers[i];
+                (p.pid, p.addr, p.admin, p.stopped_by_testbed) = (pid, addr, admin, None);
+                return Ok(());
+            }
+            let gone = exited.load(std::sync::atomic::Ordering::Relaxed);
+            if gone || Instant::now() > deadline {
+                let _ = procs::signal(pid, libc::SIGKILL);
+                bail!(
+                    "peer {} {} before printing its addresses; the end of {}:\n{}",
+                    p.name,
+                    if gone {
+                        "exited"
+                    } else {
+                        "did not start within 30 s"
+                    },
+                    p.log.display(),
+                    procs::tail(&text, 15)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts one more peer, joining the cluster; its index.
+    ///
+    /// # Errors
+    /// It does not start.
+    pub fn add(&mut self) -> Result<usize> {
+        let name = self.state.next_name();
+        let unspecified: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+        self.state.peers.push(PeerState {
+            data: self.dir.join(&name),
+            log: self.dir.join(format!("{name}.log")),
+            name,
+            pid: 0,
+            addr: unspecified,
+            admin: unspecified,
+            faults: FaultSettings::default(),
+            stopped_by_testbed: None,
+        });
+        let i = self.state.peers.len() - 1;
+        if let Err(e) = self.start(i, "127.0.0.1:0", "127.0.0.1:0") {
+            self.state.peers.pop();
+            return Err(e);
+        }
+        if self.state.cluster_key.is_empty() {
+            let path = self.state.peers[i].data.join("cluster.key");
+            self.state.cluster_key = std::fs::read_to_string(&path)
+                .with_context(|| format!("the first peer wrote no {}", path.display()))?
+                .trim()
+                .to_owned();
+        }
+        self.save()?;
+        Ok(i)
+    }
+
+    /// The process state of peer `i`.
+    pub fn process(&self, i: usize) -> ProcState {
+        let p = &self.state.peers[i];
+        procs::state(p.pid, &p.data)
+    }
+
+    fn require(&self, name: &str, want: &[ProcState], action: &str) -> Result<usize> {
+        let i = self.state.index_of(name)?;
+        let now = self.process(i);
+        if !want.contains(&now) {
+            bail!("cannot {action} {name}: its process is {}", now.word());
+        }
+        Ok(i)
+    }
+
+    /// SIGKILL.
+    ///
+    /// # Errors
+    /// Unknown peer, or it is not running.
+    pub fn kill(&mut self, name: &str) -> Result<()> {
+        let i = self.require(name, &[ProcState::Running, ProcState::Stopped], "kill")?;
+        let p = &self.state.peers[i];
+        procs::signal(p.pid, libc::SIGKILL)?;
+        if !procs::wait_gone(p.pid, &p.data, Duration::from_secs(5)) {
+            bail!("{name} survived SIGKILL for 5 s");
+        }
+        self.state.peers[i].stopped_by_testbed = Some("killed".into());
+        self.save()
+    }
+
+    /// SIGSTOP: the peer freezes (a long GC pause, a hung VM).
+    ///
+    /// # Errors
+    /// Unknown peer, or it is not running.
+    pub fn stop(&mut self, name: &str) -> Result<()> {
+        let i = self.require(name, &[ProcState::Running], "stop")?;
+        procs::signal(self.state.peers[i].pid, libc::SIGSTOP)
+    }
+
+    /// SIGCONT.
+    ///
+    /// # Errors
+    /// Unknown peer, or it is not stopped.
+    pub fn cont(&mut self, name: &str) -> Result<()> {
+        let i = self.require(name, &[ProcState::Stopped], "continue")?;
+        procs::signal(self.state.peers[i].pid, libc::SIGCONT)
+    }
+
+    /// SIGTERM: the peer leaves gracefully; waits until it has exited
+    /// (SIGKILL after a bound).
+    ///
+    /// # Errors
+    /// Unknown peer, or it is not running.
+    pub fn leave(&mut self, name: &str) -> Result<()> {
+        let i = self.require(name, &[ProcState::Running, ProcState::Stopped], "leave")?;
+        let p = &self.state.peers[i];
+        let forced = procs::terminate(p.pid, &p.data, TERM_GRACE)?;
+        if forced {
+            eprintln!(
+                "{name} did not exit within {} s of SIGTERM; killed",
+                TERM_GRACE.as_secs()
+            );
+        }
+        self.state.peers[i].stopped_by_testbed = Some("left".into());
+        self.save()
+    }
+
+    /// Starts a peer that is not running again, from its data dir, on its
+    /// old addresses, with the same flags. Its fault settings are sent again.
+    ///
+    /// # Errors
+    /// Unknown peer, it still runs, or it does not start.
+    pub fn restart(&mut self, name: &str) -> Result<()> {
+        let i = self.require(name, &[ProcState::Gone], "restart")?;
+        let (addr, admin) = (
+            self.state.peers[i].addr.to_string(),
+            self.state.peers[i].admin,
+        );
+        // The old admin port may have been taken meanwhile: fall back to a
+        // new one (the state file records it).
+        if self.start(i, &addr, &admin.to_string()).is_err() {
+            self.start(i, &addr, "127.0.0.1:0")?;
+        }
+        self.save()?;
+        let p = &self.state.peers[i];
+        if !p.faults.is_healed() {
+            faults::send(&p.name, p.admin, &p.faults)?;
+        }
+        Ok(())
+    }
+
+    /// Stops every peer (SIGTERM, SIGKILL after a bound); the names and how
+    /// each went.
+    ///
+    /// # Errors
+    /// A peer survived SIGKILL.
+    pub fn down(&mut self) -> Result<Vec<(String, &'static str)>> {
+        let mut out = Vec::new();
+        let was_up: Vec<bool> = (0..self.state.peers.len())
+            .map(|i| self.process(i) != ProcState::Gone)
+            .collect();
+        // Signal everyone first so they leave in parallel, then wait.
+        for (p, up) in self.state.peers.iter().zip(&was_up) {
+            if *up {
+                let _ = procs::signal(p.pid, libc::SIGCONT);
+                let _ = procs::signal(p.pid, libc::SIGTERM);
+            }
+        }
+        for (p, up) in self.state.peers.iter().zip(&was_up) {
+            let how = if !up {
+                "not running"
+            } else if procs::terminate(p.pid, &p.data, TERM_GRACE)? {
+                "killed after SIGTERM timed out"
+            } else {
+                "stopped"
+            };
+            out.push((p.name.clone(), how));
+        }
+        for p in &mut self.state.peers {
+            p.stopped_by_testbed.get_or_insert_with(|| "down".into());
+        }
+        self.save()?;
+        Ok(out)
+    }
+
+    fn require_switch(&self) -> Result<()> {
+        if !self.state.fault_switch {
+            bail!(
+                "this cluster's peers run without the fault switch: {} does not accept {FAULT_FLAG}",
+                self.state.bin.display()
+            );
+        }
+        Ok(())
+    }
+
+    fn set_faults(&mut self, i: usize, settings: FaultSettings) -> Result<()> {
+        let p = &self.state.peers[i];
+        if procs::state(p.pid, &p.data) == ProcState::Running {
+            faults::send(&p.name, p.admin, &settings)?;
+        }
+        // A peer that is down gets its settings when it restarts.
+        self.state.peers[i].faults = settings;
+        Ok(())
+    }
+
+    /// Cuts the peers named in `a` off from those in `b`, both ways.
+    ///
+    /// # Errors
+    /// Unknown peers, no fault switch, or a peer refuses.
+    pub fn partition(&mut self, a: &[String], b: &[String]) -> Result<()> {
+        self.require_switch()?;
+        let ia = a
+            .iter()
+            .map(|n| self.state.index_of(n))
+            .collect::<Result<Vec<_>>>()?;
+        let ib = b
+            .iter()
+            .map(|n| self.state.index_of(n))
+            .collect::<Result<Vec<_>>>()?;
+        for (mine, theirs) in [(&ia, &ib), (&ib, &ia)] {
+            let drop: Vec<SocketAddr> = theirs.iter().map(|&j| self.state.peers[j].addr).collect();
+            for &i in mine.iter() {
+                let mut s = self.state.peers[i].faults.clone();
+                s.drop = drop.clone();
+                self.set_faults(i, s)?;
+            }
+        }
+        self.save()
+    }
+
+    /// Heals every fault on every peer (`{}`).
+    ///
+    /// # Errors
+    /// No fault switch, or a running peer refuses.
+    pub fn heal(&mut self) -> Result<()> {
+        self.require_switch()?;
+        for i in 0..self.state.peers.len() {
+            self.set_faults(i, FaultSettings::default())?;
+        }
+        self.save()
+    }
+
+    /// Sets the loss fraction of one peer, keeping its other settings.
+    ///
+    /// # Errors
+    /// Unknown peer, no fault switch, or it refuses.
+    pub fn loss(&mut self, name: &str, loss: f64) -> Result<()> {
+        self.require_switch()?;
+        let i = self.state.index_of(name)?;
+        let mut s = self.state.peers[i].faults.clone();
+        s.loss = (loss > 0.0).then_some(loss);
+        self.set_faults(i, s)?;
+        self.save()
+    }
+
+    /// Sets the outgoing delay of one peer, keeping its other settings.
+    ///
+    /// # Errors
+    /// Unknown peer, no fault switch, or it refuses.
+    pub fn delay(&mut self, name: &str, delay_ms: u64) -> Result<()> {
+        self.require_switch()?;
+        let i = self.state.index_of(name)?;
+        let mut s = self.state.peers[i].faults.clone();
+        s.delay_ms = (delay_ms > 0).then_some(delay_ms);
+        self.set_faults(i, s)?;
+        self.save()
+    }
+
+    /// QUIC addresses of the running peers.
+    pub fn running_addrs(&self) -> Vec<SocketAddr> {
+        (0..self.state.peers.len())
+            .filter(|&i| self.process(i) == ProcState::Running)
+            .map(|i| self.state.peers[i].addr)
+            .collect()
+    }
+
+    /// The peer table, with each running peer's own view from its admin
+    /// HTTP when `live` is set.
+    pub fn table(&self, live: bool) -> String {
+        let snap = live.then(|| watch::observe(&watch::targets(&self.state)));
+        let mut rows =
+            vec![["name", "pid", "quic", "admin", "process", "view", "faults"].map(str::to_owned)];
+        for (i, p) in self.state.peers.iter().enumerate() {
+            let process = self.process(i);
+            let mut word = process.word().to_owned();
+            if let (ProcState::Gone, Some(why)) = (process, &p.stopped_by_testbed) {
+                word = format!("gone ({why})");
+            }
+            let view = snap.as_ref().and_then(|s| s.peers.get(i)).map_or_else(
+                || "-".into(),
+                |o| match &o.view {
+                    Some(v) => {
+                        let alive = v.states.values().filter(|s| *s == "alive").count();
+                        format!(
+                            "{alive}/{} alive, ring {}",
+                            v.states.len(),
+                            v.ring_digest.as_deref().map_or("-", watch::short)
+                        )
+                    }
+                    None if process == ProcState::Running => "no answer".into(),
+                    None => "-".into(),
+                },
+            );
+            rows.push([
+                p.name.clone(),
+                p.pid.to_string(),
+                p.addr.to_string(),
+                p.admin.to_string(),
+                word,
+                view,
+                p.faults.describe(),
+            ]);
+        }
+        let mut out = render_rows(&rows);
+        if let Some(s) = snap {
+            let _ = writeln!(
+                out,
+                "{}",
+                s.disagreement()
+                    .map_or_else(|| "converged".into(), |w| format!("not converged: {w}"))
+            );
+        }
+        out
+    }
+}
+
+/// Flags the testbed sets itself for every peer.
+const OWN_FLAGS: [&str; 8] = [
+    "--data",
+    "--listen",
+    "--admin",
+    "--name",
+    "--join",
+    "--cluster-key",
+    "--cluster-key-file",
+    FAULT_FLAG,
+];
+
+/// Refuses node flags the testbed sets itself.
+///
+/// # Errors
+/// One of [`OWN_FLAGS`], alone or as `--flag=value`.
+pub fn check_node_flags(flags: &[String]) -> Result<()> {
+    for f in flags {
+        let name = f.split('=').next().unwrap_or(f);
+        if OWN_FLAGS.contains(&name) {
+            bail!("{name} is set by the testbed for each peer; leave it out of the node flags");
+        }
+    }
+    Ok(())
+}
+
+/// Aligned columns.
+pub fn render_rows<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (c, w) in r.iter().zip(widths) {
+            let _ = write!(line, "{c:w$}  ");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_come_from_the_start_lines_of_the_log() {
+        let log = "ringkv: node p1 (id ab) listening on 127.0.0.1:4001, incarnation 3\n\
+                   ringkv: admin HTTP on http://127.0.0.1:5001\n";
+        let (a, b) = addresses_in(log);
+        assert_eq!(a, Some("127.0.0.1:4001".parse().unwrap()));
+        assert_eq!(b, Some("127.0.0.1:5001".parse().unwrap()));
+        assert_eq!(addresses_in("nothing yet"), (None, None));
+    }
+
+    #[test]
+    fn node_flags_the_testbed_sets_are_refused() {
+        let flags = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(check_node_flags(&flags(&["--dead-grace", "0s"])).is_ok());
+        let err = check_node_flags(&flags(&["--listen=127.0.0.1:1"])).unwrap_err();
+        assert!(
+            err.to_string().contains("--listen is set by the testbed"),
+            "{err}"
+        );
+        assert!(check_node_flags(&flags(&["--data", "/x"])).is_err());
+    }
+
+    #[test]
+    fn rows_align() {
+        let t = render_rows(&[
+            ["a".to_owned(), "bb".to_owned()],
+            ["ccc".to_owned(), "d".to_owned()],
+        ]);
+        assert_eq!(t, "a    bb\nccc  d\n");
+    }
+}

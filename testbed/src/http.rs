@@ -1,0 +1,73 @@
+//! A minimal HTTP/1.1 client for the peers' admin endpoints on loopback:
+//! one request per connection, bounded connect and read times. IO: TCP.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+
+/// Longest an admin request may take.
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Largest answer read (a members view of many peers fits easily).
+const BODY_MAX: u64 = 16 * 1024 * 1024;
+
+/// Sends `method path` with an optional JSON body; returns the status code
+/// and the body.
+///
+/// # Errors
+/// The peer does not accept the connection or does not answer in time.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)
+        .with_context(|| format!("admin HTTP {addr} does not answer"))?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_write_timeout(Some(TIMEOUT))?;
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: ringkv\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut text = String::new();
+    stream
+        .take(BODY_MAX)
+        .read_to_string(&mut text)
+        .with_context(|| format!("admin HTTP {addr} did not answer {method} {path}"))?;
+    parse_response(&text).with_context(|| format!("admin HTTP {addr} answered garbage"))
+}
+
+fn parse_response(text: &str) -> Option<(u16, String)> {
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// `GET path`, requiring a 2xx status; the body.
+///
+/// # Errors
+/// No answer, or a status that is not 2xx.
+pub fn get(addr: SocketAddr, path: &str) -> Result<String> {
+    let (status, body) = request(addr, "GET", path, None)?;
+    if !(200..300).contains(&status) {
+        anyhow::bail!("GET {path} on {addr}: status {status}: {}", body.trim());
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_split_into_status_and_body() {
+        let r = parse_response("HTTP/1.1 403 Forbidden\r\ncontent-length: 2\r\n\r\nno");
+        assert_eq!(r, Some((403, "no".into())));
+        assert_eq!(parse_response("garbage"), None);
+    }
+}
