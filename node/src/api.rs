@@ -43,7 +43,9 @@ pub(crate) enum Request {
     },
     /// Store a value (or delete, with `None`) through this peer.
     Put {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         value: Option<Vec<u8>>,
         consistency: Consistency,
     },
@@ -96,6 +98,7 @@ pub(crate) enum ReadAnswer {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RangePageReply {
     /// The records, encoded as `Vec<(key, Record)>` by [`crate::codec`].
+    #[serde(with = "serde_bytes")]
     pub(crate) batch: Vec<u8>,
     /// blake3 of `batch`: checked before anything is applied.
     pub(crate) check: [u8; 32],
@@ -177,6 +180,7 @@ pub(crate) struct PutReply {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct GetReply {
     /// The value, `None` when absent or deleted.
+    #[serde(with = "serde_bytes")]
     pub(crate) value: Option<Vec<u8>>,
     /// The newest version seen, as text.
     pub(crate) version: Option<String>,
