@@ -292,16 +292,19 @@ impl Kv {
         }
         let mut answers: Vec<(Replica, Option<Record>)> = Vec::new();
         let (mut unreachable, mut unknown, mut not_held) = (Vec::new(), Vec::new(), Vec::new());
+        // Answers of replicas that do not hold the key's range fully: used
+        // only in degraded mode, and only when every candidate was asked
+        // and too few that hold it answered.
+        let mut weak: Vec<(Replica, Option<Record>)> = Vec::new();
         while answers.len() < needed {
             let Some(joined) = tasks.join_next().await else {
                 break;
             };
             let (r, answer) = joined.map_err(|e| anyhow!("replica task failed: {e}"))?;
-            // Without better replicas, one still receiving counts as empty.
             let answer = match answer {
-                Answer::Ok(ReadAnswer::NotHeld(held)) if route.degraded => Answer::Ok(held),
-                Answer::Ok(ReadAnswer::NotHeld(_)) => {
+                Answer::Ok(ReadAnswer::NotHeld(held)) => {
                     not_held.push(r.name.clone());
+                    weak.push((r, held));
                     if let Some(next) = spare.pop_front() {
                         spawn_read(&mut tasks, next);
                     }
@@ -321,6 +324,10 @@ impl Kv {
                 Answer::Unreachable => unreachable.push(r.name),
                 Answer::Unknown => unknown.push(r.name),
             }
+        }
+        if answers.len() < needed && route.degraded {
+            let missing = needed - answers.len();
+            answers.extend(weak.into_iter().take(missing));
         }
         if answers.len() < needed {
             let names: Vec<String> = answers.iter().map(|(r, _)| r.name.clone()).collect();
