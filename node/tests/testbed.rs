@@ -252,13 +252,13 @@ fn scenario_graceful_leave_converges_and_loses_nothing() {
 }
 
 #[test]
-#[ignore = "fails about 1 run in 7 on the current peers: one peer never learns of the new one within 30 s (gossip), or a write acknowledged around the join is missing at the end (no range handoff yet); both are reported"]
+
 fn scenario_add_under_load_converges_and_loses_nothing() {
     scenario("add-under-load");
 }
 
 #[test]
-#[ignore = "needs the peers' fault switch (--testbed-faults, PUT /v1/faults), built on another branch"]
+
 fn scenario_partition_heal_converges_and_loses_nothing() {
     scenario("partition-heal");
 }

@@ -153,6 +153,9 @@ pub enum Step {
     LoadStop,
     /// Every running peer agrees, within a bound.
     ExpectConverged(Duration),
+    /// Every running peer holds every range of its ring (handoff done),
+    /// within a bound.
+    ExpectHandoff(Duration),
     /// Every other running peer (or those listed) sees a peer in a
     /// state, within a bound.
     ExpectState {
@@ -188,6 +191,7 @@ impl fmt::Display for Step {
             Self::LoadStart => write!(f, "load start"),
             Self::LoadStop => write!(f, "load stop"),
             Self::ExpectConverged(d) => write!(f, "expect converged within {}", secs(d)),
+            Self::ExpectHandoff(d) => write!(f, "expect handoff within {}", secs(d)),
             Self::ExpectState {
                 node,
                 state,
@@ -255,6 +259,7 @@ impl FromStr for Step {
             },
             "expect" => match words.as_slice() {
                 [_, "converged", "within", d] => Ok(Self::ExpectConverged(duration(d)?)),
+                [_, "handoff", "within", d] => Ok(Self::ExpectHandoff(duration(d)?)),
                 [_, n, st @ ("alive" | "suspect" | "dead" | "left"), rest @ ..] => {
                     let (from, d) = match rest {
                         ["within", d] => (Vec::new(), d),
@@ -270,7 +275,7 @@ impl FromStr for Step {
                         within: duration(d)?,
                     })
                 }
-                _ => bail!("{s:?}: expected `expect converged within 30s` or `expect NODE dead [from A,B] within 15s`"),
+                _ => bail!("{s:?}: expected `expect converged within 30s`, `expect handoff within 60s` or `expect NODE dead [from A,B] within 15s`"),
             },
             _ => bail!("{s:?}: unknown step (kill, stop, cont, leave, restart, add, partition, heal, loss, delay, wait, load start, load stop, expect, check)"),
         }
@@ -805,6 +810,7 @@ impl<C: KvClient> Ctx<C> {
                 let took = watch::wait_converged(&targets, *limit).map_err(anyhow::Error::msg)?;
                 format!("converged after {:.2} s", took.as_secs_f64())
             }
+            Step::ExpectHandoff(limit) => self.expect_handoff(*limit)?,
             Step::ExpectState {
                 node,
                 state,
@@ -888,6 +894,58 @@ impl<C: KvClient> Ctx<C> {
             bail!("{note}");
         }
         Ok(note)
+    }
+
+    /// Waits until every running peer reports `ringkv_handoff_ready 1`
+    /// and no pending range on its metrics.
+    fn expect_handoff(&self, limit: Duration) -> Result<String> {
+        let start = Instant::now();
+        let mut last = String::from("no peer answered");
+        while start.elapsed() < limit {
+            let (peers, running): (Vec<_>, Vec<bool>) = {
+                let tb = self.tb.lock().expect("not poisoned");
+                let running = (0..tb.state.peers.len())
+                    .map(|i| tb.process(i) == ProcState::Running)
+                    .collect();
+                (tb.state.peers.clone(), running)
+            };
+            let mut waiting = Vec::new();
+            let mut keys = 0.0;
+            for (p, _) in peers.iter().zip(&running).filter(|(_, r)| **r) {
+                let metric = |text: &str, name: &str| {
+                    text.lines().find_map(|l| {
+                        l.strip_prefix(name)?
+                            .strip_prefix(' ')?
+                            .trim()
+                            .parse::<f64>()
+                            .ok()
+                    })
+                };
+                match crate::http::get(p.admin, "/metrics") {
+                    Ok(text) => {
+                        let ready = metric(&text, "ringkv_handoff_ready") == Some(1.0);
+                        let pending = metric(&text, "ringkv_handoff_pending_ranges").unwrap_or(1.0);
+                        keys += metric(&text, "ringkv_handoff_keys_moved_total").unwrap_or(0.0);
+                        if !ready || pending > 0.0 {
+                            waiting.push(p.name.clone());
+                        }
+                    }
+                    Err(_) => waiting.push(p.name.clone()),
+                }
+            }
+            if waiting.is_empty() {
+                return Ok(format!(
+                    "every peer holds its ranges after {:.2} s ({keys:.0} keys moved so far)",
+                    start.elapsed().as_secs_f64()
+                ));
+            }
+            last = format!("still receiving: {}", waiting.join(", "));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        bail!(
+            "handoff not done within {:.0} s: {last}",
+            limit.as_secs_f64()
+        )
     }
 
     fn expect_state(
