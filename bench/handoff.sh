@@ -6,7 +6,9 @@
 #   3. time to restore three copies after kill -9 in a 5-peer cluster.
 # Usage: bench/handoff.sh [stream|restore|all]
 #   STREAM_KEYS (default 500000: 500 MB), RESTORE_KEYS (default 1000000:
-#   1 GB), PROFILE=1 records a perf profile of the receiver.
+#   1 GB), RATE (the third peer's --handoff-rate, default 24MB),
+#   PROFILE=1 records perf profiles of both sides of the stream.
+# The stream itself runs with --handoff-rate 0 (no cap).
 # Stops every process it started; data lives in a temporary directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,11 +67,11 @@ p99() { # the get and put p99 lines of a bench report
 
 if [ "$what" = stream ] || [ "$what" = all ]; then
   n=${STREAM_KEYS:-500000}
-  rate=${RATE:-0}
+  rate=${RATE:-24MB}
   echo "== stream: one peer with $n x 1 KB; a second joins and pulls it all"
   start s1; s1=$ADDR; s1pid=$PID
   t=$(now); load "$n" "$s1" >/dev/null; echo "loaded in $(echo "$(now) - $t" | bc) s"
-  start s2 --join "$s1" --cluster-key "$key"; s2=$ADDR; s2pid=$PID
+  start s2 --join "$s1" --cluster-key "$key" --handoff-rate 0; s2=$ADDR; s2pid=$PID
   t0=$(now)
   if [ "${PROFILE:-0}" = 1 ]; then
     perf record -F 499 -g -p "$s2pid" -o "$work/recv.data" -- sleep 5 >/dev/null 2>&1 &
@@ -88,10 +90,11 @@ if [ "$what" = stream ] || [ "$what" = all ]; then
     wait "$perf1" "$perf2" || true
     for side in send recv; do
       echo "-- perf, $side side (self time, top symbols)"
-      perf report -i "$work/$side.data" --no-children --sort dso,symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -20
+      { perf report -i "$work/$side.data" --no-children --sort dso,symbol --stdio 2>/dev/null || true; } \
+        | grep -E '^ +[0-9]' | cut -c1-110 | head -20 || true
     done
   fi
-  echo "== foreground latency: idle, then while a third peer pulls everything (handoff rate: $rate B/s)"
+  echo "== foreground latency: idle, then while a third peer pulls everything (handoff rate: $rate/s)"
   fg() {
     "$bin" bench --quiet --peer "$s1" --peers "$s2" --cluster-key "$key" --duration 10s --keys "$n" \
       --read-ratio 0.5 --value-size 1000 --concurrency 16 | p99

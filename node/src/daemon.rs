@@ -129,7 +129,7 @@ pub(crate) struct HandoffArgs {
     #[arg(long, env = "RINGKV_MAX_TRANSFERS", value_parser = clap::value_parser!(u32).range(1..=64))]
     max_transfers: Option<u32>,
     /// Most bytes per second this peer pulls for handoff, e.g. 50MB; 0
-    /// for no limit (the default).
+    /// for no limit. Default 24MB.
     #[arg(long, env = "RINGKV_HANDOFF_RATE", value_parser = parse_rate)]
     handoff_rate: Option<u64>,
     /// Ranges this peer no longer replicates are deleted this long after

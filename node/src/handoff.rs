@@ -88,7 +88,9 @@ impl Default for HandoffConfig {
         Self {
             settle: Duration::from_secs(2),
             max_transfers: 4,
-            rate: 0,
+            // Cassandra's default stream cap: fast enough to move 1 GB in
+            // under a minute, slow enough that foreground p99 holds.
+            rate: 24 * 1024 * 1024,
             cleanup_grace: Duration::from_secs(10),
             anti_entropy: Duration::from_millis(500),
             page_bytes: 4 * 1024 * 1024,
