@@ -29,6 +29,7 @@ start() {
   local name=$1; shift
   RUST_LOG=warn "$bin" node --data "$work/$name" --listen 127.0.0.1:0 --name "$name" \
     --settle 1s --cleanup-grace 5s "$@" >"$work/$name.log" 2>&1 &
+  disown
   PID=$!
   pids+=("$PID")
   for _ in $(seq 100); do
@@ -114,17 +115,22 @@ if [ "$what" = restore ] || [ "$what" = all ]; then
   start r1 --dead-grace 5s; r1=$ADDR
   addrs=("$r1")
   for i in 2 3 4 5; do start "r$i" --join "$r1" --cluster-key "$key" --dead-grace 5s; addrs+=("$ADDR"); done
-  victim=$PID
+  victim=$PID; vname=r5
   sleep 3
   t=$(now); load "$n" "${addrs[@]:0:4}" | grep -E '^(put|total)'; echo "loaded in $(echo "$(now) - $t" | bc) s"
   for a in "${addrs[@]}"; do until ready "$a"; do sleep 0.2; done; done
+  ringdigest() { "$bin" handoff --json --peer "$1" --cluster-key "$key" | sed -n 's/.*"ring": *"\([0-9a-f]*\)".*/\1/p'; }
+  before=$(ringdigest "$r1")
+  moved0=0
+  for a in "${addrs[@]:0:4}"; do moved0=$((moved0 + $(field "$a" bytes_moved) )); done
   kill -9 "$victim"
   t0=$(now)
-  # Restored when the four survivors hold the ring without the victim.
-  sleep 6
-  for a in "${addrs[@]:0:4}"; do until ready "$a" && [ "$(field "$a" pending_ranges)" = 0 ]; do sleep 0.2; done; done
+  # Restored when the four survivors hold a ring without the victim.
+  for a in "${addrs[@]:0:4}"; do
+    until [ "$(ringdigest "$a")" != "$before" ] && ready "$a" && [ "$(field "$a" pending_ranges)" = 0 ]; do sleep 0.2; done
+  done
   t1=$(now)
-  moved=0
+  moved=$(( -moved0 ))
   for a in "${addrs[@]:0:4}"; do moved=$((moved + $(field "$a" bytes_moved) )); done
   echo "three copies again $(echo "$t1 - $t0" | bc) s after the kill (5 s dead grace + 1 s settle included); $moved bytes streamed"
 fi

@@ -52,26 +52,49 @@ async fn exchange(
         .connect_with(config, peer, SERVER_NAME)
         .with_context(|| format!("cannot connect to {peer}"))?
         .await
-        .map_err(|e| refused(peer, &e.to_string()))?;
+        .map_err(|e| connection_failed(peer, &e))?;
     // A connection can open before the peer has checked our certificate:
     // only a completed exchange proves we are in.
     let (mut send, mut recv) = conn
         .open_bi()
         .await
-        .map_err(|e| refused(peer, &e.to_string()))?;
+        .map_err(|e| connection_failed(peer, &e))?;
     let body = codec::encode(req);
-    send.write_all(&body)
-        .await
-        .map_err(|e| refused(peer, &e.to_string()))?;
-    send.finish().map_err(|e| refused(peer, &e.to_string()))?;
-    let bytes = recv
-        .read_to_end(REPLY_MAX)
-        .await
-        .map_err(|e| refused(peer, &e.to_string()))?;
+    send.write_all(&body).await.map_err(|e| match e {
+        quinn::WriteError::ConnectionLost(c) => connection_failed(peer, &c),
+        other => lost(peer, &other.to_string()),
+    })?;
+    send.finish().map_err(|e| lost(peer, &e.to_string()))?;
+    let bytes = recv.read_to_end(REPLY_MAX).await.map_err(|e| match e {
+        quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(c)) => {
+            connection_failed(peer, &c)
+        }
+        other => lost(peer, &other.to_string()),
+    })?;
     conn.close(0u32.into(), b"done");
     Ok(bytes)
 }
 
+/// A connection that failed: a TLS alert (a closing code 0x100 to 0x1ff)
+/// means the peer refused our certificate, that is, another cluster's
+/// key; anything else means the peer went away.
+fn connection_failed(peer: SocketAddr, e: &quinn::ConnectionError) -> anyhow::Error {
+    let tls_alert = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
+    match e {
+        quinn::ConnectionError::ConnectionClosed(c) if tls_alert(c.error_code) => {
+            refused(peer, &e.to_string())
+        }
+        quinn::ConnectionError::TransportError(t) if tls_alert(t.code) => {
+            refused(peer, &e.to_string())
+        }
+        _ => lost(peer, &e.to_string()),
+    }
+}
+
 fn refused(peer: SocketAddr, detail: &str) -> anyhow::Error {
     anyhow!("peer {peer} refused the connection ({detail}); check --cluster-key: it must be the key of the cluster that peer belongs to")
+}
+
+fn lost(peer: SocketAddr, detail: &str) -> anyhow::Error {
+    anyhow!("lost the connection to peer {peer} before it answered ({detail}): it may have crashed or restarted; a write may or may not have been applied")
 }

@@ -260,3 +260,28 @@ fn a_coordinator_whose_ring_shrank_does_not_settle_for_fewer_copies() {
         text(&o)
     );
 }
+
+#[test]
+fn get_json_shows_text_as_text_and_other_bytes_exactly_as_hex() {
+    let dir = tempfile::tempdir().unwrap();
+    let (peers, key) = converged_cluster(dir.path(), 1, &[]);
+    let file = dir.path().join("binary");
+    std::fs::write(&file, [0u8, 0x9f, 0x92, 0x96, 0xff]).unwrap();
+    let o = ringkv(
+        &["put", "bin", "--file", file.to_str().unwrap()],
+        &peers[0],
+        &key,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = ringkv(&["get", "bin", "--json"], &peers[0], &key);
+    assert!(o.status.success(), "{}", text(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["value"], serde_json::Value::Null, "{json}");
+    assert_eq!(json["value_hex"], "009f9296ff", "{json}");
+    let o = put(&peers[0], &key, "txt", "héllo", "quorum");
+    assert!(o.status.success(), "{}", text(&o));
+    let o = ringkv(&["get", "txt", "--json"], &peers[0], &key);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["value"], "héllo", "{json}");
+    assert!(json.get("value_hex").is_none(), "{json}");
+}

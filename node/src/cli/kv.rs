@@ -130,13 +130,23 @@ pub(crate) async fn get(args: &GetArgs) -> Result<String> {
     };
     let reply: GetReply = client::request(args.peer.peer, &key, &req, TIMEOUT).await?;
     if args.peer.json {
-        let json = serde_json::json!({
+        // Text values as a string; anything else exactly, as hex, so JSON
+        // never loses a byte.
+        let (text, hex) = match reply.value.as_deref().map(std::str::from_utf8) {
+            Some(Ok(t)) => (Some(t.to_owned()), None),
+            Some(Err(_)) => (None, reply.value.as_deref().map(hex_of)),
+            None => (None, None),
+        };
+        let mut json = serde_json::json!({
             "key": args.key,
-            "value": reply.value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()),
+            "value": text,
             "found": reply.value.is_some(),
             "version": reply.version,
             "answered": reply.answered,
         });
+        if let Some(hex) = hex {
+            json["value_hex"] = serde_json::Value::String(hex);
+        }
         if reply.value.is_none() {
             println!("{}", serde_json::to_string_pretty(&json)?);
             bail!("{:?} not found", args.key);
@@ -150,6 +160,17 @@ pub(crate) async fn get(args: &GetArgs) -> Result<String> {
         }
         None => bail!("{:?} not found", args.key),
     }
+}
+
+/// Lowercase hex of `bytes`.
+fn hex_of(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 pub(crate) async fn del(args: &DelArgs) -> Result<String> {
