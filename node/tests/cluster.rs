@@ -185,26 +185,7 @@ fn garbage_datagrams_neither_crash_a_peer_nor_change_its_view() {
 
 /// A plain HTTP/1.1 GET; returns the status code and the body.
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .expect("admin port answers");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(40)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("a response");
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status line");
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    (status, body)
+    http(addr, "GET", path, "")
 }
 
 #[test]

@@ -58,8 +58,23 @@ fn load(peers: &[&Peer], key: &str, n: usize, value_size: usize) {
     assert!(text.contains("errors 0"), "load had errors: {text}");
 }
 
+/// Bench flags for one pass over keys `bench:0..n` in order.
+fn sequential(n: usize, read_ratio: &str) -> Vec<String> {
+    [
+        "--ops",
+        &n.to_string(),
+        "--keys",
+        &n.to_string(),
+        "--sequential",
+        "--read-ratio",
+        read_ratio,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// A `ringkv bench --verify` process over the peers.
-fn bench(peers: &[&Peer], key: &str, extra: &[&str]) -> Child {
+fn bench<S: AsRef<std::ffi::OsStr>>(peers: &[&Peer], key: &str, extra: &[S]) -> Child {
     let others: Vec<String> = peers[1..].iter().map(|p| p.addr.to_string()).collect();
     let mut cmd = Command::new(BIN);
     cmd.args(["bench", "--quiet", "--verify", "--concurrency", "16"])
@@ -297,19 +312,7 @@ fn a_graceful_leave_under_writes_loses_nothing_and_keeps_three_copies() {
     // Writes of new keys run while p5 leaves (through the other four).
     let writer = {
         let refs: Vec<&Peer> = peers[..4].iter().collect();
-        bench(
-            &refs,
-            &key,
-            &[
-                "--ops",
-                &after.to_string(),
-                "--keys",
-                &after.to_string(),
-                "--sequential",
-                "--read-ratio",
-                "0",
-            ],
-        )
+        bench(&refs, &key, &sequential(after, "0"))
     };
     std::thread::sleep(Duration::from_millis(500));
     let mut leaving = peers.remove(4);
@@ -328,19 +331,7 @@ fn a_graceful_leave_under_writes_loses_nothing_and_keeps_three_copies() {
     wait_exact(&refs, &key, after, Duration::from_secs(60));
     three_copies(&refs, &key, after).unwrap();
     // Every acknowledged write reads back.
-    let reader = bench(
-        &refs,
-        &key,
-        &[
-            "--ops",
-            &after.to_string(),
-            "--keys",
-            &after.to_string(),
-            "--sequential",
-            "--read-ratio",
-            "1",
-        ],
-    );
+    let reader = bench(&refs, &key, &sequential(after, "1"));
     finish(reader, "the reader");
 }
 
@@ -386,21 +377,9 @@ fn an_interrupted_transfer_resumes_after_the_receiver_restarts() {
         moved < held,
         "pulled {moved} keys after the restart for {held} held: no resume"
     );
-    let reader = bench(
-        &refs,
-        &key,
-        &[
-            "--ops",
-            &n.to_string(),
-            "--keys",
-            &n.to_string(),
-            "--sequential",
-            "--read-ratio",
-            "1",
-            "--value-size",
-            "1000",
-        ],
-    );
+    let mut args = sequential(n, "1");
+    args.extend(["--value-size".to_owned(), "1000".to_owned()]);
+    let reader = bench(&refs, &key, &args);
     finish(reader, "the reader");
 }
 
