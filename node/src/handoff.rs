@@ -52,8 +52,12 @@ pub(crate) const READY_TAG: &str = "ready";
 const READY_RING: &str = "ready-ring";
 /// Prefix of the per-range transfer checkpoints.
 const PULL_PREFIX: &str = "pull/";
-/// Longest wait for one range request (pages, summaries, listings).
-const RANGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for one range request (pages, summaries, listings): a
+/// 4 MiB page takes well under a second; a holder that does not answer in
+/// this time is given up for the next.
+const RANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest one anti-entropy comparison (summaries and the diff) may take.
+const ANTI_ENTROPY_STEP_MAX: Duration = Duration::from_secs(30);
 /// Keys fetched per `ReadMany`.
 const FETCH_BATCH: usize = 512;
 /// Keys and versions per listing page.
@@ -237,6 +241,35 @@ impl Handoff {
     pub(crate) fn spawn(self: &Arc<Self>) {
         let me = self.clone();
         tokio::spawn(async move { me.run().await });
+        // Anti-entropy runs apart, so that a comparison waiting on a peer
+        // that just died never holds up a handoff.
+        if !self.cfg.anti_entropy.is_zero() {
+            let me = self.clone();
+            tokio::spawn(async move { me.anti_entropy_loop().await });
+        }
+    }
+
+    /// One range comparison every `--anti-entropy-interval`, while this
+    /// peer holds its current ring fully.
+    async fn anti_entropy_loop(self: Arc<Self>) {
+        let mut turn = 0usize;
+        loop {
+            tokio::time::sleep(self.cfg.anti_entropy).await;
+            let Some(ring) = self.kv.ring.borrow().ring.clone() else {
+                continue;
+            };
+            let view = self.kv.view.borrow().clone();
+            if self.announced(&view).as_deref() != Some(ring_tag(&ring).as_str()) {
+                continue;
+            }
+            let step = self.anti_entropy_step(&ring, &view, &mut turn);
+            if tokio::time::timeout(ANTI_ENTROPY_STEP_MAX, step)
+                .await
+                .is_err()
+            {
+                debug!("anti-entropy: a comparison took too long; moving on");
+            }
+        }
     }
 
     async fn run(self: Arc<Self>) {
@@ -244,8 +277,6 @@ impl Handoff {
         let mut seen: Option<(String, Instant)> = None;
         let mut cleaned: Option<String> = None;
         let mut all_ready_since: Option<(String, Instant)> = None;
-        let mut ae_turn = 0usize;
-        let mut ae_next = Instant::now();
         loop {
             tokio::select! {
                 _ = ring_rx.changed() => {}
@@ -320,10 +351,6 @@ impl Handoff {
                     self.cleanup(&ring).await;
                     cleaned = Some(tag.clone());
                 }
-            }
-            if !self.cfg.anti_entropy.is_zero() && Instant::now() >= ae_next {
-                self.anti_entropy_step(&ring, &view, &mut ae_turn).await;
-                ae_next = Instant::now() + self.cfg.anti_entropy;
             }
         }
     }
