@@ -53,9 +53,9 @@ const READY_RING: &str = "ready-ring";
 /// Prefix of the per-range transfer checkpoints.
 const PULL_PREFIX: &str = "pull/";
 /// Longest wait for one range request (pages, summaries, listings): a
-/// 4 MiB page takes well under a second; a holder that does not answer in
-/// this time is given up for the next.
-const RANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// 4 MiB page takes well under a second, but a loaded peer may be slow; a
+/// holder that does not answer in this time is given up for the next.
+const RANGE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest one anti-entropy comparison (summaries and the diff) may take.
 const ANTI_ENTROPY_STEP_MAX: Duration = Duration::from_secs(30);
 /// Keys fetched per `ReadMany`.
