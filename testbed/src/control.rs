@@ -22,6 +22,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a peer may take to leave after SIGTERM before SIGKILL (the
 /// daemon waits at most 5 s for its leave to spread).
 const TERM_GRACE: Duration = Duration::from_secs(10);
+/// How long a peer asked to leave gracefully may take: it first hands its
+/// ranges to the others (see docs/handoff.md), which takes longer than a
+/// plain exit.
+const LEAVE_GRACE: Duration = Duration::from_secs(90);
 
 /// The hidden flag that arms a peer's fault switch.
 pub const FAULT_FLAG: &str = "--testbed-faults";
@@ -301,11 +305,11 @@ impl Testbed {
     pub fn leave(&mut self, name: &str) -> Result<()> {
         let i = self.require(name, &[ProcState::Running, ProcState::Stopped], "leave")?;
         let p = &self.state.peers[i];
-        let forced = procs::terminate(p.pid, &p.data, TERM_GRACE)?;
+        let forced = procs::terminate(p.pid, &p.data, LEAVE_GRACE)?;
         if forced {
             eprintln!(
                 "{name} did not exit within {} s of SIGTERM; killed",
-                TERM_GRACE.as_secs()
+                LEAVE_GRACE.as_secs()
             );
         }
         self.state.peers[i].stopped_by_testbed = Some("left".into());
