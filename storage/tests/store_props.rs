@@ -227,7 +227,19 @@ struct Node {
 
 impl Node {
     fn open(dir: &Path) -> Self {
-        let store = Store::open(dir).unwrap();
+        // sled's flusher thread may hold the directory's lock for a moment
+        // after the previous instance is dropped: retry briefly.
+        let mut tries = 0;
+        let store = loop {
+            match Store::open(dir) {
+                Ok(store) => break store,
+                Err(e) if tries < 250 && e.to_string().contains("could not acquire lock") => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("cannot reopen the store: {e}"),
+            }
+        };
         let clock = Clock::new(node(1), store.generation(), store.hlc_floor());
         Self { store, clock }
     }
