@@ -172,15 +172,41 @@ fn garbage_datagrams_neither_crash_a_peer_nor_change_its_view() {
             })
             .collect();
         let _ = socket.send_to(&bytes, peers[0].addr);
+        if i % 100 == 99 {
+            // Paced, so the garbage does not also overflow the socket's
+            // receive buffer and drop real probes: loss is another test.
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
     std::thread::sleep(Duration::from_millis(500));
     let after = members(peers[0].addr, &key).expect("the peer still answers");
-    assert_eq!(
-        before["view_digest"], after["view_digest"],
-        "garbage changed the view"
-    );
+    let names = |v: &Value| {
+        let mut names: Vec<String> = v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&before), names(&after), "garbage changed the members");
+    // On a loaded 2-core machine a probe can still be late, and a suspicion
+    // refuted (a new incarnation, so the digest may move): that is SWIM
+    // working. What garbage must never do is get a live peer declared dead,
+    // or leave the two disagreeing.
     let refs: Vec<&Peer> = peers.iter().collect();
-    assert!(all_alive_and_agree(&refs, &key, 2));
+    wait_for(Duration::from_secs(15), "both peers agree again", || {
+        for p in &refs {
+            if let Some(view) = members(p.addr, &key) {
+                let dead = view["members"]
+                    .as_array()
+                    .is_some_and(|ms| ms.iter().any(|m| m["state"] == "dead"));
+                assert!(!dead, "garbage got a live peer declared dead: {view}");
+            }
+        }
+        all_alive_and_agree(&refs, &key, 2)
+    });
 }
 
 /// A plain HTTP/1.1 GET; returns the status code and the body.
