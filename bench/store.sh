@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The store goals of issue 5: three release peers on loopback (N=3,
+# durable), then `ringkv bench` from a fourth process:
+#   puts at W=2 (--read-ratio 0 --sequential), then gets at R=2 and R=1
+# (--read-ratio 1), 64 requests in flight, 100-byte values.
+#
+# Usage: bench/store.sh [BINARY...]
+# With no argument it builds and measures target/release/ringkv. With
+# several binaries (an A/B of two builds) it measures them in turns,
+# ROUNDS times (default 2), so both see the same machine load.
+# Environment: PUTS (default 60000), GETS (100000), ROUNDS.
+# Stops everything it started, whatever happens (trap).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PUTS=${PUTS:-60000}
+GETS=${GETS:-100000}
+ROUNDS=${ROUNDS:-2}
+bins=("$@")
+if [ ${#bins[@]} -eq 0 ]; then
+  cargo build --release -q -p ringkv-node
+  bins=("$PWD/target/release/ringkv")
+fi
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+wait_until() {
+  local limit=$1 what=$2; shift 2
+  local deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS > deadline)); then echo "timed out waiting for $what" >&2; exit 1; fi
+    sleep 0.2
+  done
+}
+
+# run BIN LABEL: one cluster, the three workloads, one line each.
+run() {
+  local bin=$1 label=$2 dir addrs=() i out key join=()
+  dir=$(mktemp -d "$tmp/run.XXXX")
+  local mine=()
+  for i in 1 2 3; do
+    out="$dir/n$i.out"
+    RUST_LOG=warn "$bin" node --data "$dir/n$i" --listen 127.0.0.1:0 --name "n$i" "${join[@]}" \
+      >"$out" 2>"$dir/n$i.err" &
+    pids+=($!)
+    mine+=($!)
+    wait_until 30 "peer $i" grep -q 'listening on' "$out"
+    addrs+=("$(sed -n 's/.*listening on \(127\.0\.0\.1:[0-9]*\).*/\1/p' "$out" | head -1)")
+    key=$(cat "$dir/n1/cluster.key")
+    join=(--join "${addrs[0]}" --cluster-key "$key")
+  done
+  agreed() { "$bin" members --peer "${addrs[0]}" --cluster-key "$key" | grep -c alive | grep -q '^3$'; }
+  wait_until 60 "three peers" agreed
+  local common=(--peer "${addrs[0]}" --peers "${addrs[1]},${addrs[2]}" --cluster-key "$key"
+    --concurrency 64 --value-size 100 --keys "$PUTS")
+  summary() { grep -E 'total .* ops/s' | sed 's/^ *//'; }
+  echo "$label puts W=2: $("$bin" bench "${common[@]}" --ops "$PUTS" --read-ratio 0 --sequential 2>/dev/null | summary)"
+  echo "$label gets R=2: $("$bin" bench "${common[@]}" --ops "$GETS" --read-ratio 1 2>/dev/null | summary)"
+  echo "$label gets R=1: $("$bin" bench "${common[@]}" --ops "$GETS" --read-ratio 1 --consistency one 2>/dev/null | summary)"
+  for pid in "${mine[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${mine[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$dir"
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  for b in "${bins[@]}"; do
+    run "$b" "[round $round] $(basename "$(dirname "$b")")/$(basename "$b")"
+  done
+done
