@@ -7,7 +7,9 @@
 # Usage: bench/store.sh [BINARY...]
 # With no argument it builds and measures target/release/ringkv. With
 # several binaries (an A/B of two builds) it measures them in turns,
-# ROUNDS times (default 2), so both see the same machine load.
+# ROUNDS times (default 2), so both see the same machine load. Each line
+# also gives the CPU time the three peers spent per operation, which
+# another load on the machine disturbs much less than ops/s.
 # Environment: PUTS (default 60000), GETS (100000), ROUNDS.
 # Stops everything it started, whatever happens (trap).
 set -euo pipefail
@@ -61,9 +63,22 @@ run() {
   local common=(--peer "${addrs[0]}" --peers "${addrs[1]},${addrs[2]}" --cluster-key "$key"
     --concurrency 64 --value-size 100 --keys "$PUTS")
   summary() { grep -E 'total .* ops/s' | sed 's/^ *//'; }
-  echo "$label puts W=2: $("$bin" bench "${common[@]}" --ops "$PUTS" --read-ratio 0 --sequential 2>/dev/null | summary)"
-  echo "$label gets R=2: $("$bin" bench "${common[@]}" --ops "$GETS" --read-ratio 1 2>/dev/null | summary)"
-  echo "$label gets R=1: $("$bin" bench "${common[@]}" --ops "$GETS" --read-ratio 1 --consistency one 2>/dev/null | summary)"
+  # CPU time of the three peers, in clock ticks: less sensitive than ops/s
+  # to whatever else runs on the machine.
+  ticks() { local t=0 pid; for pid in "${mine[@]}"; do
+    t=$((t + $(awk '{ print $14 + $15 }' "/proc/$pid/stat"))); done; echo "$t"; }
+  # workload NAME OPS BENCH-FLAGS...: one line with ops/s and the peers'
+  # CPU microseconds per operation.
+  workload() {
+    local name=$1 ops=$2 before after line; shift 2
+    before=$(ticks)
+    line=$("$bin" bench "${common[@]}" --ops "$ops" "$@" 2>/dev/null | summary)
+    after=$(ticks)
+    echo "$label $name: $line; peers' CPU $(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$ops" 'BEGIN { printf "%.0f", t / hz * 1e6 / n }') us/op"
+  }
+  workload "puts W=2" "$PUTS" --read-ratio 0 --sequential
+  workload "gets R=2" "$GETS" --read-ratio 1
+  workload "gets R=1" "$GETS" --read-ratio 1 --consistency one
   for pid in "${mine[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${mine[@]}"; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$dir"

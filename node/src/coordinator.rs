@@ -32,7 +32,8 @@ pub(crate) const REPLICAS: usize = 3;
 #[derive(Debug, Clone)]
 struct Replica {
     id: NodeId,
-    name: String,
+    /// Shared, so that routing a request clones no string.
+    name: Arc<str>,
     addr: SocketAddr,
 }
 
@@ -68,6 +69,51 @@ pub(crate) struct Kv {
     pub(crate) hot: Mutex<crate::hot::HotKeys>,
     /// The ranges this peer holds fully (kept by handoff).
     pub(crate) held: std::sync::RwLock<Held>,
+    /// What routing needs from the current view and ring, built once per
+    /// change of either rather than once per request.
+    pub(crate) routing: Mutex<Option<Arc<Routing>>>,
+}
+
+/// The members as replicas, and whether each announced the current ring
+/// ready, for one view and one ring.
+#[derive(Debug)]
+pub(crate) struct Routing {
+    view: Arc<View>,
+    ring: Arc<RingState>,
+    members: std::collections::HashMap<NodeId, (Replica, bool)>,
+}
+
+impl Routing {
+    fn new(view: Arc<View>, ring: Arc<RingState>) -> Self {
+        let tag = ring.ring.as_ref().map(crate::handoff::ring_tag);
+        let members = std::iter::once(&view.me)
+            .chain(view.members.iter())
+            .map(|m| {
+                let ready = tag
+                    .as_ref()
+                    .is_some_and(|tag| m.meta.tags.get(crate::handoff::READY_TAG) == Some(tag));
+                let replica = Replica {
+                    id: m.id,
+                    name: Arc::from(m.meta.name.as_str()),
+                    addr: m.meta.addr,
+                };
+                (m.id, (replica, ready))
+            })
+            .collect();
+        Self {
+            view,
+            ring,
+            members,
+        }
+    }
+
+    fn replica(&self, id: &NodeId) -> Option<Replica> {
+        self.members.get(id).map(|(r, _)| r.clone())
+    }
+
+    fn is_ready(&self, id: &NodeId) -> bool {
+        self.members.get(id).is_some_and(|(_, ready)| *ready)
+    }
 }
 
 /// The rings whose ranges this peer holds fully: the last one it announced
@@ -115,41 +161,46 @@ impl Kv {
     /// and while some of them are still receiving their ranges, the nodes
     /// that stand in for them (see [`Route`]).
     fn route(&self, key: &[u8], needed: usize) -> Result<Route<Replica>> {
-        let state = self.ring.borrow().clone();
-        let Some(ring) = state.ring.as_ref() else {
+        let routing = self.routing();
+        let Some(ring) = routing.ring.ring.as_ref() else {
             bail!("this peer has no ring yet");
         };
-        let view = self.view.borrow().clone();
-        let find = |id: &NodeId| {
-            std::iter::once(&view.me)
-                .chain(view.members.iter())
-                .find(|m| m.id == *id)
-                .map(|m| Replica {
-                    id: *id,
-                    name: m.meta.name.clone(),
-                    addr: m.meta.addr,
-                })
-        };
-        let tag = crate::handoff::ring_tag(ring);
         let natural: Vec<Replica> = ring
             .replicas(key, REPLICAS)
             .iter()
-            .filter_map(find)
+            .filter_map(|id| routing.replica(id))
             .collect();
-        let preference: Vec<Replica> = state
-            .full
-            .as_ref()
-            .unwrap_or(ring)
-            .replicas(key, 2 * REPLICAS)
-            .iter()
-            .filter_map(find)
-            .collect();
-        Ok(Route::plan(
-            &natural,
-            &preference,
-            |r| crate::handoff::is_ready(&view, &r.id, &tag),
-            needed,
-        ))
+        let ready = |r: &Replica| routing.is_ready(&r.id);
+        // Substitutes are looked for only when a replica is not ready.
+        let preference: Vec<Replica> = if natural.iter().all(ready) {
+            Vec::new()
+        } else {
+            routing
+                .ring
+                .full
+                .as_ref()
+                .unwrap_or(ring)
+                .replicas(key, 2 * REPLICAS)
+                .iter()
+                .filter_map(|id| routing.replica(id))
+                .collect()
+        };
+        Ok(Route::plan(&natural, &preference, ready, needed))
+    }
+
+    /// The routing table of the current view and ring.
+    fn routing(&self) -> Arc<Routing> {
+        let view = self.view.borrow().clone();
+        let ring = self.ring.borrow().clone();
+        let mut cached = self.routing.lock().expect("routing lock");
+        match &*cached {
+            Some(r) if Arc::ptr_eq(&r.view, &view) && Arc::ptr_eq(&r.ring, &ring) => r.clone(),
+            _ => {
+                let fresh = Arc::new(Routing::new(view, ring));
+                *cached = Some(fresh.clone());
+                fresh
+            }
+        }
     }
 
     /// Coordinates a put (or, with `None`, a delete).
@@ -185,7 +236,7 @@ impl Kv {
             bail!(
                 "needed {needed} acknowledgements, but this peer's ring has only {} replica(s) for the key ({}); nothing was written",
                 route.read.len(),
-                route.read.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+                route.read.iter().map(|r| &*r.name).collect::<Vec<_>>().join(", ")
             );
         }
         let mut tasks = JoinSet::new();
@@ -203,15 +254,15 @@ impl Kv {
             let (r, answer) = joined.map_err(|e| anyhow!("replica task failed: {e}"))?;
             match answer {
                 Answer::Ok(()) => {
-                    acked.push(r.name.clone());
+                    acked.push(r.name.to_string());
                     acked_by.push(r);
                 }
                 Answer::Unreachable => {
-                    unreachable.push(r.name.clone());
+                    unreachable.push(r.name.to_string());
                     missed.push(r);
                 }
                 Answer::Unknown => {
-                    unknown.push(r.name.clone());
+                    unknown.push(r.name.to_string());
                     missed.push(r);
                 }
             }
@@ -287,8 +338,18 @@ impl Kv {
             let (kv, key) = (self.clone(), key.clone());
             tasks.spawn(async move { (r.clone(), kv.read_at(&r, key).await) });
         };
+        // The local read needs no task: it is answered first, at once.
+        let mut at_once = None;
         for r in replicas {
-            spawn_read(&mut tasks, r);
+            if r.id == self.me {
+                let answer = match self.replica_read(&key) {
+                    Ok(answer) => Answer::Ok(answer),
+                    Err(_) => Answer::Unknown,
+                };
+                at_once = Some((r, answer));
+            } else {
+                spawn_read(&mut tasks, r);
+            }
         }
         let mut answers: Vec<(Replica, Option<Record>)> = Vec::new();
         let (mut unreachable, mut unknown, mut not_held) = (Vec::new(), Vec::new(), Vec::new());
@@ -297,13 +358,18 @@ impl Kv {
         // and too few that hold it answered.
         let mut weak: Vec<(Replica, Option<Record>)> = Vec::new();
         while answers.len() < needed {
-            let Some(joined) = tasks.join_next().await else {
-                break;
+            let (r, answer) = match at_once.take() {
+                Some(local) => local,
+                None => {
+                    let Some(joined) = tasks.join_next().await else {
+                        break;
+                    };
+                    joined.map_err(|e| anyhow!("replica task failed: {e}"))?
+                }
             };
-            let (r, answer) = joined.map_err(|e| anyhow!("replica task failed: {e}"))?;
             let answer = match answer {
                 Answer::Ok(ReadAnswer::NotHeld(held)) => {
-                    not_held.push(r.name.clone());
+                    not_held.push(r.name.to_string());
                     weak.push((r, held));
                     if let Some(next) = spare.pop_front() {
                         spawn_read(&mut tasks, next);
@@ -321,8 +387,8 @@ impl Kv {
             }
             match answer {
                 Answer::Ok(held) => answers.push((r, held)),
-                Answer::Unreachable => unreachable.push(r.name),
-                Answer::Unknown => unknown.push(r.name),
+                Answer::Unreachable => unreachable.push(r.name.to_string()),
+                Answer::Unknown => unknown.push(r.name.to_string()),
             }
         }
         if answers.len() < needed && route.degraded {
@@ -330,7 +396,7 @@ impl Kv {
             answers.extend(weak.into_iter().take(missing));
         }
         if answers.len() < needed {
-            let names: Vec<String> = answers.iter().map(|(r, _)| r.name.clone()).collect();
+            let names: Vec<String> = answers.iter().map(|(r, _)| r.name.to_string()).collect();
             let mut failed: Vec<String> = unreachable.into_iter().chain(unknown).collect();
             failed.extend(
                 not_held
@@ -355,7 +421,7 @@ impl Kv {
                 .expect("clock lock")
                 .observe(&best.version);
         }
-        let answered: Vec<String> = answers.iter().map(|(r, _)| r.name.clone()).collect();
+        let answered: Vec<String> = answers.iter().map(|(r, _)| r.name.to_string()).collect();
         // Read repair: stale answers now, late answers when they come.
         if let Some(best) = best.clone() {
             let kv = self.clone();
@@ -443,7 +509,7 @@ impl Kv {
             };
             let r = Replica {
                 id: m.id,
-                name: m.meta.name.clone(),
+                name: Arc::from(m.meta.name.as_str()),
                 addr: m.meta.addr,
             };
             let Ok(hints) = self.store.hints_for(&target, 256) else {

@@ -542,6 +542,7 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
         hints_replayed: std::sync::atomic::AtomicU64::new(0),
         hot: std::sync::Mutex::new(crate::hot::HotKeys::new(HOT_KEYS_TRACKED)),
         held: std::sync::RwLock::default(),
+        routing: std::sync::Mutex::new(None),
     });
     let handoff = Handoff::new(
         kv.clone(),
