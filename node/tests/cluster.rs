@@ -14,11 +14,12 @@ use serde_json::Value;
 
 #[test]
 fn five_peers_joined_through_one_seed_agree_on_members_and_ring() {
+    let _one = one_cluster_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let (peers, key) = cluster(dir.path(), 5, &[]);
     let refs: Vec<&Peer> = peers.iter().collect();
     wait_for(
-        Duration::from_secs(20),
+        CONVERGE,
         "all five peers list five alive members and one ring digest",
         || all_alive_and_agree(&refs, &key, 5),
     );
@@ -26,27 +27,33 @@ fn five_peers_joined_through_one_seed_agree_on_members_and_ring() {
 
 #[test]
 fn killed_peer_is_declared_dead_leaves_the_ring_and_rejoins_after_restart() {
+    let _one = one_cluster_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let (mut peers, key) = converged_cluster(dir.path(), 4, &["--dead-grace", "2s"]);
 
     let victim = peers.pop().unwrap();
     let (name, data) = (victim.name.clone(), victim.data.clone());
+    // Its announcements (ready, refutations) bump its incarnation too: the
+    // restarted peer must come back above anything seen of it.
+    let known = peers
+        .iter()
+        .chain([&victim])
+        .filter_map(|p| members(p.addr, &key).and_then(|v| state_of(&v, &name)))
+        .map(|(_, incarnation)| incarnation)
+        .max()
+        .expect("the peers list the victim");
     victim.signal("-KILL");
     drop(victim);
-    let took = wait_for(
-        Duration::from_secs(10),
-        "the others mark the killed peer dead",
-        || {
-            peers.iter().all(|p| {
-                members(p.addr, &key)
-                    .and_then(|v| state_of(&v, &name))
-                    .is_some_and(|(s, _)| s == "dead")
-            })
-        },
-    );
+    let took = wait_for(CONVERGE, "the others mark the killed peer dead", || {
+        peers.iter().all(|p| {
+            members(p.addr, &key)
+                .and_then(|v| state_of(&v, &name))
+                .is_some_and(|(s, _)| s == "dead")
+        })
+    });
     eprintln!("dead everywhere after {took:?}");
     wait_for(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "the ring drops the dead peer after the grace",
         || {
             peers.iter().all(|p| {
@@ -64,11 +71,13 @@ fn killed_peer_is_declared_dead_leaves_the_ring_and_rejoins_after_restart() {
     // Restarted from its data dir: no flags needed, a higher incarnation.
     let back = Peer::start_in(data, &name, "127.0.0.1:0", &[]);
     wait_for(
-        Duration::from_secs(20),
-        "the restarted peer is alive again with incarnation 2",
+        CONVERGE,
+        &format!("the restarted peer is alive again with an incarnation above {known}"),
         || {
             peers.iter().all(|p| {
-                members(p.addr, &key).and_then(|v| state_of(&v, &name)) == Some(("alive".into(), 2))
+                members(p.addr, &key)
+                    .and_then(|v| state_of(&v, &name))
+                    .is_some_and(|(s, incarnation)| s == "alive" && incarnation > known)
             })
         },
     );
@@ -77,6 +86,7 @@ fn killed_peer_is_declared_dead_leaves_the_ring_and_rejoins_after_restart() {
 
 #[test]
 fn sigterm_makes_a_peer_leave_not_die() {
+    let _one = one_cluster_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let (mut peers, key) = converged_cluster(dir.path(), 3, &[]);
     let mut leaver = peers.pop().unwrap();
@@ -87,21 +97,28 @@ fn sigterm_makes_a_peer_leave_not_die() {
         if let Some(status) = leaver.child.try_wait().unwrap() {
             break status;
         }
+        // A graceful leave hands its ranges over first (the testbed
+        // allows 90 s too).
         assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "the peer did not exit after SIGTERM"
+            start.elapsed() < Duration::from_secs(90),
+            "the peer did not exit within 90 s of SIGTERM"
         );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "a graceful leave exits 0, got {status}");
     wait_for(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "the others list the peer as left",
         || {
             peers.iter().all(|p| {
-                members(p.addr, &key)
-                    .and_then(|v| state_of(&v, &name))
-                    .is_some_and(|(s, _)| s == "left")
+                let state = members(p.addr, &key).and_then(|v| state_of(&v, &name));
+                assert_ne!(
+                    state.as_ref().map(|(s, _)| s.as_str()),
+                    Some("dead"),
+                    "{} holds the leaver dead",
+                    p.name
+                );
+                state.is_some_and(|(s, _)| s == "left")
             })
         },
     );
@@ -116,6 +133,7 @@ fn sigterm_makes_a_peer_leave_not_die() {
 
 #[test]
 fn a_peer_with_another_key_never_joins_and_a_client_without_the_key_is_refused() {
+    let _one = one_cluster_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let (peers, key) = converged_cluster(dir.path(), 2, &[]);
 
@@ -155,6 +173,7 @@ fn a_peer_with_another_key_never_joins_and_a_client_without_the_key_is_refused()
 
 #[test]
 fn garbage_datagrams_neither_crash_a_peer_nor_change_its_view() {
+    let _one = one_cluster_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let (peers, key) = converged_cluster(dir.path(), 2, &[]);
     let before = members(peers[0].addr, &key).unwrap();
@@ -180,32 +199,43 @@ fn garbage_datagrams_neither_crash_a_peer_nor_change_its_view() {
     }
     std::thread::sleep(Duration::from_millis(500));
     let after = members(peers[0].addr, &key).expect("the peer still answers");
-    let names = |v: &Value| {
-        let mut names: Vec<String> = v["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["name"].to_string())
-            .collect();
-        names.sort();
-        names
-    };
-    assert_eq!(names(&before), names(&after), "garbage changed the members");
-    // On a loaded 2-core machine a probe can still be late, and a suspicion
-    // refuted (a new incarnation, so the digest may move): that is SWIM
-    // working. What garbage must never do is get a live peer declared dead,
-    // or leave the two disagreeing.
+    assert_eq!(
+        member_names(&before),
+        member_names(&after),
+        "garbage changed the members"
+    );
     let refs: Vec<&Peer> = peers.iter().collect();
-    wait_for(Duration::from_secs(15), "both peers agree again", || {
-        for p in &refs {
-            if let Some(view) = members(p.addr, &key) {
+    agree_again_with_nobody_dead(&refs, &key);
+}
+
+/// The member names of a view, sorted.
+fn member_names(view: &Value) -> Vec<String> {
+    let mut names: Vec<String> = view["members"]
+        .as_array()
+        .expect("a members list")
+        .iter()
+        .map(|m| m["name"].to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// After garbage: waits until the peers agree again, and fails at once if
+/// any shows a member dead. On a loaded 2-core machine a probe can be late
+/// and a suspicion refuted (a new incarnation, so the view digest moves):
+/// that is SWIM working. What garbage must never do is get a live peer
+/// declared dead, or leave the peers disagreeing.
+fn agree_again_with_nobody_dead(peers: &[&Peer], key: &str) {
+    wait_for(CONVERGE, "the peers agree again", || {
+        for p in peers {
+            if let Some(view) = members(p.addr, key) {
                 let dead = view["members"]
                     .as_array()
                     .is_some_and(|ms| ms.iter().any(|m| m["state"] == "dead"));
                 assert!(!dead, "garbage got a live peer declared dead: {view}");
             }
         }
-        all_alive_and_agree(&refs, &key, 2)
+        all_alive_and_agree(peers, key, peers.len())
     });
 }
 
@@ -216,11 +246,12 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 #[test]
 fn admin_http_serves_health_metrics_and_blocking_member_queries() {
+    let _one = one_cluster_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let seed = Peer::start(dir.path(), "p1", &["--admin", "127.0.0.1:0"]);
     let key = seed.key();
     let admin = seed.admin.unwrap();
-    wait_for(Duration::from_secs(10), "/health says ok", || {
+    wait_for(Duration::from_secs(30), "/health says ok", || {
         http_get(admin, "/health").0 == 200
     });
     let (_, body) = http_get(admin, "/v1/members");
@@ -228,42 +259,57 @@ fn admin_http_serves_health_metrics_and_blocking_member_queries() {
     let index = view["index"].as_u64().unwrap();
 
     // A blocking query returns as soon as the view changes past `index`.
+    // The seed's own changes (its ready announcement) may come before the
+    // join: ask again from each answer's index until the view has p2.
     let waiter = std::thread::spawn(move || {
+        let limit = Duration::from_secs(30);
         let start = Instant::now();
-        let (code, body) = http_get(admin, &format!("/v1/members?index={index}&wait=30s"));
-        (code, body, start.elapsed())
+        let mut index = index;
+        loop {
+            let (code, body) = http_get(admin, &format!("/v1/members?index={index}&wait=30s"));
+            assert_eq!(code, 200, "a blocking query after index {index}: {body}");
+            let view: Value = serde_json::from_str(&body).unwrap();
+            let next = view["index"].as_u64().unwrap();
+            assert!(
+                next > index,
+                "a blocking query after index {index} answered index {next}: {view}"
+            );
+            assert!(
+                start.elapsed() < limit,
+                "the view has no p2 after {limit:?} of blocking queries: {view}"
+            );
+            if state_of(&view, "p2").is_some() {
+                return start.elapsed();
+            }
+            index = next;
+        }
     });
     std::thread::sleep(Duration::from_millis(300));
     let join = seed.addr.to_string();
     let second = Peer::start(dir.path(), "p2", &["--join", &join, "--cluster-key", &key]);
-    let (code, body, took) = waiter.join().unwrap();
-    assert_eq!(code, 200);
-    assert!(
-        took < Duration::from_secs(20),
-        "the blocking query waited {took:?}"
-    );
-    let view: Value = serde_json::from_str(&body).unwrap();
-    assert!(view["index"].as_u64().unwrap() > index);
-    assert!(
-        state_of(&view, "p2").is_some(),
-        "the change was the join: {view}"
-    );
+    let took = waiter.join().expect("the blocking queries saw the join");
+    eprintln!("blocking queries saw the join after {took:?}");
 
-    let (code, text) = http_get(admin, "/metrics");
-    assert_eq!(code, 200);
-    assert!(text.contains("ringkv_members{state=\"alive\"} 2"), "{text}");
+    // The join reaches the metrics and the ring soon after the view.
+    let mut text = String::new();
+    wait_for(
+        Duration::from_secs(20),
+        "/metrics counts two alive members and /v1/ring has two nodes",
+        || {
+            let (code, metrics) = http_get(admin, "/metrics");
+            assert_eq!(code, 200);
+            text = metrics;
+            let (code, ring) = http_get(admin, "/v1/ring");
+            assert_eq!(code, 200);
+            let nodes = serde_json::from_str::<Value>(&ring).unwrap()["nodes"]
+                .as_array()
+                .map_or(0, Vec::len);
+            text.contains("ringkv_members{state=\"alive\"} 2") && nodes == 2
+        },
+    );
     assert!(text.contains("ringkv_ring_rebuilds_total"), "{text}");
     assert!(text.contains("ringkv_handoff_transfers_active"), "{text}");
     assert!(text.contains("ringkv_anti_entropy_repairs_total"), "{text}");
-    let (code, ring) = http_get(admin, "/v1/ring");
-    assert_eq!(code, 200);
-    assert_eq!(
-        serde_json::from_str::<Value>(&ring).unwrap()["nodes"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
     let (code, _) = http_get(admin, "/v1/members?index=0&wait=forever");
     assert_eq!(code, 400, "a bad wait is refused");
     drop(second);
@@ -271,6 +317,7 @@ fn admin_http_serves_health_metrics_and_blocking_member_queries() {
 
 #[test]
 fn garbage_on_authenticated_streams_changes_nothing() {
+    let _one = one_cluster_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let (peers, key) = converged_cluster(dir.path(), 2, &[]);
     let before = members(peers[0].addr, &key).unwrap();
@@ -320,7 +367,10 @@ fn garbage_on_authenticated_streams_changes_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     let after = members(peers[0].addr, &key).expect("the peer still answers");
     assert_eq!(
-        before["view_digest"], after["view_digest"],
-        "garbage changed the view"
+        member_names(&before),
+        member_names(&after),
+        "garbage changed the members"
     );
+    let refs: Vec<&Peer> = peers.iter().collect();
+    agree_again_with_nobody_dead(&refs, &key);
 }

@@ -3,14 +3,17 @@
 //! parent kills it with SIGKILL mid-stream, reopens the store and requires
 //! every acknowledged key. Three cycles on the same directory.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::open_retrying;
 use ringkv_ring::NodeId;
-use ringkv_storage::{Hlc, Record, Store, Version};
+use ringkv_storage::{Hlc, Record, Version};
 
 /// Set in the child: the store directory.
 const CHILD_DIR: &str = "RINGKV_CRASH_CHILD";
@@ -35,7 +38,8 @@ fn crash_child() {
         return;
     };
     let cycle = std::env::var(CHILD_CYCLE).expect("the parent sets the cycle");
-    let store = Store::open(Path::new(&dir)).expect("child opens the store");
+    // The parent dropped its handle on the store just before starting us.
+    let store = open_retrying(Path::new(&dir));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -151,7 +155,7 @@ fn acknowledged_writes_survive_kill_9() {
         assert!(!acked.is_empty());
         all_acked.extend(acked);
 
-        let store = Store::open(dir.path()).expect("reopen after kill -9");
+        let store = open_retrying(dir.path());
         let missing: Vec<&String> = all_acked
             .iter()
             .filter(|k| match store.get(k.as_bytes()).expect("get") {

@@ -2,6 +2,9 @@
 //! per (target, key), compare-and-swap removal, the byte limit, expiry,
 //! reopen.
 
+mod common;
+
+use common::open_retrying;
 use ringkv_ring::NodeId;
 use ringkv_storage::{Hint, HintLimits, Hlc, Record, Store, Version};
 
@@ -186,7 +189,8 @@ async fn hints_survive_a_reopen_and_stats_are_recounted() {
         store.hint_stats()
     };
     assert_eq!(stats.0, 3);
-    let store = Store::open(dir.path()).unwrap();
+    // Reopened right after the drop above.
+    let store = open_retrying(dir.path());
     assert_eq!(store.hint_stats(), stats);
     assert_eq!(
         store.hints_for(&node("b"), 10).unwrap(),

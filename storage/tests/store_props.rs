@@ -3,9 +3,12 @@
 //! range, and random puts, deletes, tombstone collections and restarts
 //! match a `BTreeMap` model.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use common::open_retrying;
 use proptest::prelude::*;
 use ringkv_ring::{key_position, NodeId, Token, TokenRange};
 use ringkv_storage::{keys, Clock, Hlc, Record, Store, Version};
@@ -227,19 +230,8 @@ struct Node {
 
 impl Node {
     fn open(dir: &Path) -> Self {
-        // sled's flusher thread may hold the directory's lock for a moment
-        // after the previous instance is dropped: retry briefly.
-        let mut tries = 0;
-        let store = loop {
-            match Store::open(dir) {
-                Ok(store) => break store,
-                Err(e) if tries < 250 && e.to_string().contains("could not acquire lock") => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => panic!("cannot reopen the store: {e}"),
-            }
-        };
+        // The previous instance may have been dropped just now.
+        let store = open_retrying(dir);
         let clock = Clock::new(node(1), store.generation(), store.hlc_floor());
         Self { store, clock }
     }
@@ -364,7 +356,7 @@ fn a_new_store_gets_a_generation_and_keeps_it_once_written() {
     first.store_hlc_floor(Hlc::new(3, 0)).unwrap();
     rt.block_on(first.sync()).unwrap();
     drop(first);
-    let again = Store::open(dir.path()).unwrap();
+    let again = open_retrying(dir.path());
     assert_eq!(again.generation(), g1);
     assert_eq!(again.hlc_floor(), Hlc::new(9, 1));
     assert_eq!(again.len(), 1);
@@ -381,7 +373,7 @@ fn a_new_store_gets_a_generation_and_keeps_it_once_written() {
     assert!(fresh.generation() >= g1);
     drop(fresh);
     // Reopened while still empty: the known generation is bumped.
-    let empty_again = Store::open(dir.path()).unwrap();
+    let empty_again = open_retrying(dir.path());
     assert!(empty_again.generation() > g1);
 }
 

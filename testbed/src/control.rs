@@ -317,20 +317,28 @@ impl Testbed {
     }
 
     /// Starts a peer that is not running again, from its data dir, on its
-    /// old addresses, with the same flags. Its fault settings are sent again.
+    /// old addresses if it can, with the same flags. Its fault settings are
+    /// sent again.
+    ///
+    /// Either old port may have been taken meanwhile (the kernel hands out
+    /// ephemeral ports again): first the admin port falls back to a new
+    /// one, then the QUIC port too. The peer's identity is in its data dir
+    /// and it joins through a running peer, so a new QUIC address is only
+    /// news for the others; the state file records the new addresses. A
+    /// peer whose fault settings name the old address must be given them
+    /// again.
     ///
     /// # Errors
-    /// Unknown peer, it still runs, or it does not start.
+    /// Unknown peer, it still runs, or it does not start on any of these.
     pub fn restart(&mut self, name: &str) -> Result<()> {
         let i = self.require(name, &[ProcState::Gone], "restart")?;
         let (addr, admin) = (
             self.state.peers[i].addr.to_string(),
-            self.state.peers[i].admin,
+            self.state.peers[i].admin.to_string(),
         );
-        // The old admin port may have been taken meanwhile: fall back to a
-        // new one (the state file records it).
-        if self.start(i, &addr, &admin.to_string()).is_err() {
-            self.start(i, &addr, "127.0.0.1:0")?;
+        let any = "127.0.0.1:0";
+        if self.start(i, &addr, &admin).is_err() && self.start(i, &addr, any).is_err() {
+            self.start(i, any, any)?;
         }
         self.save()?;
         let p = &self.state.peers[i];

@@ -8,12 +8,25 @@ use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringkv");
+
+/// How long a cluster may take to agree on members, ring and readiness: a
+/// loaded 2-core machine is slow, and waits return as soon as it holds.
+pub const CONVERGE: Duration = Duration::from_secs(60);
+
+/// The tests of one file that start peers run one at a time: a few peers
+/// each are enough load on a shared 2-core machine, and failure detection
+/// and timeouts are what they measure. Take it first and hold it for the
+/// whole test; a test that failed does not block the others.
+pub fn one_cluster_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A running peer; killed on drop.
 pub struct Peer {
@@ -137,6 +150,24 @@ pub fn state_of(view: &Value, name: &str) -> Option<(String, u64)> {
         })
 }
 
+/// `ringkv handoff --json` against a peer.
+pub fn handoff(peer: SocketAddr, key: &str) -> Option<Value> {
+    let out = Command::new(BIN)
+        .args([
+            "handoff",
+            "--json",
+            "--peer",
+            &peer.to_string(),
+            "--cluster-key",
+            key,
+        ])
+        .output()
+        .expect("ringkv runs");
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("handoff --json is JSON"))
+}
+
 /// Polls `check` until it holds or `limit` passes; the message names what
 /// was missing.
 pub fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
@@ -148,6 +179,25 @@ pub fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) ->
         std::thread::sleep(Duration::from_millis(200));
     }
     panic!("timed out after {limit:?} waiting until {what}");
+}
+
+/// Polls `check` until it is `Ok` or `limit` passes; the message names what
+/// was awaited and the last reason `check` gave.
+pub fn wait_ok(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<(), String>,
+) -> Duration {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < limit {
+        match check() {
+            Ok(()) => return start.elapsed(),
+            Err(why) => last = why,
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out after {limit:?} waiting until {what}; last: {last}");
 }
 
 pub fn cluster(dir: &Path, n: usize, extra: &[&str]) -> (Vec<Peer>, String) {
@@ -180,14 +230,75 @@ pub fn all_alive_and_agree(peers: &[&Peer], key: &str, n: usize) -> bool {
     digests.windows(2).all(|w| w[0] == w[1] && !w[0].is_null())
 }
 
-/// `n` peers joined through the first, once all list `n` alive members
-/// and one ring digest.
+/// Whether the peers are settled: each lists `n` alive members, all list
+/// one ring digest and the same incarnation of every member, and each has
+/// announced that it holds that ring (`ready == ring` in `ringkv handoff`).
+/// The announcement is gossiped metadata and bumps the announcer's
+/// incarnation, so once the incarnations agree every peer has seen every
+/// other's, and no announcement is left to bump one later. The error says
+/// what is still missing.
+pub fn settled(peers: &[&Peer], key: &str, n: usize) -> Result<(), String> {
+    let mut first: Option<(Value, Vec<(String, u64)>)> = None;
+    for p in peers {
+        let view = members(p.addr, key).ok_or(format!("{}: no members answer", p.name))?;
+        let ms = view["members"].as_array().cloned().unwrap_or_default();
+        let alive = ms.iter().filter(|m| m["state"] == "alive").count();
+        if alive != n {
+            return Err(format!("{} lists {alive} of {n} alive", p.name));
+        }
+        let mut incarnations: Vec<(String, u64)> = ms
+            .iter()
+            .map(|m| {
+                let name = m["name"].as_str().unwrap_or_default().to_owned();
+                (name, m["incarnation"].as_u64().unwrap_or_default())
+            })
+            .collect();
+        incarnations.sort();
+        let digest = view["ring_digest"].clone();
+        if digest.is_null() {
+            return Err(format!("{} has no ring", p.name));
+        }
+        match &first {
+            None => first = Some((digest, incarnations)),
+            Some((d, _)) if *d != digest => {
+                return Err(format!("{} has another ring digest", p.name));
+            }
+            Some((_, i)) if *i != incarnations => {
+                return Err(format!(
+                    "incarnations differ: {} lists {incarnations:?}, {} lists {i:?}",
+                    p.name, peers[0].name
+                ));
+            }
+            Some(_) => {}
+        }
+        let h = handoff(p.addr, key).ok_or(format!("{}: no handoff answer", p.name))?;
+        if h["ring"].is_null() || h["ready"] != h["ring"] {
+            return Err(format!(
+                "{} is not ready: ready {}, ring {}",
+                p.name, h["ready"], h["ring"]
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Waits (bounded by [`CONVERGE`]) until the peers are [`settled`].
+pub fn wait_settled(peers: &[&Peer], key: &str, n: usize) -> Duration {
+    wait_ok(
+        CONVERGE,
+        &format!("{n} peers agree on members and ring and are ready"),
+        || settled(peers, key, n),
+    )
+}
+
+/// `n` peers joined through the first, once they are [`settled`]: all
+/// list `n` alive members and one ring, and every peer's announcement that
+/// it is ready for that ring has reached every other, so no later
+/// incarnation bump comes from it.
 pub fn converged_cluster(dir: &Path, n: usize, extra: &[&str]) -> (Vec<Peer>, String) {
     let (peers, key) = cluster(dir, n, extra);
     let refs: Vec<&Peer> = peers.iter().collect();
-    wait_for(Duration::from_secs(20), &format!("{n} peers agree"), || {
-        all_alive_and_agree(&refs, &key, n)
-    });
+    wait_settled(&refs, &key, n);
     (peers, key)
 }
 
