@@ -7,14 +7,20 @@
 # Usage: bench/handoff.sh [stream|restore|all]
 #   STREAM_KEYS (default 500000: 500 MB), RESTORE_KEYS (default 1000000:
 #   1 GB), RATE (the third peer's --handoff-rate, default 24MB),
-#   PROFILE=1 records perf profiles of both sides of the stream.
+#   PROFILE=1 records perf profiles of both sides of the stream, BIN
+#   another binary to measure.
 # The stream itself runs with --handoff-rate 0 (no cap).
 # Stops every process it started; data lives in a temporary directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
-cargo build --release -q -p ringkv-node
-bin=$PWD/target/release/ringkv
+# BIN=path measures another build (an A/B in turns); by default the
+# release build of this tree.
+bin=${BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release -q -p ringkv-node
+  bin=$PWD/target/release/ringkv
+fi
 work=$(mktemp -d)
 pids=()
 cleanup() {
