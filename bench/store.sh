@@ -62,7 +62,9 @@ run() {
   wait_until 60 "three peers" agreed
   local common=(--peer "${addrs[0]}" --peers "${addrs[1]},${addrs[2]}" --cluster-key "$key"
     --concurrency 64 --value-size 100 --keys "$PUTS")
-  summary() { grep -E 'total .* ops/s' | sed 's/^ *//'; }
+  # The row of the operation measured (op count ops/s p50 p99 p999) and
+  # the total, on one line.
+  summary() { grep -E '^ *(put|get) +[1-9]|total .* ops/s' | sed 's/^ *//; s/  */ /g' | paste -sd ';' -; }
   # CPU time of the three peers, in clock ticks: less sensitive than ops/s
   # to whatever else runs on the machine.
   ticks() { local t=0 pid; for pid in "${mine[@]}"; do
