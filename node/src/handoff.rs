@@ -103,6 +103,16 @@ impl Default for HandoffConfig {
     }
 }
 
+/// A page applied and being flushed, not yet checkpointed.
+struct Flushing {
+    flush: tokio::task::JoinHandle<Result<(), ringkv_storage::StoreError>>,
+    /// The cursor after the page.
+    next: Option<Vec<u8>>,
+    records: u64,
+    bytes: u64,
+    estimate: u64,
+}
+
 /// A transfer checkpoint, per range.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Checkpoint {
@@ -586,7 +596,8 @@ impl Handoff {
     }
 
     /// Copies `range` from `source` page by page, resuming at the
-    /// checkpoint. The next page is fetched while this one is applied.
+    /// checkpoint. Three pages are in motion at once: the next one is
+    /// fetched while this one is applied and the previous one is flushed.
     async fn stream(
         &self,
         range: &TokenRange,
@@ -618,6 +629,7 @@ impl Handoff {
             tokio::spawn(async move { kv.peers.request_within(addr, &req, RANGE_TIMEOUT).await })
         };
         let mut next = Some(fetch(cp.cursor.clone()));
+        let mut flushing: Option<Flushing> = None;
         while let Some(pending) = next.take() {
             let bytes = pending
                 .await?
@@ -643,22 +655,52 @@ impl Handoff {
                 Ok::<_, ringkv_storage::StoreError>(())
             })
             .await??;
-            self.kv.store.sync().await?;
-            cp.cursor.clone_from(&page.next);
-            self.kv.store.set_progress(name, &codec::encode(&*cp))?;
-            self.keys_moved.fetch_add(n, Relaxed);
-            self.bytes_moved.fetch_add(page.batch.len() as u64, Relaxed);
-            if let Some(t) = self
-                .progress
-                .lock()
-                .expect("progress lock")
-                .transfers
-                .get_mut(range)
-            {
-                t.total_records = t.total_records.max(page.estimate);
-                t.records += n;
-                t.bytes += page.batch.len() as u64;
+            // The previous page is checkpointed once its flush is done;
+            // this page's flush then runs while the next page is applied.
+            if let Some(previous) = flushing.take() {
+                self.checkpoint(range, name, cp, previous).await?;
             }
+            let store = self.kv.store.clone();
+            flushing = Some(Flushing {
+                flush: tokio::spawn(async move { store.sync().await }),
+                next: page.next,
+                records: n,
+                bytes: page.batch.len() as u64,
+                estimate: page.estimate,
+            });
+        }
+        if let Some(last) = flushing.take() {
+            self.checkpoint(range, name, cp, last).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for a page's flush, then moves the checkpoint past it: a
+    /// resumed transfer never skips a record that was not durable.
+    async fn checkpoint(
+        &self,
+        range: &TokenRange,
+        name: &str,
+        cp: &mut Checkpoint,
+        page: Flushing,
+    ) -> Result<()> {
+        page.flush
+            .await
+            .map_err(|e| anyhow!("the flush task failed: {e}"))??;
+        cp.cursor = page.next;
+        self.kv.store.set_progress(name, &codec::encode(&*cp))?;
+        self.keys_moved.fetch_add(page.records, Relaxed);
+        self.bytes_moved.fetch_add(page.bytes, Relaxed);
+        if let Some(t) = self
+            .progress
+            .lock()
+            .expect("progress lock")
+            .transfers
+            .get_mut(range)
+        {
+            t.total_records = t.total_records.max(page.estimate);
+            t.records += page.records;
+            t.bytes += page.bytes;
         }
         Ok(())
     }
