@@ -30,14 +30,7 @@ fi
 cargo build --release -q -p ringkv-node
 BIN=$PWD/target/release/ringkv
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
+source bench/lib.sh
 
 # A port free on loopback, with its cluster-bus twin (+10000) free too.
 free_port() {
@@ -52,15 +45,6 @@ free_port() {
   echo "no free port found" >&2; exit 1
 }
 
-# wait_until SECONDS WHAT COMMAND...: polls COMMAND until it succeeds.
-wait_until() {
-  local limit=$1 what=$2; shift 2
-  local deadline=$((SECONDS + limit))
-  until "$@" >/dev/null 2>&1; do
-    if ((SECONDS > deadline)); then echo "timed out waiting for $what" >&2; exit 1; fi
-    sleep 0.2
-  done
-}
 
 # ---- Redis Cluster: three masters, no replicas.
 redis_ports=()

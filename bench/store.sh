@@ -24,23 +24,8 @@ if [ ${#bins[@]} -eq 0 ]; then
   bins=("$PWD/target/release/ringkv")
 fi
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
+source bench/lib.sh
 
-wait_until() {
-  local limit=$1 what=$2; shift 2
-  local deadline=$((SECONDS + limit))
-  until "$@" >/dev/null 2>&1; do
-    if ((SECONDS > deadline)); then echo "timed out waiting for $what" >&2; exit 1; fi
-    sleep 0.2
-  done
-}
 
 # run BIN LABEL: one cluster, the three workloads, one line each.
 run() {

@@ -212,7 +212,9 @@ fn three_copies(peers: &[&Peer], key: &str, n: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn finish(child: Child, what: &str) -> String {
+/// Waits for a bench process: its report (stdout and stderr), once it
+/// exited with success.
+fn exited_ok(child: Child, what: &str) -> String {
     let out = child.wait_with_output().unwrap();
     let text = format!(
         "{}{}",
@@ -220,6 +222,11 @@ fn finish(child: Child, what: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{what} failed: {text}");
+    text
+}
+
+fn finish(child: Child, what: &str) -> String {
+    let text = exited_ok(child, what);
     assert!(text.contains("errors 0"), "{what} had errors: {text}");
     text
 }
@@ -230,13 +237,7 @@ fn finish(child: Child, what: &str) -> String {
 /// and printed. A get that found nothing or another value still fails the
 /// reader (`--verify`).
 fn finish_with_rare_errors(child: Child, what: &str) -> String {
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{what} failed: {text}");
+    let text = exited_ok(child, what);
     // The report's rows `put COUNT ...` and `get COUNT ...` count the
     // successful operations; `total ... ops/s; errors N` the others.
     let count = |op: &str| -> u64 {

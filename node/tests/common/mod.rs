@@ -119,22 +119,22 @@ impl Peer {
     }
 }
 
-/// `ringkv members --json` against a peer.
-pub fn members(peer: SocketAddr, key: &str) -> Option<Value> {
+/// `ringkv COMMAND --json` against a peer: its answer, if it succeeded.
+fn json_of(command: &str, peer: SocketAddr, key: &str) -> Option<Value> {
     let out = Command::new(BIN)
-        .args([
-            "members",
-            "--json",
-            "--peer",
-            &peer.to_string(),
-            "--cluster-key",
-            key,
-        ])
+        .args([command, "--json", "--peer", &peer.to_string()])
+        .args(["--cluster-key", key])
         .output()
         .expect("ringkv runs");
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).expect("members --json is JSON"))
+    out.status.success().then(|| {
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{command} --json is not JSON: {e}"))
+    })
+}
+
+/// `ringkv members --json` against a peer.
+pub fn members(peer: SocketAddr, key: &str) -> Option<Value> {
+    json_of("members", peer, key)
 }
 
 pub fn state_of(view: &Value, name: &str) -> Option<(String, u64)> {
@@ -152,20 +152,7 @@ pub fn state_of(view: &Value, name: &str) -> Option<(String, u64)> {
 
 /// `ringkv handoff --json` against a peer.
 pub fn handoff(peer: SocketAddr, key: &str) -> Option<Value> {
-    let out = Command::new(BIN)
-        .args([
-            "handoff",
-            "--json",
-            "--peer",
-            &peer.to_string(),
-            "--cluster-key",
-            key,
-        ])
-        .output()
-        .expect("ringkv runs");
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).expect("handoff --json is JSON"))
+    json_of("handoff", peer, key)
 }
 
 /// Polls `check` until it holds or `limit` passes; the message names what
