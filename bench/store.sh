@@ -10,7 +10,9 @@
 # ROUNDS times (default 2), so both see the same machine load. Each line
 # also gives the CPU time the three peers spent per operation, which
 # another load on the machine disturbs much less than ops/s.
-# Environment: PUTS (default 60000), GETS (100000), ROUNDS.
+# Environment: PUTS (default 60000), GETS (100000), ROUNDS. MEM_KEYS=N
+# instead loads N keys (--sequential) and reports each peer's resident
+# memory.
 # Stops everything it started, whatever happens (trap).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +48,7 @@ run() {
   agreed() { "$bin" members --peer "${addrs[0]}" --cluster-key "$key" | grep -c alive | grep -q '^3$'; }
   wait_until 60 "three peers" agreed
   local common=(--peer "${addrs[0]}" --peers "${addrs[1]},${addrs[2]}" --cluster-key "$key"
-    --concurrency 64 --value-size 100 --keys "$PUTS")
+    --concurrency 64 --value-size 100 --keys "${MEM_KEYS:-$PUTS}")
   # The row of the operation measured (op count ops/s p50 p99 p999) and
   # the total, on one line.
   summary() { grep -E '^ *(put|get) +[1-9]|total .* ops/s' | sed 's/^ *//; s/  */ /g' | paste -sd ';' -; }
@@ -63,9 +65,17 @@ run() {
     after=$(ticks)
     echo "$label $name: $line; peers' CPU $(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$ops" 'BEGIN { printf "%.0f", t / hz * 1e6 / n }') us/op"
   }
-  workload "puts W=2" "$PUTS" --read-ratio 0 --sequential
-  workload "gets R=2" "$GETS" --read-ratio 1
-  workload "gets R=1" "$GETS" --read-ratio 1 --consistency one
+  if [ -n "${MEM_KEYS:-}" ]; then
+    # Resident memory with MEM_KEYS keys stored on every replica.
+    workload "load of $MEM_KEYS keys" "$MEM_KEYS" --read-ratio 0 --sequential
+    sleep 5
+    echo "$label resident memory per peer: $(for pid in "${mine[@]}"; do
+      awk '/VmRSS/ { printf "%.0f MB ", $2 / 1024 }' "/proc/$pid/status"; done)"
+  else
+    workload "puts W=2" "$PUTS" --read-ratio 0 --sequential
+    workload "gets R=2" "$GETS" --read-ratio 1
+    workload "gets R=1" "$GETS" --read-ratio 1 --consistency one
+  fi
   for pid in "${mine[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${mine[@]}"; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$dir"
