@@ -48,6 +48,9 @@ use crate::coordinator::{Kv, REPLICAS};
 
 /// Metadata tag carrying the short digest of the ring a peer holds fully.
 pub(crate) const READY_TAG: &str = "ready";
+/// Longest wait, beyond the settle time, for the live peers to agree on
+/// the view before a ring change moves data anyway.
+const AGREEMENT_WAIT_MAX: Duration = Duration::from_secs(10);
 /// Progress entry holding the last ring this peer held fully.
 const READY_RING: &str = "ready-ring";
 /// Prefix of the per-range transfer checkpoints.
@@ -169,6 +172,13 @@ pub(crate) struct Handoff {
 }
 
 /// The short digest peers announce for `ring`.
+/// Whether every live peer last reported the view this peer has.
+fn views_agree(view: &View) -> bool {
+    let (agreeing, reporting) = view.agreement;
+    // `live()` counts this peer too; `agreement` only the others.
+    agreeing == reporting && reporting + 1 >= view.live().count()
+}
+
 pub(crate) fn ring_tag(ring: &Ring) -> String {
     ring.digest().short()
 }
@@ -285,6 +295,7 @@ impl Handoff {
     async fn run(self: Arc<Self>) {
         let mut ring_rx = self.kv.ring.clone();
         let mut seen: Option<(String, Instant)> = None;
+        let mut agreed_since: Option<Instant> = None;
         let mut cleaned: Option<String> = None;
         let mut all_ready_since: Option<(String, Instant)> = None;
         loop {
@@ -301,15 +312,31 @@ impl Handoff {
                 continue;
             }
             if self.announced(&view).as_deref() != Some(tag.as_str()) {
-                // Settle: the ring must stay put before data moves.
+                // Settle: the ring must stay put before data moves, and the
+                // live peers must agree on the view for as long, so that
+                // every coordinator routes writes here before this peer
+                // merges what it pulls (a write through a coordinator still
+                // on the old ring would miss this peer). Agreement is waited
+                // for at most AGREEMENT_WAIT_MAX beyond the settle time: in
+                // a large cluster some peers are heard from only rarely,
+                // and anti-entropy repairs what a late write missed.
                 let since = match &seen {
                     Some((t, since)) if *t == tag => *since,
                     _ => {
                         seen = Some((tag.clone(), Instant::now()));
+                        agreed_since = None;
                         continue;
                     }
                 };
-                if since.elapsed() < self.cfg.settle {
+                if views_agree(&view) {
+                    agreed_since.get_or_insert_with(Instant::now);
+                } else {
+                    agreed_since = None;
+                }
+                let agreed = agreed_since.is_some_and(|at| at.elapsed() >= self.cfg.settle);
+                if since.elapsed() < self.cfg.settle
+                    || (!agreed && since.elapsed() < self.cfg.settle + AGREEMENT_WAIT_MAX)
+                {
                     continue;
                 }
                 let sync = self.sync_ring(&ring, &tag);
