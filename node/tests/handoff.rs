@@ -33,30 +33,9 @@ fn ringkv(args: &[&str]) -> std::process::Output {
 
 /// Loads keys `bench:0..n` with their verifiable values.
 fn load(peers: &[&Peer], key: &str, n: usize, value_size: usize) {
-    let out = bench(
-        peers,
-        key,
-        &[
-            "--ops",
-            &n.to_string(),
-            "--keys",
-            &n.to_string(),
-            "--sequential",
-            "--read-ratio",
-            "0",
-            "--value-size",
-            &value_size.to_string(),
-        ],
-    )
-    .wait_with_output()
-    .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "load failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("errors 0"), "load had errors: {text}");
+    let mut flags = sequential(n, "0");
+    flags.extend(["--value-size".to_owned(), value_size.to_string()]);
+    finish(bench(peers, key, &flags), "the load");
 }
 
 /// Bench flags for one pass over keys `bench:0..n` in order.
