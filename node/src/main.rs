@@ -7,20 +7,16 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod admin;
-mod api;
 mod cli;
-mod client;
-mod codec;
 mod coordinator;
-mod coordinator_plan;
 mod daemon;
 mod datadir;
 mod faults;
 mod handoff;
 mod hot;
 mod keyargs;
-mod peers;
 mod resp;
+mod rpc;
 mod status;
 
 use std::io::{IsTerminal as _, Write as _};

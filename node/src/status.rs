@@ -8,7 +8,7 @@ use ringkv_gossip::runner::View;
 use ringkv_gossip::{Member, NodeId};
 use ringkv_ring::{analysis, Ring};
 
-use crate::api::{
+use crate::rpc::api::{
     self, MemberRow, MembersReply, OwnersReply, ReplicaRow, Reply, RingNodeRow, RingReply,
 };
 
@@ -136,7 +136,7 @@ pub(crate) fn answer(request: &api::Request, view: &View, ring: &RingState) -> O
             Ok(v) => Reply::Ok(v),
             Err(e) => Reply::Error(e),
         };
-        crate::codec::encode(&reply)
+        crate::rpc::codec::encode(&reply)
     }
     Some(match request {
         api::Request::Members => encode(Ok(members_reply(view, ring))),

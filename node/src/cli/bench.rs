@@ -17,9 +17,9 @@ use ringkv_gossip::transport::tls::{client_config, SERVER_NAME};
 use ringkv_gossip::NodeIdentity;
 
 use super::table::{Align, Table};
-use crate::api::{Consistency, GetReply, PutReply, Reply, Request, REPLY_MAX, VALUE_MAX};
-use crate::codec;
 use crate::keyargs::KeyArgs;
+use crate::rpc::api::{Consistency, GetReply, PutReply, Reply, Request, REPLY_MAX, VALUE_MAX};
+use crate::rpc::codec;
 
 /// Arguments of `ringkv bench`.
 #[derive(Debug, Args)]

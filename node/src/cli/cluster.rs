@@ -11,9 +11,9 @@ use clap::Args;
 use ringkv_gossip::ClusterKey;
 
 use super::table::{pct, Align, Table};
-use crate::api::{MembersReply, OwnersReply, Request, RingReply};
-use crate::client;
 use crate::keyargs::KeyArgs;
+use crate::rpc::api::{MembersReply, OwnersReply, Request, RingReply};
+use crate::rpc::client;
 
 /// How long a CLI request may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -203,7 +203,7 @@ pub(crate) async fn owners(args: &OwnersArgs) -> Result<String> {
 
 pub(crate) async fn hot(args: &PeerArgs) -> Result<String> {
     let key = args.key.require()?;
-    let rows: Vec<crate::api::HotRow> =
+    let rows: Vec<crate::rpc::api::HotRow> =
         client::request(args.peer, &key, &Request::Hot, TIMEOUT).await?;
     if args.json {
         return Ok(serde_json::to_string_pretty(&rows)? + "\n");

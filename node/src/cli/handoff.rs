@@ -11,8 +11,8 @@ use ringkv_ring::{Token, TokenRange};
 
 use super::cluster::PeerArgs;
 use super::table::{Align, Table};
-use crate::api::{HandoffReply, Request, VersionsReply};
-use crate::client;
+use crate::rpc::api::{HandoffReply, Request, VersionsReply};
+use crate::rpc::client;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

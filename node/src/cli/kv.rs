@@ -10,8 +10,8 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
 use super::cluster::PeerArgs;
-use crate::api::{Consistency, GetReply, PutReply, Request, KEY_MAX, VALUE_MAX};
-use crate::client;
+use crate::rpc::api::{Consistency, GetReply, PutReply, Request, KEY_MAX, VALUE_MAX};
+use crate::rpc::client;
 
 /// A coordinated request may wait on replicas for up to 2 s.
 const TIMEOUT: Duration = Duration::from_secs(8);

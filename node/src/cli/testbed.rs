@@ -16,8 +16,8 @@ use ringkv_testbed::load::{KvClient, KvReply};
 use serde::de::DeserializeOwned;
 use tokio::time::{timeout_at, Instant};
 
-use crate::api::{Consistency, GetReply, PutReply, Reply, Request, REPLY_MAX};
-use crate::codec;
+use crate::rpc::api::{Consistency, GetReply, PutReply, Reply, Request, REPLY_MAX};
+use crate::rpc::codec;
 
 /// A reusable client: cheap to clone, shared by every workload task.
 #[derive(Clone, Debug)]

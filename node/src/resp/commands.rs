@@ -1,13 +1,13 @@
 //! The commands a RESP connection understands: the table (arity, flags,
 //! key positions, as `COMMAND` reports them), and [`dispatch`], which
 //! checks arity and authentication with Redis's error texts and hands each
-//! request to [`connection`](super::connection) (answered at once from
+//! request to [`session`](super::session) (answered at once from
 //! the [`Session`]) or [`store`](super::store) (run through the
 //! coordinator). No IO.
 
-use super::connection::{auth, client, command, config, hello, select};
 use super::info;
 use super::parse::{Args, Reply};
+use super::session::{auth, client, command, config, hello, select};
 use super::store::{store_op, StoreOp};
 use super::{Server, Session};
 

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use ringkv_gossip::State;
 
-use super::connection::consistency_name;
+use super::session::consistency_name;
 use super::{Server, Session};
 use crate::coordinator::REPLICAS;
 

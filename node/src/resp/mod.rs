@@ -18,9 +18,9 @@
 //! [`parse::Limits`], each store command at most [`REQUEST_TIMEOUT`].
 
 mod commands;
-mod connection;
 mod info;
 mod parse;
+mod session;
 mod store;
 
 use std::collections::HashSet;
@@ -38,8 +38,8 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, instrument, warn};
 
-use crate::api::Consistency;
 use crate::coordinator::Kv;
+use crate::rpc::api::Consistency;
 use commands::{dispatch, Step};
 use parse::{Decoder, Limits, Proto, Reply};
 use store::StoreOp;
@@ -159,7 +159,7 @@ impl Session {
             if self.proto == Proto::Resp3 { 3 } else { 2 },
             self.lib_name.as_deref().unwrap_or(""),
             self.lib_ver.as_deref().unwrap_or(""),
-            connection::consistency_name(self.consistency),
+            session::consistency_name(self.consistency),
         )
     }
 }

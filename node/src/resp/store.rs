@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use crate::api::Consistency;
 use crate::coordinator::{wall_ms, Kv};
+use crate::rpc::api::Consistency;
 
 use super::commands::{not_integer, parse_int, syntax_error};
 use super::parse::{Args, Reply};

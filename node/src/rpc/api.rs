@@ -1,6 +1,6 @@
 //! The peer protocol on a peer's QUIC endpoint (authenticated with the
 //! cluster key): one request per bidirectional stream, encoded by
-//! [`crate::codec`]; the client finishes its side after the request and
+//! [`crate::rpc::codec`]; the client finishes its side after the request and
 //! the peer answers and finishes. Clients (the CLI) and coordinators (peers
 //! asking replicas) speak the same protocol.
 
@@ -97,7 +97,7 @@ pub(crate) enum ReadAnswer {
 /// Answer to [`Request::RangePage`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RangePageReply {
-    /// The records, encoded as `Vec<(key, Record)>` by [`crate::codec`].
+    /// The records, encoded as `Vec<(key, Record)>` by [`crate::rpc::codec`].
     #[serde(with = "serde_bytes")]
     pub(crate) batch: Vec<u8>,
     /// blake3 of `batch`: checked before anything is applied.

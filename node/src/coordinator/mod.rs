@@ -2,7 +2,9 @@
 //! its ring, sends to all of them at once, and answers after W
 //! acknowledgements (put, delete) or R answers (get), returning the newest
 //! version and repairing stale replicas in the background. The decisions
-//! are in `coordinator_plan`; this is the IO.
+//! are in [`plan`]; this is the IO.
+
+pub(crate) mod plan;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -19,10 +21,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
-use crate::api::{Consistency, GetReply, PutReply, ReadAnswer, Reply, Request, KEY_MAX};
-use crate::codec;
-use crate::coordinator_plan::{needs_repair, newest, required, Route};
-use crate::peers::{PeerError, Peers};
+use crate::coordinator::plan::{needs_repair, newest, required, Route};
+use crate::rpc::api::{Consistency, GetReply, PutReply, ReadAnswer, Reply, Request, KEY_MAX};
+use crate::rpc::codec;
+use crate::rpc::pool::{PeerError, Peers};
 use crate::status::RingState;
 
 /// Replication factor (N).
@@ -454,13 +456,13 @@ impl Kv {
     }
 
     /// The hottest keys, most requested first.
-    pub(crate) fn hot_keys(&self, n: usize) -> Vec<crate::api::HotRow> {
+    pub(crate) fn hot_keys(&self, n: usize) -> Vec<crate::rpc::api::HotRow> {
         self.hot
             .lock()
             .expect("hot lock")
             .top(n)
             .into_iter()
-            .map(|h| crate::api::HotRow {
+            .map(|h| crate::rpc::api::HotRow {
                 key: String::from_utf8_lossy(&h.key).into_owned(),
                 requests: h.count,
                 error: h.error,
@@ -583,10 +585,12 @@ impl Kv {
             .request(r.addr, &Request::ReplicaRead { key })
             .await
         {
-            Ok(bytes) => match codec::decode::<Reply<ReadAnswer>>(&bytes, crate::api::REPLY_MAX) {
-                Ok(Reply::Ok(answer)) => Answer::Ok(answer),
-                _ => Answer::Unknown,
-            },
+            Ok(bytes) => {
+                match codec::decode::<Reply<ReadAnswer>>(&bytes, crate::rpc::api::REPLY_MAX) {
+                    Ok(Reply::Ok(answer)) => Answer::Ok(answer),
+                    _ => Answer::Unknown,
+                }
+            }
             Err(e) => e.into_answer(&r.name),
         }
     }

@@ -9,8 +9,8 @@ use ringkv_gossip::transport::tls::{client_config, transport_config, SERVER_NAME
 use ringkv_gossip::{ClusterKey, NodeIdentity};
 use serde::de::DeserializeOwned;
 
-use crate::api::{Reply, Request, REPLY_MAX};
-use crate::codec;
+use crate::rpc::api::{Reply, Request, REPLY_MAX};
+use crate::rpc::codec;
 
 /// Sends one request to `peer` and returns its answer.
 pub(crate) async fn request<T: DeserializeOwned>(

@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{anyhow, Context as _, Result};
 use ringkv_gossip::transport::tls::SERVER_NAME;
 
-use crate::api::{Request, REPLY_MAX};
-use crate::codec;
+use crate::rpc::api::{Request, REPLY_MAX};
+use crate::rpc::codec;
 
 /// Why a request to a replica failed.
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 //! and the [`Server`]: SELECT, AUTH, HELLO, CLIENT, COMMAND, CONFIG GET.
 //! No IO.
 
-use crate::api::Consistency;
+use crate::rpc::api::Consistency;
 
 use super::commands::{not_integer, parse_int, syntax_error, wrong_arity, Spec, COMMANDS};
 use super::info;

@@ -20,13 +20,13 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
-use crate::api::{self, Reply};
-use crate::codec;
 use crate::coordinator::Kv;
 use crate::datadir::DataDir;
 use crate::handoff::{Handoff, HandoffConfig};
 use crate::keyargs::KeyArgs;
-use crate::peers::Peers;
+use crate::rpc::api::{self, Reply};
+use crate::rpc::codec;
+use crate::rpc::pool::Peers;
 use crate::status::{self, RingState};
 
 /// Dead members stay in the ring this long by default.

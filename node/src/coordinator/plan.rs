@@ -4,7 +4,7 @@
 
 use ringkv_storage::Record;
 
-use crate::api::Consistency;
+use crate::rpc::api::Consistency;
 
 /// Answers needed from `replicas` replicas.
 pub(crate) fn required(consistency: Consistency, replicas: usize) -> usize {

@@ -11,7 +11,7 @@
 //!   with enough other holders that every quorum write is seen.
 //! - When every range is in, the peer announces the ring's digest in its
 //!   gossiped metadata (tag `ready`). Coordinators route around replicas
-//!   that have not announced the current ring (see `coordinator_plan::Route`).
+//!   that have not announced the current ring (see `coordinator::plan::Route`).
 //! - Once every live member has announced the current ring, and a grace
 //!   has passed, the peer deletes the ranges it no longer replicates.
 //! - A leaving peer announces `Leaving`, so the others' rings drop it and
@@ -19,7 +19,7 @@
 //! - Anti-entropy: one range at a time, at a bounded rate, the peer
 //!   compares its summary with another replica's and pulls what is newer.
 //!
-//! Planning and routing are pure (ring crate, `coordinator_plan`); this is
+//! Planning and routing are pure (ring crate, `coordinator::plan`); this is
 //! the IO.
 
 use std::collections::BTreeMap;
@@ -39,12 +39,12 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::api::{
+use crate::coordinator::{Kv, REPLICAS};
+use crate::rpc::api::{
     HandoffReply, RangePageReply, Reply, Request, SummaryReply, TransferRow, VersionsReply,
     REPLY_MAX,
 };
-use crate::codec;
-use crate::coordinator::{Kv, REPLICAS};
+use crate::rpc::codec;
 
 /// Metadata tag carrying the short digest of the ring a peer holds fully.
 pub(crate) const READY_TAG: &str = "ready";
