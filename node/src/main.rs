@@ -17,6 +17,7 @@ mod hot;
 mod keyargs;
 mod resp;
 mod rpc;
+mod shared;
 mod status;
 
 use std::io::{IsTerminal as _, Write as _};

@@ -38,7 +38,7 @@ pub(crate) struct AdminState {
     pub(crate) transport: Arc<TransportStats>,
     pub(crate) metrics: PrometheusHandle,
     pub(crate) started: Instant,
-    pub(crate) kv: Arc<crate::coordinator::Kv>,
+    pub(crate) kv: Arc<crate::shared::Kv>,
     /// Handoff counters.
     pub(crate) handoff: Arc<crate::handoff::Handoff>,
     /// The fault-injection switch; `None` unless `--testbed-faults`.

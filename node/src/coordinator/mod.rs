@@ -7,24 +7,23 @@
 pub(crate) mod plan;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 use rand::seq::SliceRandom as _;
 use ringkv_gossip::runner::View;
 use ringkv_gossip::NodeId;
 use ringkv_gossip::State;
-use ringkv_storage::{Clock, Hint, HintLimits, Record, Store};
-use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::watch;
+use ringkv_storage::{Hint, Record};
+use std::sync::atomic::Ordering;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use crate::coordinator::plan::{needs_repair, newest, required, Route};
 use crate::rpc::api::{Consistency, GetReply, PutReply, ReadAnswer, Reply, Request, KEY_MAX};
 use crate::rpc::codec;
-use crate::rpc::pool::{PeerError, Peers};
+use crate::rpc::pool::PeerError;
+use crate::shared::{wall_ms, Kv};
 use crate::status::RingState;
 
 /// Replication factor (N).
@@ -50,30 +49,6 @@ enum Answer<T> {
     Ok(T),
     Unreachable,
     Unknown,
-}
-
-/// The coordinator and replica side of the store.
-#[derive(Debug)]
-pub(crate) struct Kv {
-    pub(crate) me: NodeId,
-    pub(crate) store: Store,
-    pub(crate) clock: Mutex<Clock>,
-    pub(crate) view: watch::Receiver<Arc<View>>,
-    pub(crate) ring: watch::Receiver<Arc<RingState>>,
-    pub(crate) peers: Peers,
-    pub(crate) value_max: usize,
-    pub(crate) hint_limits: HintLimits,
-    /// Hints refused for lack of room.
-    pub(crate) hints_dropped: AtomicU64,
-    /// Hints delivered to their replica.
-    pub(crate) hints_replayed: AtomicU64,
-    /// The keys this peer coordinates most requests for.
-    pub(crate) hot: Mutex<crate::hot::HotKeys>,
-    /// The ranges this peer holds fully (kept by handoff).
-    pub(crate) held: std::sync::RwLock<Held>,
-    /// What routing needs from the current view and ring, built once per
-    /// change of either rather than once per request.
-    pub(crate) routing: Mutex<Option<Arc<Routing>>>,
 }
 
 /// The members as replicas, and whether each announced the current ring
@@ -116,31 +91,6 @@ impl Routing {
     fn is_ready(&self, id: &NodeId) -> bool {
         self.members.get(id).is_some_and(|(_, ready)| *ready)
     }
-}
-
-/// The rings whose ranges this peer holds fully: the last one it announced
-/// ready, and the one before until its leftovers are dropped. A replica
-/// answers reads only for keys in these ranges; elsewhere its "absent"
-/// would mean nothing.
-#[derive(Debug, Default)]
-pub(crate) struct Held {
-    pub(crate) ready: Option<ringkv_ring::Ring>,
-    pub(crate) previous: Option<ringkv_ring::Ring>,
-}
-
-impl Held {
-    fn holds(&self, me: &NodeId, key: &[u8]) -> bool {
-        [&self.ready, &self.previous]
-            .into_iter()
-            .flatten()
-            .any(|ring| ring.replicas(key, REPLICAS).contains(me))
-    }
-}
-
-pub(crate) fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Kv {

@@ -12,7 +12,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use ringkv_gossip::runner::{self, Command, Handle, Request as StreamRequest, RunnerParts, View};
+use ringkv_gossip::runner::{self, Command, Handle, RunnerParts, View};
 use ringkv_gossip::transport::tls::{client_config, server_config, transport_config};
 use ringkv_gossip::{Config as GossipConfig, Meta, NodeId, NodeStatus, State, Swim};
 use ringkv_ring::{NodeSpec, Ring, DEFAULT_VNODES};
@@ -20,14 +20,13 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
-use crate::coordinator::Kv;
 use crate::datadir::DataDir;
 use crate::handoff::{Handoff, HandoffConfig};
 use crate::keyargs::KeyArgs;
-use crate::rpc::api::{self, Reply};
-use crate::rpc::codec;
+use crate::rpc::api;
 use crate::rpc::pool::Peers;
-use crate::status::{self, RingState};
+use crate::shared::{wall_ms, Kv};
+use crate::status::RingState;
 
 /// Dead members stay in the ring this long by default.
 const DEAD_GRACE_DEFAULT: Duration = Duration::from_secs(30);
@@ -35,13 +34,6 @@ const DEAD_GRACE_DEFAULT: Duration = Duration::from_secs(30);
 /// ringkv's hints give up after three hours, and handoff re-sends whole
 /// ranges to a peer away longer).
 const TOMBSTONE_GRACE_DEFAULT: Duration = Duration::from_secs(24 * 3600);
-/// Counters of the hot-key sketch: any key with more than 1/256 of the
-/// requests is listed.
-const HOT_KEYS_TRACKED: usize = 256;
-/// Most client and replica requests a peer works on at once.
-const REQUESTS_MAX: usize = 1024;
-/// Longest a peer works on one request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a graceful leave waits for the news to spread.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -529,21 +521,14 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
     let ring_rx = spawn_ring_builder(handle.view.clone(), settings.dead_grace);
     spawn_persistence(handle.view.clone(), dir.clone());
     spawn_join_watch(handle.clone(), seeds);
-    let kv = Arc::new(Kv {
-        me: id,
+    let kv = Arc::new(Kv::new(
+        id,
         store,
-        clock: std::sync::Mutex::new(clock),
-        view: handle.view.clone(),
-        ring: ring_rx.clone(),
+        clock,
+        handle.view.clone(),
+        ring_rx.clone(),
         peers,
-        value_max: api::VALUE_MAX,
-        hint_limits: ringkv_storage::HintLimits::default(),
-        hints_dropped: std::sync::atomic::AtomicU64::new(0),
-        hints_replayed: std::sync::atomic::AtomicU64::new(0),
-        hot: std::sync::Mutex::new(crate::hot::HotKeys::new(HOT_KEYS_TRACKED)),
-        held: std::sync::RwLock::default(),
-        routing: std::sync::Mutex::new(None),
-    });
+    ));
     let handoff = Handoff::new(
         kv.clone(),
         settings.handoff.clone(),
@@ -559,7 +544,7 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
     spawn_maintenance(kv.clone(), settings.tombstone_grace);
     spawn_clock_floor(kv.clone());
     spawn_pool_invalidation(handle.view.clone(), kv.clone());
-    tokio::spawn(serve_requests(
+    tokio::spawn(crate::rpc::server::serve_requests(
         req_rx,
         handle.clone(),
         ring_rx.clone(),
@@ -873,12 +858,6 @@ fn spawn_maintenance(kv: Arc<Kv>, tombstone_grace: Duration) {
 /// Progress entry: wall-clock milliseconds at which this peer was last up.
 const ALIVE_AT: &str = "alive-at";
 
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// How long this peer was away decides what its data is worth. Away
 /// longer than the dead grace, the others moved its ranges and took writes
 /// without it: it must pull everything again (returns true). Away longer
@@ -962,89 +941,4 @@ fn spawn_persistence(mut view: watch::Receiver<Arc<View>>, dir: DataDir) {
             }
         }
     });
-}
-
-async fn serve_requests(
-    mut requests: mpsc::Receiver<StreamRequest>,
-    handle: Handle,
-    ring: watch::Receiver<Arc<RingState>>,
-    kv: Arc<Kv>,
-    handoff: Arc<Handoff>,
-) {
-    // At most this many requests in progress; beyond, the loop waits and
-    // the runner's bounded hand-off drops new streams (backpressure).
-    let slots = Arc::new(tokio::sync::Semaphore::new(REQUESTS_MAX));
-    while let Some(req) = requests.recv().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        let view = handle.view.borrow().clone();
-        let ring = ring.borrow().clone();
-        let kv = kv.clone();
-        let handoff = handoff.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let StreamRequest {
-                mut send, mut recv, ..
-            } = req;
-            let read = recv.read_to_end(api::REQUEST_MAX);
-            let Ok(Ok(body)) = tokio::time::timeout(Duration::from_secs(10), read).await else {
-                return;
-            };
-            let reply = match codec::decode::<api::Request>(&body, api::REQUEST_MAX) {
-                Ok(request) => match status::answer(&request, &view, &ring) {
-                    Some(reply) => reply,
-                    None => {
-                        match tokio::time::timeout(
-                            REQUEST_TIMEOUT,
-                            serve_kv(&kv, &handoff, request),
-                        )
-                        .await
-                        {
-                            Ok(reply) => reply,
-                            Err(_) => codec::encode(&Reply::<()>::Error(
-                                "the request timed out on the coordinator".into(),
-                            )),
-                        }
-                    }
-                },
-                Err(e) => codec::encode(&Reply::<()>::Error(format!("bad request: {e:#}"))),
-            };
-            if send.write_all(&reply).await.is_ok() {
-                let _ = send.finish();
-            }
-        });
-    }
-}
-
-/// Store requests: coordinated (put, get) or replica-side.
-async fn serve_kv(kv: &Arc<Kv>, handoff: &Handoff, request: api::Request) -> Vec<u8> {
-    fn reply<T: serde::Serialize>(r: Result<T>) -> Vec<u8> {
-        codec::encode(&match r {
-            Ok(v) => Reply::Ok(v),
-            Err(e) => Reply::Error(format!("{e:#}")),
-        })
-    }
-    match request {
-        api::Request::Put {
-            key,
-            value,
-            consistency,
-        } => reply(kv.put(key, value, consistency).await),
-        api::Request::Get { key, consistency } => reply(kv.get(key, consistency).await),
-        api::Request::ReplicaApply { key, record } => reply(kv.replica_apply(&key, record).await),
-        api::Request::ReplicaRead { key } => reply(kv.replica_read(&key)),
-        api::Request::Hot => reply(Ok(kv.hot_keys(20))),
-        api::Request::Handoff => reply(Ok(handoff.report())),
-        request @ (api::Request::RangePage { .. }
-        | api::Request::RangeSummary { .. }
-        | api::Request::RangeVersions { .. }
-        | api::Request::ReadMany { .. }) => match crate::handoff::serve(kv, request).await {
-            Ok(bytes) => bytes,
-            Err(e) => reply::<()>(Err(e)),
-        },
-        api::Request::Members | api::Request::Ring | api::Request::Owners { .. } => {
-            reply::<()>(Err(anyhow::anyhow!("unexpected status request")))
-        }
-    }
 }

@@ -39,12 +39,13 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::coordinator::{Kv, REPLICAS};
+use crate::coordinator::REPLICAS;
 use crate::rpc::api::{
     HandoffReply, RangePageReply, Reply, Request, SummaryReply, TransferRow, VersionsReply,
     REPLY_MAX,
 };
 use crate::rpc::codec;
+use crate::shared::Kv;
 
 /// Metadata tag carrying the short digest of the ring a peer holds fully.
 pub(crate) const READY_TAG: &str = "ready";

@@ -38,8 +38,8 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, instrument, warn};
 
-use crate::coordinator::Kv;
 use crate::rpc::api::Consistency;
+use crate::shared::Kv;
 use commands::{dispatch, Step};
 use parse::{Decoder, Limits, Proto, Reply};
 use store::StoreOp;

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use crate::coordinator::{wall_ms, Kv};
 use crate::rpc::api::Consistency;
+use crate::shared::{wall_ms, Kv};
 
 use super::commands::{not_integer, parse_int, syntax_error};
 use super::parse::{Args, Reply};
