@@ -336,3 +336,41 @@ fn get_json_shows_text_as_text_and_other_bytes_exactly_as_hex() {
     assert_eq!(json["value"], "héllo", "{json}");
     assert!(json.get("value_hex").is_none(), "{json}");
 }
+
+#[test]
+fn a_peer_whose_seeds_have_not_answered_coordinates_nothing() {
+    // A joining peer knows only itself until a seed answers; before this
+    // rule it acknowledged writes as the only replica of every key, and
+    // lost them once it learned the real members. The seed here is a UDP
+    // port on loopback that this test holds and that never answers.
+    let _one = one_cluster_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let seed = silent.local_addr().unwrap().to_string();
+    let key = String::from_utf8(
+        Command::new(BIN)
+            .arg("keygen")
+            .output()
+            .expect("ringkv runs")
+            .stdout,
+    )
+    .unwrap();
+    let key = key.trim();
+    let lone = Peer::start(dir.path(), "lone", &["--join", &seed, "--cluster-key", key]);
+    let out = put(&lone, key, "k", "v", "quorum");
+    assert!(
+        !out.status.success(),
+        "a put was acknowledged: {}",
+        text(&out)
+    );
+    assert!(text(&out).contains("not joined"), "{}", text(&out));
+    let out = put(&lone, key, "k", "v", "one");
+    assert!(
+        !out.status.success(),
+        "a put at one was acknowledged: {}",
+        text(&out)
+    );
+    let out = get(&lone, key, "k", "quorum");
+    assert!(!out.status.success(), "a get answered: {}", text(&out));
+    assert!(text(&out).contains("not joined"), "{}", text(&out));
+}

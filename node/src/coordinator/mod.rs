@@ -114,6 +114,13 @@ impl Kv {
     /// that stand in for them (see [`Route`]).
     fn route(&self, key: &[u8], needed: usize) -> Result<Route<Replica>> {
         let routing = self.routing();
+        // A peer that was given seeds has a view of itself alone until one
+        // answers: its ring would make it the only replica of every key,
+        // and a write acknowledged there is lost once it learns the real
+        // members (seen in the add-under-load scenario).
+        if !routing.view.joined {
+            bail!("this peer has not joined its cluster yet (no seed has answered); nothing was written");
+        }
         let Some(ring) = routing.ring.ring.as_ref() else {
             bail!("this peer has no ring yet");
         };
