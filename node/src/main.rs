@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod admin;
 mod cli;
+mod config;
 mod coordinator;
 mod daemon;
 mod datadir;
@@ -16,6 +17,7 @@ mod handoff;
 mod hot;
 mod keyargs;
 mod resp;
+mod ring_view;
 mod rpc;
 mod shared;
 mod status;
@@ -36,7 +38,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a peer: join a cluster (or start one) and serve until SIGTERM.
-    Node(Box<daemon::NodeArgs>),
+    Node(Box<config::NodeArgs>),
     /// Members as a peer sees them (like `serf members`, `nodetool status`).
     Members(cli::cluster::MembersArgs),
     /// The ring: a live peer's with --peer, or `simulate` and `sweep`.

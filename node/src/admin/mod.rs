@@ -25,7 +25,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::status::{self, RingState};
+use crate::ring_view::RingState;
+use crate::status;
 
 /// Longest a blocking query may wait.
 const WAIT_MAX: Duration = Duration::from_secs(300);
