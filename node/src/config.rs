@@ -163,7 +163,7 @@ struct FileConfig {
 
 /// Settings after flags, environment and file are merged and checked.
 #[derive(Debug, Clone)]
-pub(crate) struct Settings {
+pub struct Settings {
     /// Data directory (identity, incarnation, cluster key, store).
     pub(crate) data: PathBuf,
     /// Where the QUIC endpoint binds; port 0 picks one.
@@ -228,6 +228,28 @@ fn duration(text: String) -> Result<Duration, String> {
 }
 
 impl Settings {
+    /// The settings `ringkv node FLAGS` would run with (the environment
+    /// and a `--config` file among the flags count too): how a test or an
+    /// embedding program configures a peer for [`crate::daemon::start`].
+    ///
+    /// # Errors
+    /// Flags clap refuses, and whatever [`Self::from_args`] refuses.
+    pub fn from_flags<I, T>(flags: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(Debug, clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            node: NodeArgs,
+        }
+        let argv = std::iter::once(std::ffi::OsString::from("ringkv node"))
+            .chain(flags.into_iter().map(Into::into));
+        let flags = <Flags as clap::Parser>::try_parse_from(argv)?;
+        Self::from_args(&flags.node)
+    }
+
     /// Merges the flags (and environment) with the `--config` file.
     ///
     /// # Errors

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use self::shutdown::ShutdownSignal;
+pub use self::shutdown::{ShutdownSignal, Stopped};
 use self::tasks::Tasks;
 use crate::config::{resolve_seeds, NodeArgs, Settings};
 use crate::datadir::DataDir;
@@ -38,34 +38,34 @@ use crate::shared::Kv;
 /// Sockets the caller bound already (tests bind `127.0.0.1:0`); each one
 /// not given is bound from the settings.
 #[derive(Debug, Default)]
-pub(crate) struct Listeners {
+pub struct Listeners {
     /// The QUIC endpoint's UDP socket (else `listen` is bound).
-    pub(crate) udp: Option<std::net::UdpSocket>,
+    pub udp: Option<std::net::UdpSocket>,
     /// The admin HTTP listener (else `admin`, when set, is bound).
-    pub(crate) admin: Option<TcpListener>,
+    pub admin: Option<TcpListener>,
     /// The RESP listener (else `resp`, when set, is bound); its settings
     /// come from `resp`, or are loopback defaults when that is not set.
-    pub(crate) resp: Option<TcpListener>,
+    pub resp: Option<TcpListener>,
 }
 
 /// Where a started peer serves.
 #[derive(Debug, Clone)]
-pub(crate) struct PeerAddrs {
+pub struct PeerAddrs {
     /// Its node id.
-    pub(crate) id: NodeId,
+    pub id: NodeId,
     /// Its name.
-    pub(crate) name: String,
+    pub name: String,
     /// The bound QUIC (UDP) address.
-    pub(crate) quic: SocketAddr,
+    pub quic: SocketAddr,
     /// The admin HTTP address, when served.
-    pub(crate) admin: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
     /// The RESP address, when served.
-    pub(crate) resp: Option<SocketAddr>,
+    pub resp: Option<SocketAddr>,
 }
 
 /// A running peer; [`Peer::shutdown`] makes it leave.
 #[derive(Debug)]
-pub(crate) struct Peer {
+pub struct Peer {
     addrs: PeerAddrs,
     handle: Handle,
     handoff: Arc<Handoff>,
@@ -75,6 +75,18 @@ pub(crate) struct Peer {
     runner_stop: oneshot::Sender<()>,
     /// Keeps the gossip thread up; dropped last.
     _gossip_rt: GossipRuntime,
+}
+
+impl Peer {
+    /// Where it serves.
+    pub fn addrs(&self) -> &PeerAddrs {
+        &self.addrs
+    }
+
+    /// Its membership view, as the gossip runner publishes it.
+    pub fn view(&self) -> tokio::sync::watch::Receiver<Arc<runner::View>> {
+        self.handle.view.clone()
+    }
 }
 
 /// Runs `ringkv node` until SIGTERM or Ctrl-C, then leaves gracefully (a
@@ -92,6 +104,23 @@ pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
         warn!(tasks = ?stopped.unfinished, "tasks still running at exit");
     }
     Ok(())
+}
+
+/// Starts a peer on `listeners` (and what `settings` says to bind for
+/// the rest), serves until `shutdown` completes, then leaves gracefully:
+/// the in-process form of `ringkv node`, like mini-redis's
+/// `server::run(listener, shutdown)`.
+///
+/// # Errors
+/// As [`start`].
+pub async fn serve(
+    settings: Settings,
+    listeners: Listeners,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<Stopped> {
+    let peer = start(settings, listeners).await?;
+    shutdown.await;
+    Ok(peer.shutdown(std::future::pending()).await)
 }
 
 /// What the data dir and the store say about this peer at start.
@@ -282,7 +311,7 @@ fn print_banner(addrs: &PeerAddrs, opened: &Opened, advertise: SocketAddr) {
 /// # Errors
 /// An unusable data dir or store, an address that cannot be bound, a
 /// wildcard `listen` without `advertise`, or joining without the key.
-pub(crate) async fn start(settings: Settings, listeners: Listeners) -> Result<Peer> {
+pub async fn start(settings: Settings, listeners: Listeners) -> Result<Peer> {
     let opened = open(&settings)?;
     let socket = bind_udp(&settings, listeners.udp)?;
     let local = socket.local_addr()?;

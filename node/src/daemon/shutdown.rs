@@ -22,7 +22,7 @@ const TASKS_TIMEOUT: Duration = Duration::from_secs(2);
 /// signal during start-up still ends in a graceful leave rather than exit
 /// 143.
 #[derive(Debug)]
-pub(crate) struct ShutdownSignal {
+pub struct ShutdownSignal {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
 }
@@ -32,7 +32,7 @@ impl ShutdownSignal {
     ///
     /// # Errors
     /// When the signal handler cannot be installed.
-    pub(crate) fn listen() -> Result<Self> {
+    pub fn listen() -> Result<Self> {
         Ok(Self {
             #[cfg(unix)]
             term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -41,7 +41,7 @@ impl ShutdownSignal {
     }
 
     /// Until the next SIGTERM or Ctrl-C.
-    pub(crate) async fn wait(&mut self) {
+    pub async fn wait(&mut self) {
         #[cfg(unix)]
         tokio::select! {
             _ = self.term.recv() => {}
@@ -56,10 +56,10 @@ impl ShutdownSignal {
 
 /// What a stopped peer leaves behind.
 #[derive(Debug)]
-pub(crate) struct Stopped {
+pub struct Stopped {
     /// Tasks that had not ended within their time (the gossip runner is
     /// `"gossip runner"`); empty when all did.
-    pub(crate) unfinished: Vec<&'static str>,
+    pub unfinished: Vec<&'static str>,
 }
 
 impl Peer {
@@ -67,7 +67,7 @@ impl Peer {
     /// this peer's ranges (unless `hurry` completes first), announces the
     /// leave, stops the gossip runner and every background task, and keeps
     /// the incarnation on disk.
-    pub(crate) async fn shutdown(self, hurry: impl Future<Output = ()>) -> Stopped {
+    pub async fn shutdown(self, hurry: impl Future<Output = ()>) -> Stopped {
         info!("shutting down: handing this peer's ranges over (a second signal skips this)");
         tokio::select! {
             () = self.handoff.leave() => {}
