@@ -87,6 +87,12 @@ pub(crate) struct NodeArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     key: KeyArgs,
+    /// Once the peer serves, write its addresses here as JSON (id, name,
+    /// quic, admin, resp, pid), atomically: what scripts and test harnesses
+    /// read instead of the banner. Not in the config file: it is per
+    /// process.
+    #[arg(long, env = "RINGKV_READY_FILE")]
+    ready_file: Option<PathBuf>,
     /// Accept fault-injection settings on the admin HTTP (partitions,
     /// loss, delay). Only the testbed passes it; hidden, and not in the
     /// config file or the environment.
@@ -194,6 +200,8 @@ pub struct Settings {
     pub(crate) key: KeyArgs,
     /// Fault injection on the admin HTTP (testbed only).
     pub(crate) testbed_faults: bool,
+    /// Where to write the ready file once the peer serves.
+    pub(crate) ready_file: Option<PathBuf>,
 }
 
 /// One setting's layers: the flag (or its environment variable: clap
@@ -308,6 +316,7 @@ impl Settings {
             resp,
             key,
             testbed_faults: args.testbed_faults,
+            ready_file: args.ready_file.clone(),
         })
     }
 }

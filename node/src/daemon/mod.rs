@@ -444,6 +444,9 @@ impl Serve {
             };
             serve_admin(&mut tasks, listener, addr, state);
         }
+        if let Some(path) = &settings.ready_file {
+            write_ready_file(path, addrs)?;
+        }
         Ok(Peer {
             addrs: addrs.clone(),
             handle,
@@ -455,6 +458,25 @@ impl Serve {
             _gossip_rt: gossip_rt,
         })
     }
+}
+
+/// Writes `addrs` and the pid to `path` as one JSON object, atomically
+/// (a temporary file renamed over it), so a reader sees all or nothing.
+fn write_ready_file(path: &std::path::Path, addrs: &PeerAddrs) -> Result<()> {
+    let ready = serde_json::json!({
+        "id": addrs.id.to_string(),
+        "name": addrs.name,
+        "quic": addrs.quic,
+        "admin": addrs.admin,
+        "resp": addrs.resp,
+        "pid": std::process::id(),
+    });
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, format!("{ready}\n"))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write the ready file {}", path.display()))
 }
 
 /// The state the peer's tasks share, and handoff (spawned); also returns
