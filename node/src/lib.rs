@@ -28,7 +28,6 @@
 //!   IO: network, stdout.
 //! - `datadir`: identity, incarnation, cluster key, known peers on disk.
 //!   IO: disk.
-//! - `faults`: the testbed's UDP fault wrapper under quinn. IO: UDP.
 //! - `hot`: the hot-key sketch (Space-Saving). Pure.
 //! - `keyargs`: the cluster-key flags and small argument parsers. IO:
 //!   reads a key file.
@@ -42,7 +41,6 @@ pub mod config;
 mod coordinator;
 pub mod daemon;
 mod datadir;
-mod faults;
 mod handoff;
 mod hot;
 mod keyargs;

@@ -30,10 +30,10 @@ pub use self::shutdown::{ShutdownSignal, Stopped};
 use self::tasks::Tasks;
 use crate::config::{resolve_seeds, NodeArgs, Settings};
 use crate::datadir::DataDir;
-use crate::faults::FaultSwitch;
 use crate::handoff::Handoff;
 use crate::rpc::pool::Peers;
 use crate::shared::Kv;
+use ringkv_gossip::transport::faults::FaultSwitch;
 
 /// Sockets the caller bound already (tests bind `127.0.0.1:0`); each one
 /// not given is bound from the settings.
@@ -241,7 +241,7 @@ fn endpoint(
             quinn::Endpoint::new_with_abstract_socket(
                 quinn::EndpointConfig::default(),
                 Some(server),
-                crate::faults::endpoint_socket(socket, faults)?,
+                ringkv_gossip::transport::faults::endpoint_socket(socket, faults)?,
                 Arc::new(quinn::TokioRuntime),
             )
         })
