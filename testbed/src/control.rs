@@ -572,6 +572,33 @@ mod tests {
     }
 
     #[test]
+    fn peers_are_started_with_a_ready_file_beside_their_data() {
+        let tb = Testbed {
+            dir: PathBuf::from("/tmp/tb"),
+            state: State::new(PathBuf::from("/bin/ringkv"), Vec::new(), false),
+        };
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let p = PeerState {
+            name: "p1".to_owned(),
+            pid: 0,
+            addr,
+            admin: addr,
+            data: PathBuf::from("/tmp/tb/p1"),
+            log: PathBuf::from("/tmp/tb/p1.log"),
+            faults: FaultSettings::default(),
+            stopped_by_testbed: None,
+        };
+        let args = tb.start_args(&p, "127.0.0.1:0", "127.0.0.1:0");
+        let at = args
+            .iter()
+            .position(|a| a == "--ready-file")
+            .expect("--ready-file");
+        assert_eq!(args[at + 1], "/tmp/tb/p1.ready");
+        let own = check_node_flags(&["--ready-file=/x".to_owned()]).unwrap_err();
+        assert!(own.to_string().contains("set by the testbed"), "{own}");
+    }
+
+    #[test]
     fn rows_align() {
         let t = render_rows(&[
             ["a".to_owned(), "bb".to_owned()],
