@@ -362,7 +362,12 @@ pub async fn start(settings: Settings, listeners: Listeners) -> Result<Peer> {
         gossip_rt,
         faults,
     };
-    served.spawn(&mut addrs, admin, resp)
+    let ready_file = served.settings.ready_file.clone();
+    let peer = served.spawn(&mut addrs, admin, resp)?;
+    if let Some(path) = &ready_file {
+        write_ready_file(path, &addrs)?;
+    }
+    Ok(peer)
 }
 
 /// Everything [`start`] built, before the tasks are spawned.
@@ -443,9 +448,6 @@ impl Serve {
                 faults,
             };
             serve_admin(&mut tasks, listener, addr, state);
-        }
-        if let Some(path) = &settings.ready_file {
-            write_ready_file(path, addrs)?;
         }
         Ok(Peer {
             addrs: addrs.clone(),
