@@ -15,8 +15,8 @@ use ringkv_storage::{Clock, HintLimits, Store};
 use tokio::sync::watch;
 
 use crate::coordinator::{Routing, REPLICAS};
+use crate::ring_view::RingState;
 use crate::rpc::pool::Peers;
-use crate::status::RingState;
 
 /// Counters of the hot-key sketch: any key with more than 1/256 of the
 /// requests is listed.

@@ -6,26 +6,17 @@ use std::collections::BTreeMap;
 
 use ringkv_gossip::runner::View;
 use ringkv_gossip::{Member, NodeId};
-use ringkv_ring::{analysis, Ring};
+use ringkv_ring::analysis;
 
+/// Where the ring state lives now; re-exported for the modules that
+/// still name it here.
+pub(crate) use crate::ring_view::RingState;
 use crate::rpc::api::{
     self, MemberRow, MembersReply, OwnersReply, ReplicaRow, Reply, RingNodeRow, RingReply,
 };
 
 /// Replication factor the ring reports shares for (the store's N).
 pub(crate) const REPLICATION: usize = 3;
-
-/// The ring as this peer currently builds it.
-#[derive(Debug, Default)]
-pub(crate) struct RingState {
-    /// The ring of the members that are not leaving: where data belongs.
-    pub(crate) ring: Option<Ring>,
-    /// The ring that still counts leaving members, when any are leaving:
-    /// their ranges are read from them until the others hold them.
-    pub(crate) full: Option<Ring>,
-    /// How many times it was rebuilt since start.
-    pub(crate) rebuilds: u64,
-}
 
 fn by_id(view: &View) -> BTreeMap<NodeId, &Member> {
     std::iter::once(&view.me)

@@ -3,14 +3,11 @@
 //! view read over its admin HTTP. Every process is killed when the cluster
 //! drops.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Child;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use serde_json::Value;
 
 /// One peer process.
@@ -69,48 +66,19 @@ fn spawn(
     listen: &str,
     extra: &[String],
 ) -> Result<(Child, SocketAddr, SocketAddr)> {
-    let log =
-        std::fs::File::create(data.with_extension("log")).context("cannot create a peer log")?;
-    let mut child = Command::new(bin)
-        .args(["node", "--data"])
-        .arg(data)
-        .args(["--listen", listen, "--admin", "127.0.0.1:0", "--name", name])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let (mut addr, mut admin) = (None, None);
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split(" listening on ").nth(1) {
-                addr = rest
-                    .split(',')
-                    .next()
-                    .and_then(|a| a.parse::<SocketAddr>().ok());
-            }
-            if let Some(rest) = line.split("admin HTTP on http://").nth(1) {
-                admin = rest.trim().parse::<SocketAddr>().ok();
-            }
-            if let (Some(a), Some(b)) = (addr, admin) {
-                let _ = tx.send((a, b));
-                addr = None;
-            }
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok((addr, admin)) => Ok((child, addr, admin)),
-        Err(_) => {
-            let _ = child.kill();
-            bail!(
-                "peer {name} did not start; see {}",
-                data.with_extension("log").display()
-            )
-        }
-    }
+    let mut args = vec!["--admin".to_owned(), "127.0.0.1:0".to_owned()];
+    args.extend(extra.iter().cloned());
+    let (child, ready) = crate::ready::start(&crate::ready::PeerCommand {
+        bin: bin.to_path_buf(),
+        data: data.to_path_buf(),
+        name: name.to_owned(),
+        listen: listen.to_owned(),
+        args,
+        log_level: "info".to_owned(),
+        log: Some(data.with_extension("log")),
+    })?;
+    let admin = ready.admin.context("the peer serves no admin HTTP")?;
+    Ok((child, ready.quic, admin))
 }
 
 impl Cluster {
@@ -197,18 +165,12 @@ impl Cluster {
     }
 }
 
-/// A plain HTTP/1.1 GET of a local admin endpoint; the body.
+/// A GET of a local admin endpoint; the body (see [`crate::http::get`]).
+///
+/// # Errors
+/// No answer, or a status that is not 2xx.
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: ringkv\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    let body = text.split("\r\n\r\n").nth(1).context("no HTTP body")?;
-    Ok(body.to_owned())
+    crate::http::get(addr, path)
 }
 
 /// `(utime + stime)` clock ticks and resident kB of a process (Linux).

@@ -50,21 +50,6 @@ pub fn supports_fault_switch(bin: &Path) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The addresses a peer prints at start (`listening on ADDR,` and
-/// `admin HTTP on http://ADDR`), from its log.
-fn addresses_in(text: &str) -> (Option<SocketAddr>, Option<SocketAddr>) {
-    let (mut addr, mut admin) = (None, None);
-    for line in text.lines() {
-        if let Some(rest) = line.split(" listening on ").nth(1) {
-            addr = rest.split(',').next().and_then(|a| a.trim().parse().ok());
-        }
-        if let Some(rest) = line.split("admin HTTP on http://").nth(1) {
-            admin = rest.trim().parse().ok();
-        }
-    }
-    (addr, admin)
-}
-
 impl Testbed {
     /// Opens the cluster in `dir`.
     ///
@@ -163,6 +148,8 @@ impl Testbed {
             admin.to_owned(),
             "--name".to_owned(),
             p.name.clone(),
+            "--ready-file".to_owned(),
+            crate::ready::path_for(&p.data).display().to_string(),
         ];
         if self.state.fault_switch {
             args.push(FAULT_FLAG.to_owned());
@@ -188,31 +175,29 @@ impl Testbed {
     fn start(&mut self, i: usize, listen: &str, admin: &str) -> Result<()> {
         let args = self.start_args(&self.state.peers[i], listen, admin);
         let p = &self.state.peers[i];
+        let ready_path = crate::ready::path_for(&p.data);
+        let _ = std::fs::remove_file(&ready_path);
         let (pid, offset, exited) = procs::spawn_detached(&self.state.bin, &args, &p.log)?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let text = procs::log_since(&p.log, offset);
-            if let (Some(addr), Some(admin)) = addresses_in(&text) {
+        let gone = || exited.load(std::sync::atomic::Ordering::Relaxed);
+        match crate::ready::wait(&ready_path, pid, START_TIMEOUT, gone) {
+            Ok(ready) => {
+                let admin = ready.admin.context("the peer serves no admin HTTP")?;
                 let p = &mut self.state.peers[i];
-                (p.pid, p.addr, p.admin, p.stopped_by_testbed) = (pid, addr, admin, None);
-                return Ok(());
+                (p.pid, p.addr, p.admin, p.stopped_by_testbed) = (pid, ready.quic, admin, None);
+                Ok(())
             }
-            let gone = exited.load(std::sync::atomic::Ordering::Relaxed);
-            if gone || Instant::now() > deadline {
+            Err(e) => {
                 let _ = procs::signal(pid, libc::SIGKILL);
-                bail!(
-                    "peer {} {} before printing its addresses; the end of {}:\n{}",
-                    p.name,
-                    if gone {
-                        "exited"
-                    } else {
-                        "did not start within 30 s"
-                    },
-                    p.log.display(),
-                    procs::tail(&text, 15)
-                );
+                let text = procs::log_since(&p.log, offset);
+                Err(e).with_context(|| {
+                    format!(
+                        "peer {} did not start; the end of {}:\n{}",
+                        p.name,
+                        p.log.display(),
+                        procs::tail(&text, 15)
+                    )
+                })
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -524,8 +509,9 @@ impl Testbed {
 }
 
 /// Flags the testbed sets itself for every peer.
-const OWN_FLAGS: [&str; 8] = [
+const OWN_FLAGS: [&str; 9] = [
     "--data",
+    "--ready-file",
     "--listen",
     "--admin",
     "--name",
@@ -574,16 +560,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn addresses_come_from_the_start_lines_of_the_log() {
-        let log = "ringkv: node p1 (id ab) listening on 127.0.0.1:4001, incarnation 3\n\
-                   ringkv: admin HTTP on http://127.0.0.1:5001\n";
-        let (a, b) = addresses_in(log);
-        assert_eq!(a, Some("127.0.0.1:4001".parse().unwrap()));
-        assert_eq!(b, Some("127.0.0.1:5001".parse().unwrap()));
-        assert_eq!(addresses_in("nothing yet"), (None, None));
-    }
-
-    #[test]
     fn node_flags_the_testbed_sets_are_refused() {
         let flags = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         assert!(check_node_flags(&flags(&["--dead-grace", "0s"])).is_ok());
@@ -593,6 +569,33 @@ mod tests {
             "{err}"
         );
         assert!(check_node_flags(&flags(&["--data", "/x"])).is_err());
+    }
+
+    #[test]
+    fn peers_are_started_with_a_ready_file_beside_their_data() {
+        let tb = Testbed {
+            dir: PathBuf::from("/tmp/tb"),
+            state: State::new(PathBuf::from("/bin/ringkv"), Vec::new(), false),
+        };
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let p = PeerState {
+            name: "p1".to_owned(),
+            pid: 0,
+            addr,
+            admin: addr,
+            data: PathBuf::from("/tmp/tb/p1"),
+            log: PathBuf::from("/tmp/tb/p1.log"),
+            faults: FaultSettings::default(),
+            stopped_by_testbed: None,
+        };
+        let args = tb.start_args(&p, "127.0.0.1:0", "127.0.0.1:0");
+        let at = args
+            .iter()
+            .position(|a| a == "--ready-file")
+            .expect("--ready-file");
+        assert_eq!(args[at + 1], "/tmp/tb/p1.ready");
+        let own = check_node_flags(&["--ready-file=/x".to_owned()]).unwrap_err();
+        assert!(own.to_string().contains("set by the testbed"), "{own}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! A minimal HTTP/1.1 client for the peers' admin endpoints on loopback:
-//! one request per connection, bounded connect and read times. IO: TCP.
+//! The one minimal HTTP/1.1 client for the peers' admin endpoints on
+//! loopback (/health, /metrics, /v1/*), used by the testbed and by node's
+//! integration tests: one request per connection, bounded connect and
+//! read times. IO: TCP.
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -24,9 +26,24 @@ pub fn request(
     path: &str,
     body: Option<&str>,
 ) -> Result<(u16, String)> {
+    request_within(addr, method, path, body, TIMEOUT)
+}
+
+/// [`request`], waiting up to `timeout` for the answer (a blocking member
+/// query answers only when the view changes or its wait is over).
+///
+/// # Errors
+/// The peer does not accept the connection or does not answer in time.
+pub fn request_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)
         .with_context(|| format!("admin HTTP {addr} does not answer"))?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     let body = body.unwrap_or("");
     write!(

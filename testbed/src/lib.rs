@@ -20,6 +20,7 @@ pub mod history;
 pub mod http;
 pub mod load;
 pub mod procs;
+pub mod ready;
 pub mod report;
 pub mod scenario;
 pub mod sim;

@@ -21,11 +21,13 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use ringkv_gossip::runner::{TransportStats, View};
+use ringkv_gossip::transport::faults::FaultSwitch;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::status::{self, RingState};
+use crate::ring_view::RingState;
+use crate::status;
 
 /// Longest a blocking query may wait.
 const WAIT_MAX: Duration = Duration::from_secs(300);
@@ -42,7 +44,7 @@ pub(crate) struct AdminState {
     /// Handoff counters.
     pub(crate) handoff: Arc<crate::handoff::Handoff>,
     /// The fault-injection switch; `None` unless `--testbed-faults`.
-    pub(crate) faults: Option<Arc<crate::faults::FaultSwitch>>,
+    pub(crate) faults: Option<Arc<FaultSwitch>>,
 }
 
 /// The routes.
@@ -121,7 +123,7 @@ async fn ring(State(s): State<Arc<AdminState>>) -> Response {
 }
 
 fn faults_off() -> Response {
-    let body = json!({ "error": crate::faults::OFF_MESSAGE });
+    let body = json!({ "error": ringkv_gossip::transport::faults::OFF_MESSAGE });
     (StatusCode::FORBIDDEN, Json(body)).into_response()
 }
 
@@ -137,7 +139,7 @@ async fn faults_put(State(s): State<Arc<AdminState>>, body: Bytes) -> Response {
     let Some(switch) = &s.faults else {
         return faults_off();
     };
-    match crate::faults::Faults::from_json(&body) {
+    match ringkv_gossip::transport::faults::Faults::from_json(&body) {
         Ok(faults) => {
             let shown = faults.to_body();
             tracing::info!(drop = ?shown.drop, loss = shown.loss, delay_ms = shown.delay_ms, "fault settings replaced");

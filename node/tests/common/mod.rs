@@ -4,13 +4,13 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Mutex, MutexGuard, PoisonError};
+use std::process::{Child, Command};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use ringkv_testbed::ready;
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringkv");
@@ -53,51 +53,21 @@ impl Peer {
     }
 
     pub fn start_in(data: PathBuf, name: &str, listen: &str, extra: &[&str]) -> Self {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["node", "--data"])
-            .arg(&data)
-            .args(["--listen", listen, "--name", name])
-            .args(extra);
-        cmd.env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().expect("ringkv starts");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
-        let (admin_tx, admin_rx) = mpsc::channel();
-        let (resp_tx, resp_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split(" listening on ").nth(1) {
-                    let addr = rest.split(',').next().unwrap_or_default().to_owned();
-                    let _ = tx.send(addr);
-                }
-                if let Some(rest) = line.split("admin HTTP on http://").nth(1) {
-                    let _ = admin_tx.send(rest.trim().to_owned());
-                }
-                if let Some(rest) = line.split("RESP (Redis protocol) on ").nth(1) {
-                    let _ = resp_tx.send(rest.trim().to_owned());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the peer prints its address");
-        let admin = extra.contains(&"--admin").then(|| {
-            admin_rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("the peer prints its admin address")
-        });
-        let resp = extra.contains(&"--resp").then(|| {
-            resp_rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("the peer prints its RESP address")
-        });
+        let (child, ready) = ready::start(&ready::PeerCommand {
+            bin: BIN.into(),
+            data: data.clone(),
+            name: name.to_owned(),
+            listen: listen.to_owned(),
+            args: extra.iter().map(|a| (*a).to_owned()).collect(),
+            log_level: "warn".to_owned(),
+            log: None,
+        })
+        .unwrap_or_else(|e| panic!("peer {name} starts: {e:#}"));
         Self {
             child,
-            addr: addr.parse().expect("an address"),
-            admin: admin.map(|a| a.parse().expect("an admin address")),
-            resp: resp.map(|a| a.parse().expect("a RESP address")),
+            addr: ready.quic,
+            admin: ready.admin,
+            resp: ready.resp,
             data,
             name: name.to_owned(),
         }
@@ -289,28 +259,11 @@ pub fn converged_cluster(dir: &Path, n: usize, extra: &[&str]) -> (Vec<Peer>, St
     (peers, key)
 }
 
-/// A plain HTTP/1.1 request to an admin endpoint: the status and the body.
+/// An HTTP/1.1 request to an admin endpoint (the testbed's one loopback
+/// client), waiting long enough for blocking member queries: the status
+/// and the body.
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .expect("admin port answers");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(40)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("a response");
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status line");
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    (status, body)
+    let body = (!body.is_empty()).then_some(body);
+    ringkv_testbed::http::request_within(addr, method, path, body, Duration::from_secs(40))
+        .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e:#}"))
 }

@@ -39,51 +39,50 @@ use tokio::sync::mpsc;
 use tracing::{debug, trace};
 
 /// Longest delay accepted: 10 s, far beyond any timeout worth testing.
-pub(crate) const DELAY_MS_MAX: u64 = 10_000;
+pub const DELAY_MS_MAX: u64 = 10_000;
 /// Most addresses in a drop list: a partition of a large local cluster.
-pub(crate) const DROP_MAX: usize = 4096;
+pub const DROP_MAX: usize = 4096;
 /// Most datagrams waiting for their delay; beyond, new ones are dropped
 /// (about 20 MB of full-size datagrams).
-pub(crate) const DELAYED_MAX: usize = 16_384;
+pub const DELAYED_MAX: usize = 16_384;
 /// Reads in one `poll_recv` whose datagrams were all dropped before it
 /// yields (and asks to be polled again), so a flood of dropped datagrams
 /// cannot hold the endpoint's thread.
-pub(crate) const RECV_ROUNDS_MAX: usize = 16;
+pub const RECV_ROUNDS_MAX: usize = 16;
 
 /// The answer to any fault request on a peer without the switch.
-pub(crate) const OFF_MESSAGE: &str =
-    "fault injection is off: this peer was not started by the testbed";
+pub const OFF_MESSAGE: &str = "fault injection is off: this peer was not started by the testbed";
 
 /// The JSON shape of `PUT /v1/faults` and `GET /v1/faults`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct FaultsBody {
+pub struct FaultsBody {
     /// Peer QUIC socket addresses; every datagram to or from them is dropped.
     #[serde(default)]
-    pub(crate) drop: Vec<String>,
+    pub drop: Vec<String>,
     /// Fraction (0 to 1) of all datagrams dropped, in both directions.
     #[serde(default)]
-    pub(crate) loss: f64,
+    pub loss: f64,
     /// Every outgoing datagram is sent this much later (0 to 10,000 ms).
     #[serde(default)]
-    pub(crate) delay_ms: u64,
+    pub delay_ms: u64,
 }
 
 /// Validated fault settings. `Default` is no fault at all.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct Faults {
+pub struct Faults {
     /// Addresses cut off in both directions (canonical form: IPv4-mapped
     /// IPv6 addresses are stored as IPv4).
-    pub(crate) drop: BTreeSet<SocketAddr>,
+    pub drop: BTreeSet<SocketAddr>,
     /// Probability that any one datagram is lost, in `0.0..=1.0`.
-    pub(crate) loss: f64,
+    pub loss: f64,
     /// Added to every outgoing datagram.
-    pub(crate) delay: Duration,
+    pub delay: Duration,
 }
 
 /// Why a fault request was refused; nothing was changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct BadFaults(pub(crate) String);
+pub struct BadFaults(pub String);
 
 impl fmt::Display for BadFaults {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -98,7 +97,7 @@ impl Faults {
     /// A message naming the bad field: not JSON of the right shape, an
     /// unknown field, an unparsable address, too many addresses, `loss`
     /// outside 0 to 1, `delay_ms` above 10,000.
-    pub(crate) fn from_json(body: &[u8]) -> Result<Self, BadFaults> {
+    pub fn from_json(body: &[u8]) -> Result<Self, BadFaults> {
         let body: FaultsBody = serde_json::from_slice(body).map_err(|e| {
             BadFaults(format!(
                 r#"bad fault settings: {e} (expected {{"drop": ["127.0.0.1:4001"], "loss": 0.1, "delay_ms": 50}}, every field optional)"#
@@ -108,7 +107,7 @@ impl Faults {
     }
 
     /// The settings in their JSON shape, addresses sorted.
-    pub(crate) fn to_body(&self) -> FaultsBody {
+    pub fn to_body(&self) -> FaultsBody {
         FaultsBody {
             drop: self.drop.iter().map(ToString::to_string).collect(),
             loss: self.loss,
@@ -117,7 +116,7 @@ impl Faults {
     }
 
     /// Whether any fault is set.
-    pub(crate) fn is_active(&self) -> bool {
+    pub fn is_active(&self) -> bool {
         !self.drop.is_empty() || self.loss > 0.0 || !self.delay.is_zero()
     }
 
@@ -179,26 +178,26 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 
 /// What the switch has done, for `/metrics`.
 #[derive(Debug, Default)]
-pub(crate) struct FaultStats {
+pub struct FaultStats {
     /// Outgoing datagrams dropped because the destination is in `drop`.
-    pub(crate) partition_out: AtomicU64,
+    pub partition_out: AtomicU64,
     /// Incoming datagrams dropped because the source is in `drop`.
-    pub(crate) partition_in: AtomicU64,
+    pub partition_in: AtomicU64,
     /// Outgoing datagrams lost at random.
-    pub(crate) loss_out: AtomicU64,
+    pub loss_out: AtomicU64,
     /// Incoming datagrams lost at random.
-    pub(crate) loss_in: AtomicU64,
+    pub loss_in: AtomicU64,
     /// Outgoing datagrams queued for a delayed send.
-    pub(crate) delayed: AtomicU64,
+    pub delayed: AtomicU64,
     /// Delayed datagrams lost: the queue was full or the late send failed.
-    pub(crate) delay_failed: AtomicU64,
+    pub delay_failed: AtomicU64,
 }
 
 /// The switch: current settings, the loss generator and the counters.
 /// Shared by the socket wrapper (read per datagram) and the admin HTTP
 /// (written per request).
 #[derive(Debug)]
-pub(crate) struct FaultSwitch {
+pub struct FaultSwitch {
     /// Cheap check first: false means every datagram passes untouched.
     active: AtomicBool,
     settings: RwLock<Faults>,
@@ -206,13 +205,14 @@ pub(crate) struct FaultSwitch {
     rng: Mutex<ChaCha8Rng>,
     /// Datagrams waiting for their delay.
     queued: AtomicUsize,
-    pub(crate) stats: FaultStats,
+    /// What the switch did, for the admin HTTP and the testbed.
+    pub stats: FaultStats,
 }
 
 impl FaultSwitch {
     /// A switch with no fault set. The loss generator is seeded from
     /// `seed` (the peer's `--seed`) when given, else from the OS.
-    pub(crate) fn new(seed: Option<u64>) -> Self {
+    pub fn new(seed: Option<u64>) -> Self {
         // A constant apart from the gossip generator's stream.
         const STREAM: u64 = 0x6661_756c_7473; // "faults"
         let rng = match seed {
@@ -229,7 +229,7 @@ impl FaultSwitch {
     }
 
     /// Replaces the settings entirely.
-    pub(crate) fn set(&self, faults: Faults) {
+    pub fn set(&self, faults: Faults) {
         let active = faults.is_active();
         *self
             .settings
@@ -239,7 +239,7 @@ impl FaultSwitch {
     }
 
     /// The current settings.
-    pub(crate) fn get(&self) -> Faults {
+    pub fn get(&self) -> Faults {
         self.settings
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -360,7 +360,7 @@ enum Verdict {
 ///
 /// # Errors
 /// The socket cannot be registered with the runtime.
-pub(crate) fn endpoint_socket(
+pub fn endpoint_socket(
     socket: std::net::UdpSocket,
     switch: Option<Arc<FaultSwitch>>,
 ) -> io::Result<Arc<dyn AsyncUdpSocket>> {
@@ -373,7 +373,7 @@ pub(crate) fn endpoint_socket(
 
 /// A UDP socket that applies a [`FaultSwitch`] to every datagram.
 #[derive(Debug)]
-pub(crate) struct FaultySocket {
+pub struct FaultySocket {
     inner: Arc<dyn AsyncUdpSocket>,
     switch: Arc<FaultSwitch>,
     /// To the delay task; it ends when this socket is dropped.
@@ -385,7 +385,7 @@ impl FaultySocket {
     ///
     /// # Panics
     /// Outside a tokio runtime.
-    pub(crate) fn new(inner: Arc<dyn AsyncUdpSocket>, switch: Arc<FaultSwitch>) -> Self {
+    pub fn new(inner: Arc<dyn AsyncUdpSocket>, switch: Arc<FaultSwitch>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(send_delayed(inner.clone(), switch.clone(), rx));
         Self {

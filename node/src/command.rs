@@ -1,0 +1,117 @@
+//! The `ringkv` command line: one clap [`Cli`] with a subcommand per job,
+//! and what each runs. `ringkv node` starts a peer ([`crate::daemon`]);
+//! the others are clients of a peer or offline tools.
+
+use clap::{Parser, Subcommand};
+
+use crate::cli;
+use crate::config::NodeArgs;
+
+/// ringkv: a peer-to-peer, leaderless, sharded key-value store.
+#[derive(Debug, Parser)]
+#[command(name = "ringkv", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a peer: join a cluster (or start one) and serve until SIGTERM.
+    Node(Box<NodeArgs>),
+    /// Members as a peer sees them (like `serf members`, `nodetool status`).
+    Members(cli::cluster::MembersArgs),
+    /// The ring: a live peer's with --peer, or `simulate` and `sweep`.
+    Ring(RingArgs),
+    /// The replicas of a key (like `nodetool getendpoints`).
+    Owners(cli::cluster::OwnersArgs),
+    /// Print a new cluster key.
+    Keygen,
+    /// Store a value through any peer.
+    Put(cli::kv::PutArgs),
+    /// Read a value through any peer (raw bytes to stdout; exit 1 if absent).
+    Get(cli::kv::GetArgs),
+    /// Delete a key through any peer.
+    Del(cli::kv::DelArgs),
+    /// Load a cluster with puts and gets; report ops/s and latency.
+    Bench(cli::bench::BenchArgs),
+    /// The keys a peer coordinates most requests for, recently.
+    Hot(cli::cluster::PeerArgs),
+    /// Handoff on a peer: ranges it is receiving, with progress bars.
+    Handoff(cli::handoff::HandoffArgs),
+    /// The keys a peer holds in its own store (not coordinated), in ring
+    /// order.
+    Keys(cli::handoff::KeysArgs),
+    /// Local clusters and the membership simulator.
+    #[command(subcommand)]
+    Testbed(ringkv_testbed::cli::TestbedCommand),
+}
+
+/// `ringkv ring`: a live peer's ring, or a simulation.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct RingArgs {
+    #[command(subcommand)]
+    command: Option<RingCommand>,
+    #[command(flatten)]
+    peer: Option<cli::cluster::PeerArgs>,
+}
+
+#[derive(Debug, Subcommand)]
+enum RingCommand {
+    /// Share of every node in a made-up cluster, and what adding or
+    /// removing nodes moves (exact from arcs, checked by sampling).
+    Simulate(cli::ring::SimulateArgs),
+    /// Balance for several vnode counts, to choose one.
+    Sweep(cli::ring::SweepArgs),
+}
+
+impl Cli {
+    /// Runs the commands that need no tokio runtime (offline tools, the
+    /// testbed, which starts its own); `None` for the others, which
+    /// [`Self::run`] runs on the caller's runtime.
+    pub fn run_blocking(&self) -> Option<anyhow::Result<String>> {
+        Some(match &self.command {
+            Command::Ring(RingArgs {
+                command: Some(RingCommand::Simulate(args)),
+                ..
+            }) => cli::ring::simulate(args),
+            Command::Ring(RingArgs {
+                command: Some(RingCommand::Sweep(args)),
+                ..
+            }) => cli::ring::sweep(args),
+            Command::Testbed(cmd) => ringkv_testbed::cli::run::<cli::testbed::QuicKv>(cmd),
+            Command::Keygen => Ok(cli::cluster::keygen()),
+            _ => return None,
+        })
+    }
+
+    /// Runs a command that talks to the network: its output for stdout.
+    ///
+    /// # Errors
+    /// Whatever the command fails with, for the user.
+    ///
+    /// # Panics
+    /// For a command [`Self::run_blocking`] runs.
+    pub async fn run(&self) -> anyhow::Result<String> {
+        match &self.command {
+            Command::Node(args) => crate::daemon::run(args).await.map(|()| String::new()),
+            Command::Members(args) => cli::cluster::members(args).await,
+            Command::Owners(args) => cli::cluster::owners(args).await,
+            Command::Put(args) => cli::kv::put(args).await,
+            Command::Get(args) => cli::kv::get(args).await,
+            Command::Del(args) => cli::kv::del(args).await,
+            Command::Bench(args) => cli::bench::bench(args).await,
+            Command::Hot(args) => cli::cluster::hot(args).await,
+            Command::Handoff(args) => cli::handoff::handoff(args).await,
+            Command::Keys(args) => cli::handoff::keys(args).await,
+            Command::Ring(RingArgs {
+                peer: Some(peer), ..
+            }) => cli::cluster::ring(peer).await,
+            Command::Ring(_) => {
+                anyhow::bail!("ringkv ring needs --peer ADDR, or a subcommand: simulate, sweep")
+            }
+            _ => unreachable!("run_blocking runs it without a runtime"),
+        }
+    }
+}

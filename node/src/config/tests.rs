@@ -1,0 +1,104 @@
+use clap::Parser;
+
+use super::*;
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+fn args(flags: &[&str]) -> NodeArgs {
+    let argv = std::iter::once("ringkv").chain(flags.iter().copied());
+    Cli::try_parse_from(argv).expect("flags parse").node
+}
+
+fn file(text: &str) -> FileConfig {
+    toml::from_str(text).expect("config parses")
+}
+
+#[test]
+fn flag_beats_file_and_file_beats_default() {
+    let a = args(&["--data", "/flag", "--dead-grace", "5s"]);
+    let s = Settings::layered(
+        &a,
+        file("data = \"/file\"\nlisten = \"127.0.0.1:7001\"\ndead_grace = \"9s\"\nweight = 7\n"),
+    )
+    .expect("settings");
+    assert_eq!(s.data, PathBuf::from("/flag"));
+    assert_eq!(s.listen, "127.0.0.1:7001".parse().expect("addr"));
+    assert_eq!(s.dead_grace, Duration::from_secs(5));
+    assert_eq!(s.weight, 7);
+    assert_eq!(s.tombstone_grace, TOMBSTONE_GRACE_DEFAULT);
+}
+
+#[test]
+fn defaults_when_neither_flag_nor_file() {
+    let s = Settings::layered(
+        &args(&["--data", "/d", "--listen", "127.0.0.1:0"]),
+        FileConfig::default(),
+    )
+    .expect("settings");
+    assert_eq!(s.dead_grace, DEAD_GRACE_DEFAULT);
+    assert_eq!(s.weight, 1);
+    assert!(s.resp.is_none() && s.admin.is_none() && s.join.is_empty());
+    let d = HandoffConfig::default();
+    assert_eq!(s.handoff.settle, d.settle);
+    assert_eq!(s.handoff.rate, d.rate);
+}
+
+#[test]
+fn handoff_table_layers_like_the_top_level() {
+    let s = Settings::layered(
+        &args(&["--data", "/d", "--listen", "127.0.0.1:0", "--settle", "1s"]),
+        file("[handoff]\nsettle = \"7s\"\nhandoff_rate = \"1MB\"\nleave_timeout = \"3s\"\n"),
+    )
+    .expect("settings");
+    assert_eq!(s.handoff.settle, Duration::from_secs(1));
+    assert_eq!(s.handoff.rate, 1 << 20);
+    assert_eq!(s.handoff.leave_timeout, Duration::from_secs(3));
+}
+
+#[test]
+fn bad_file_values_name_their_key() {
+    let base = || args(&["--data", "/d", "--listen", "127.0.0.1:0"]);
+    for (text, key) in [
+        ("dead_grace = \"soon\"", "config file: dead_grace"),
+        ("[handoff]\nsettle = \"x\"", "config file: handoff.settle"),
+        (
+            "[handoff]\nhandoff_rate = \"fast\"",
+            "config file: handoff.handoff_rate",
+        ),
+        (
+            "resp = \"127.0.0.1:0\"\nresp_consistency = \"most\"",
+            "config file: resp_consistency",
+        ),
+    ] {
+        let err = Settings::layered(&base(), file(text)).expect_err(text);
+        assert!(format!("{err:#}").contains(key), "{text}: {err:#}");
+    }
+}
+
+#[test]
+fn out_of_range_and_missing_settings_are_refused() {
+    let err = Settings::layered(&args(&["--listen", "127.0.0.1:0"]), FileConfig::default())
+        .expect_err("no data");
+    assert!(err.to_string().contains("--data is required"), "{err}");
+    let err =
+        Settings::layered(&args(&["--data", "/d"]), FileConfig::default()).expect_err("no listen");
+    assert!(err.to_string().contains("--listen is required"), "{err}");
+    let err = Settings::layered(
+        &args(&["--data", "/d", "--listen", "127.0.0.1:0"]),
+        file("weight = 0"),
+    )
+    .expect_err("weight 0");
+    assert!(err.to_string().contains("out of range"), "{err}");
+}
+
+#[test]
+fn rates_parse_with_suffixes() {
+    assert_eq!(parse_rate("50MB"), Ok(50 << 20));
+    assert_eq!(parse_rate("2kb/s"), Ok(2048));
+    assert_eq!(parse_rate("0"), Ok(0));
+    assert!(parse_rate("-1MB").is_err());
+}

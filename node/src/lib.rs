@@ -1,0 +1,51 @@
+//! ringkv's peer daemon and command-line client as a library; the
+//! `ringkv` binary (`main.rs`) parses the command line and runs it. A test
+//! starts a peer in-process with [`daemon::start`] and stops it with
+//! [`daemon::Peer::shutdown`].
+//!
+//! Module map (one job each; IO says whether it touches sockets, disk or
+//! the clock):
+//!
+//! - [`command`]: the `ringkv` command line (clap) and what each
+//!   subcommand runs. IO: through the modules it calls.
+//! - [`config`]: `ringkv node`'s flags, environment and `--config` file,
+//!   layered into [`config::Settings`] and checked. IO: reads the file.
+//! - [`daemon`]: start a peer from settings and bound sockets, its
+//!   background tasks, signals and the graceful leave. IO: sockets, store.
+//! - `ring_view`: which members the ring is built from, given a view, the
+//!   time and the dead grace. Pure (no clock, no IO).
+//! - `shared`: the state a peer's tasks share (`Kv`). No IO of its own.
+//! - `status`: members, ring and owners replies. Pure.
+//! - `coordinator`: quorum reads and writes, read repair, hints (async
+//!   fan-out; pure decisions in `coordinator::plan`). IO: network.
+//! - `handoff`: ranges follow the ring: pulls, anti-entropy, cleanup, the
+//!   leave handover. IO: network, store.
+//! - `rpc`: the QUIC request protocol: wire types, codec, client, replica
+//!   pool, the one request dispatch. IO: network.
+//! - `resp`: the Redis protocol front door. IO: TCP.
+//! - `admin`: admin HTTP (/health, /metrics, /v1/*). IO: TCP.
+//! - `cli`: the client subcommands (members, ring, put, get, bench, ...).
+//!   IO: network, stdout.
+//! - `datadir`: identity, incarnation, cluster key, known peers on disk.
+//!   IO: disk.
+//! - `hot`: the hot-key sketch (Space-Saving). Pure.
+//! - `keyargs`: the cluster-key flags and small argument parsers. IO:
+//!   reads a key file.
+
+#![warn(missing_docs)]
+
+mod admin;
+mod cli;
+pub mod command;
+pub mod config;
+mod coordinator;
+pub mod daemon;
+mod datadir;
+mod handoff;
+mod hot;
+mod keyargs;
+mod resp;
+mod ring_view;
+mod rpc;
+mod shared;
+mod status;
