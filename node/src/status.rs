@@ -9,7 +9,8 @@ use ringkv_gossip::{Member, NodeId};
 use ringkv_ring::{analysis, Ring};
 
 use crate::rpc::api::{
-    self, MemberRow, MembersReply, OwnersReply, ReplicaRow, Reply, RingNodeRow, RingReply,
+    self, ErrorKind, MemberRow, MembersReply, OwnersReply, ReplicaRow, Reply, RingNodeRow,
+    RingReply,
 };
 
 /// Replication factor the ring reports shares for (the store's N).
@@ -134,7 +135,10 @@ pub(crate) fn answer(request: &api::Request, view: &View, ring: &RingState) -> O
     fn encode<T: serde::Serialize>(r: Result<T, String>) -> Vec<u8> {
         let reply = match r {
             Ok(v) => Reply::Ok(v),
-            Err(e) => Reply::Error(e),
+            Err(message) => Reply::Err {
+                kind: ErrorKind::Definite,
+                message,
+            },
         };
         crate::rpc::codec::encode(&reply)
     }

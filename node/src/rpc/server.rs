@@ -12,7 +12,7 @@ use ringkv_gossip::runner::{Handle, Request as StreamRequest};
 use tokio::sync::{mpsc, watch};
 
 use crate::handoff::Handoff;
-use crate::rpc::api::{self, Reply};
+use crate::rpc::api::{self, ErrorKind, Reply, RequestError};
 use crate::rpc::codec;
 use crate::shared::Kv;
 use crate::status::{self, RingState};
@@ -60,13 +60,17 @@ pub(crate) async fn serve_requests(
                         .await
                         {
                             Ok(reply) => reply,
-                            Err(_) => codec::encode(&Reply::<()>::Error(
-                                "the request timed out on the coordinator".into(),
-                            )),
+                            Err(_) => codec::encode(&Reply::<()>::error(RequestError::new(
+                                ErrorKind::Unknown,
+                                "the request timed out on the coordinator",
+                            ))),
                         }
                     }
                 },
-                Err(e) => codec::encode(&Reply::<()>::Error(format!("bad request: {e:#}"))),
+                Err(e) => codec::encode(&Reply::<()>::error(RequestError::new(
+                    ErrorKind::Refused,
+                    format!("bad request: {e:#}"),
+                ))),
             };
             if send.write_all(&reply).await.is_ok() {
                 let _ = send.finish();
@@ -80,7 +84,11 @@ async fn serve_kv(kv: &Arc<Kv>, handoff: &Handoff, request: api::Request) -> Vec
     fn reply<T: serde::Serialize>(r: Result<T>) -> Vec<u8> {
         codec::encode(&match r {
             Ok(v) => Reply::Ok(v),
-            Err(e) => Reply::Error(format!("{e:#}")),
+            // Unclassified errors are `Unknown`: they may have had an effect.
+            Err(e) => Reply::Err {
+                kind: RequestError::kind_of(&e),
+                message: format!("{e:#}"),
+            },
         })
     }
     match request {
