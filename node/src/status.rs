@@ -8,10 +8,7 @@ use ringkv_gossip::runner::View;
 use ringkv_gossip::{Member, NodeId};
 use ringkv_ring::{analysis, Ring};
 
-use crate::rpc::api::{
-    self, ErrorKind, MemberRow, MembersReply, OwnersReply, ReplicaRow, Reply, RingNodeRow,
-    RingReply,
-};
+use crate::rpc::api::{MemberRow, MembersReply, OwnersReply, ReplicaRow, RingNodeRow, RingReply};
 
 /// Replication factor the ring reports shares for (the store's N).
 pub(crate) const REPLICATION: usize = 3;
@@ -126,26 +123,5 @@ pub(crate) fn owners_reply(
     Ok(OwnersReply {
         position: ringkv_ring::key_position(key).to_string(),
         replicas,
-    })
-}
-
-/// Answers a status request (members, ring, owners), encoded; `None` for
-/// other requests.
-pub(crate) fn answer(request: &api::Request, view: &View, ring: &RingState) -> Option<Vec<u8>> {
-    fn encode<T: serde::Serialize>(r: Result<T, String>) -> Vec<u8> {
-        let reply = match r {
-            Ok(v) => Reply::Ok(v),
-            Err(message) => Reply::Err {
-                kind: ErrorKind::Definite,
-                message,
-            },
-        };
-        crate::rpc::codec::encode(&reply)
-    }
-    Some(match request {
-        api::Request::Members => encode(Ok(members_reply(view, ring))),
-        api::Request::Ring => encode(ring_reply(view, ring)),
-        api::Request::Owners { key } => encode(owners_reply(view, ring, key)),
-        _ => return None,
     })
 }
