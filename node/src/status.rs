@@ -11,9 +11,7 @@ use ringkv_ring::analysis;
 /// Where the ring state lives now; re-exported for the modules that
 /// still name it here.
 pub(crate) use crate::ring_view::RingState;
-use crate::rpc::api::{
-    self, MemberRow, MembersReply, OwnersReply, ReplicaRow, Reply, RingNodeRow, RingReply,
-};
+use crate::rpc::api::{MemberRow, MembersReply, OwnersReply, ReplicaRow, RingNodeRow, RingReply};
 
 /// Replication factor the ring reports shares for (the store's N).
 pub(crate) const REPLICATION: usize = 3;
@@ -116,23 +114,5 @@ pub(crate) fn owners_reply(
     Ok(OwnersReply {
         position: ringkv_ring::key_position(key).to_string(),
         replicas,
-    })
-}
-
-/// Answers a status request (members, ring, owners), encoded; `None` for
-/// other requests.
-pub(crate) fn answer(request: &api::Request, view: &View, ring: &RingState) -> Option<Vec<u8>> {
-    fn encode<T: serde::Serialize>(r: Result<T, String>) -> Vec<u8> {
-        let reply = match r {
-            Ok(v) => Reply::Ok(v),
-            Err(e) => Reply::Error(e),
-        };
-        crate::rpc::codec::encode(&reply)
-    }
-    Some(match request {
-        api::Request::Members => encode(Ok(members_reply(view, ring))),
-        api::Request::Ring => encode(ring_reply(view, ring)),
-        api::Request::Owners { key } => encode(owners_reply(view, ring, key)),
-        _ => return None,
     })
 }

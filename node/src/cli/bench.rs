@@ -109,11 +109,11 @@ async fn one(conn: &quinn::Connection, req: &Request) -> Result<Outcome> {
     match req {
         Request::Get { .. } => match codec::decode::<Reply<GetReply>>(&bytes, REPLY_MAX)? {
             Reply::Ok(r) => Ok(Outcome::Read(r.value)),
-            Reply::Error(e) => bail!("{e}"),
+            Reply::Err { message, .. } => bail!("{message}"),
         },
         _ => match codec::decode::<Reply<PutReply>>(&bytes, REPLY_MAX)? {
             Reply::Ok(_) => Ok(Outcome::Done),
-            Reply::Error(e) => bail!("{e}"),
+            Reply::Err { message, .. } => bail!("{message}"),
         },
     }
 }

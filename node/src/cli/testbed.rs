@@ -16,7 +16,7 @@ use ringkv_testbed::load::{KvClient, KvReply};
 use serde::de::DeserializeOwned;
 use tokio::time::{timeout_at, Instant};
 
-use crate::rpc::api::{Consistency, GetReply, PutReply, Reply, Request, REPLY_MAX};
+use crate::rpc::api::{Consistency, ErrorKind, GetReply, PutReply, Reply, Request, REPLY_MAX};
 use crate::rpc::codec;
 
 /// A reusable client: cheap to clone, shared by every workload task.
@@ -124,14 +124,25 @@ impl QuicKv {
         };
         match codec::decode::<Reply<T>>(&bytes, REPLY_MAX) {
             Ok(Reply::Ok(v)) => Ok(v),
-            Ok(Reply::Error(e)) if e.contains("nothing was written") => {
-                Err((Outcome::Fail, format!("{peer}: {e}")))
+            Ok(Reply::Err { kind, message }) => {
+                Err((outcome_of(kind), format!("{peer}: {message}")))
             }
-            Ok(Reply::Error(e)) => Err((Outcome::Unknown, format!("{peer}: {e}"))),
             Err(e) => Err((
                 Outcome::Unknown,
                 format!("{peer} sent an unreadable answer: {e}"),
             )),
+        }
+    }
+}
+
+/// The testbed's outcome of a peer's error answer: `Fail` (the checker
+/// may assume nothing was written) only when the peer says `Definite`;
+/// every other kind is `Unknown` (conservative).
+fn outcome_of(kind: ErrorKind) -> Outcome {
+    match kind {
+        ErrorKind::Definite => Outcome::Fail,
+        ErrorKind::Unknown | ErrorKind::Refused | ErrorKind::NotHeld | ErrorKind::Overloaded => {
+            Outcome::Unknown
         }
     }
 }
@@ -204,5 +215,45 @@ impl KvClient for QuicKv {
             },
             Err(f) => failed(f),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_definite_error_is_a_failure() {
+        assert_eq!(outcome_of(ErrorKind::Definite), Outcome::Fail);
+        for kind in [
+            ErrorKind::Unknown,
+            ErrorKind::Refused,
+            ErrorKind::NotHeld,
+            ErrorKind::Overloaded,
+        ] {
+            assert_eq!(outcome_of(kind), Outcome::Unknown, "{kind:?}");
+        }
+    }
+
+    /// The classification is by kind, not by text: a message that says
+    /// "nothing was written" with kind `Unknown` stays unknown, and a
+    /// `Definite` one without those words is a failure.
+    #[test]
+    fn classification_ignores_the_message() {
+        let decode = |kind, message: &str| {
+            let bytes = codec::encode(&Reply::<PutReply>::Err {
+                kind,
+                message: message.into(),
+            });
+            match codec::decode::<Reply<PutReply>>(&bytes, REPLY_MAX).expect("decodes") {
+                Reply::Err { kind, .. } => outcome_of(kind),
+                Reply::Ok(_) => unreachable!(),
+            }
+        };
+        assert_eq!(
+            decode(ErrorKind::Unknown, "needed 2; nothing was written"),
+            Outcome::Unknown
+        );
+        assert_eq!(decode(ErrorKind::Definite, "no ring yet"), Outcome::Fail);
     }
 }

@@ -9,7 +9,7 @@ pub(crate) mod plan;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use rand::seq::SliceRandom as _;
 use ringkv_gossip::runner::View;
 use ringkv_gossip::NodeId;
@@ -20,7 +20,9 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use crate::coordinator::plan::{needs_repair, newest, required, Route};
-use crate::rpc::api::{Consistency, GetReply, PutReply, ReadAnswer, Reply, Request, KEY_MAX};
+use crate::rpc::api::{
+    Consistency, ErrorKind, GetReply, PutReply, ReadAnswer, Reply, Request, RequestError, KEY_MAX,
+};
 use crate::rpc::codec;
 use crate::rpc::pool::PeerError;
 use crate::shared::{wall_ms, Kv};
@@ -119,10 +121,14 @@ impl Kv {
         // and a write acknowledged there is lost once it learns the real
         // members (seen in the add-under-load scenario).
         if !routing.view.joined {
-            bail!("this peer has not joined its cluster yet (no seed has answered); nothing was written");
+            return Err(RequestError::new(
+                ErrorKind::Definite,
+                "this peer has not joined its cluster yet (no seed has answered); nothing was written",
+            )
+            .into());
         }
         let Some(ring) = routing.ring.ring.as_ref() else {
-            bail!("this peer has no ring yet");
+            return Err(RequestError::new(ErrorKind::Definite, "this peer has no ring yet").into());
         };
         let natural: Vec<Replica> = ring
             .replicas(key, REPLICAS)
@@ -192,11 +198,15 @@ impl Kv {
             (None, _) => Record::tombstone(version),
         };
         if route.read.len() < needed {
-            bail!(
-                "needed {needed} acknowledgements, but this peer's ring has only {} replica(s) for the key ({}); nothing was written",
-                route.read.len(),
-                route.read.iter().map(|r| &*r.name).collect::<Vec<_>>().join(", ")
-            );
+            return Err(RequestError::new(
+                ErrorKind::Definite,
+                format!(
+                    "needed {needed} acknowledgements, but this peer's ring has only {} replica(s) for the key ({}); nothing was written",
+                    route.read.len(),
+                    route.read.iter().map(|r| &*r.name).collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .into());
         }
         let mut tasks = JoinSet::new();
         for r in route.write.clone() {
@@ -249,7 +259,7 @@ impl Kv {
             }
         });
         if !done {
-            bail!("{}", write_error(needed, &acked, &unreachable, &unknown));
+            return Err(write_error(needed, &acked, &unreachable, &unknown).into());
         }
         Ok(PutReply {
             acknowledged: acked,
@@ -269,10 +279,14 @@ impl Kv {
         let route = self.route(&key, needed)?;
         let mut replicas = route.read.clone();
         if replicas.len() < needed {
-            bail!(
-                "needed {needed} answers, but this peer's ring has only {} replica(s) for the key",
-                replicas.len()
-            );
+            return Err(RequestError::new(
+                ErrorKind::Definite,
+                format!(
+                    "needed {needed} answers, but this peer's ring has only {} replica(s) for the key",
+                    replicas.len()
+                ),
+            )
+            .into());
         }
         // Ask only as many replicas as needed: this peer first (a local
         // read), the others in random order, so reads of one key spread
@@ -362,16 +376,21 @@ impl Kv {
                     .into_iter()
                     .map(|n| format!("{n} (still receiving its ranges)")),
             );
-            bail!(
-                "needed {needed} answers, got {}{}; no answer from {}",
-                names.len(),
-                if names.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (from {})", names.join(", "))
-                },
-                failed.join(", ")
-            );
+            // A read that missed its quorum changed nothing.
+            return Err(RequestError::new(
+                ErrorKind::Definite,
+                format!(
+                    "needed {needed} answers, got {}{}; no answer from {}",
+                    names.len(),
+                    if names.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (from {})", names.join(", "))
+                    },
+                    failed.join(", ")
+                ),
+            )
+            .into());
         }
         let best = newest(answers.iter().map(|(_, held)| held)).cloned();
         if let Some(best) = &best {
@@ -493,18 +512,26 @@ impl Kv {
 
     fn check(&self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
         if key.is_empty() {
-            bail!("the key is empty");
+            return Err(RequestError::new(ErrorKind::Refused, "the key is empty").into());
         }
         if key.len() > KEY_MAX {
-            bail!("the key is {} bytes; the limit is {KEY_MAX}", key.len());
+            return Err(RequestError::new(
+                ErrorKind::Refused,
+                format!("the key is {} bytes; the limit is {KEY_MAX}", key.len()),
+            )
+            .into());
         }
         if let Some(v) = value {
             if v.len() > self.value_max {
-                bail!(
-                    "the value is {} bytes; the limit is {}",
-                    v.len(),
-                    self.value_max
-                );
+                return Err(RequestError::new(
+                    ErrorKind::Refused,
+                    format!(
+                        "the value is {} bytes; the limit is {}",
+                        v.len(),
+                        self.value_max
+                    ),
+                )
+                .into());
             }
         }
         Ok(())
@@ -594,12 +621,15 @@ impl PeerError {
     }
 }
 
+/// Why a write missed its quorum: `Definite` only when no replica
+/// acknowledged and none was left without an answer after being sent the
+/// write (every one refused or was unreachable), `Unknown` otherwise.
 fn write_error(
     needed: usize,
     acked: &[String],
     unreachable: &[String],
     unknown: &[String],
-) -> String {
+) -> RequestError {
     let mut msg = format!("needed {needed} acknowledgements, got {}", acked.len());
     if !acked.is_empty() {
         msg.push_str(&format!(" (from {})", acked.join(", ")));
@@ -611,10 +641,11 @@ fn write_error(
     }
     if acked.is_empty() && unknown.is_empty() {
         msg.push_str("; nothing was written");
+        RequestError::new(ErrorKind::Definite, msg)
     } else {
         msg.push_str("; outcome unknown: replicas that acknowledged, or did not answer in time, may hold the write");
+        RequestError::new(ErrorKind::Unknown, msg)
     }
-    msg
 }
 
 fn format_version(r: &Record) -> String {
@@ -626,4 +657,34 @@ fn format_version(r: &Record) -> String {
         v.node.short(),
         v.generation
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn write_error_is_definite_only_when_nothing_may_have_been_written() {
+        let e = write_error(2, &[], &names(&["p2", "p3"]), &[]);
+        assert_eq!(e.kind, ErrorKind::Definite, "{e}");
+        assert!(e.message.ends_with("nothing was written"), "{e}");
+        assert_eq!(
+            e.message,
+            "needed 2 acknowledgements, got 0; no answer from p2, p3; nothing was written"
+        );
+    }
+
+    #[test]
+    fn write_error_is_unknown_after_an_acknowledgement_or_a_silent_replica() {
+        let acked = write_error(2, &names(&["p1"]), &names(&["p2", "p3"]), &[]);
+        assert_eq!(acked.kind, ErrorKind::Unknown, "{acked}");
+        assert!(acked.message.contains("(from p1)"), "{acked}");
+        let silent = write_error(2, &[], &names(&["p2"]), &names(&["p3"]));
+        assert_eq!(silent.kind, ErrorKind::Unknown, "{silent}");
+        assert!(silent.message.contains("outcome unknown"), "{silent}");
+    }
 }

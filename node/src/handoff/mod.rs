@@ -601,7 +601,7 @@ impl Handoff {
             .map_err(|e| anyhow!("{}: {e}", source.name))?;
         match codec::decode::<Reply<T>>(&bytes, REPLY_MAX)? {
             Reply::Ok(v) => Ok(v),
-            Reply::Error(e) => Err(anyhow!("{}: {e}", source.name)),
+            Reply::Err { message, .. } => Err(anyhow!("{}: {message}", source.name)),
         }
     }
 
@@ -664,7 +664,7 @@ impl Handoff {
                 .map_err(|e| anyhow!("{}: {e}", source.name))?;
             let page = match codec::decode::<Reply<RangePageReply>>(&bytes, REPLY_MAX)? {
                 Reply::Ok(p) => p,
-                Reply::Error(e) => bail!("{}: {e}", source.name),
+                Reply::Err { message, .. } => bail!("{}: {message}", source.name),
             };
             if *blake3::hash(&page.batch).as_bytes() != page.check {
                 bail!("a page from {} failed its blake3 check", source.name);

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::rpc::api::Consistency;
+use crate::rpc::api::{Consistency, ErrorKind, RequestError};
 use crate::shared::{wall_ms, Kv};
 
 use super::commands::{not_integer, parse_int, syntax_error};
@@ -198,15 +198,22 @@ fn bulk_or_null(value: Option<Vec<u8>>) -> Reply {
     value.map_or(Reply::Null, Reply::Bulk)
 }
 
-/// A coordinator error as a RESP error: `NOREPLICAS` (Redis's code for
-/// too few replicas) when the quorum was not met, naming the replicas that
-/// answered; `ERR` otherwise.
+/// A coordinator error as a RESP error, by its kind: `NOREPLICAS`
+/// (Redis's code for too few replicas) when the request failed for want of
+/// replicas, definitely or with an unknown outcome; `TRYAGAIN` when the
+/// peer is overloaded; `ERR` otherwise (refused, and errors of no kind).
 pub(crate) fn store_error(e: &anyhow::Error) -> Reply {
     let text = format!("{e:#}");
-    if text.starts_with("needed ") {
-        Reply::Error(format!("NOREPLICAS {text}"))
-    } else {
-        Reply::err(text)
+    let kind = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<RequestError>())
+        .map(|r| r.kind);
+    match kind {
+        Some(ErrorKind::Definite | ErrorKind::Unknown | ErrorKind::NotHeld) => {
+            Reply::Error(format!("NOREPLICAS {text}"))
+        }
+        Some(ErrorKind::Overloaded) => Reply::Error(format!("TRYAGAIN {text}")),
+        Some(ErrorKind::Refused) | None => Reply::err(text),
     }
 }
 

@@ -256,10 +256,114 @@ pub(crate) struct OwnersReply {
     pub(crate) replicas: Vec<ReplicaRow>,
 }
 
-/// Every answer: the value, or an error a person can read.
+/// Every answer: the value, or an error with its kind and a message a
+/// person can read. Consumers decide by `kind`, never by the text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Reply<T> {
     Ok(T),
-    Error(String),
+    Err { kind: ErrorKind, message: String },
+}
+
+impl<T> Reply<T> {
+    /// An error answer from a [`RequestError`].
+    pub(crate) fn error(e: RequestError) -> Self {
+        Self::Err {
+            kind: e.kind,
+            message: e.message,
+        }
+    }
+}
+
+/// What a failed request did, as far as the answering peer knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ErrorKind {
+    /// The request surely had no effect: it was invalid for this peer's
+    /// ring (no ring yet, too few replicas), or no replica acknowledged
+    /// and every replica refused or was unreachable before anything was
+    /// sent. Nothing was written; retrying is safe.
+    Definite,
+    /// The request may have been applied: some replica acknowledged a
+    /// write that missed its quorum, a replica was sent the write and did
+    /// not answer in time, or the error is not known to be harmless. The
+    /// conservative kind: any error not classified otherwise.
+    Unknown,
+    /// The request was refused before anything happened: malformed, a key
+    /// or value too large, bad input. State did not change; retrying the
+    /// same request fails again.
+    Refused,
+    /// The replica does not hold the key's range fully (still receiving
+    /// it, or already dropping it). State did not change.
+    NotHeld,
+    /// The peer is too busy to take the request (too many requests, or it
+    /// timed out waiting for admission). State did not change.
+    Overloaded,
+}
+
+/// An error of a store request, with the kind the peer answers it with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct RequestError {
+    /// What the failure means for the request's effect.
+    pub(crate) kind: ErrorKind,
+    /// The message a person reads (unchanged from before kinds existed).
+    pub(crate) message: String,
+}
+
+impl RequestError {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The kind of any error: a [`RequestError`]'s own (anywhere in the
+    /// chain), otherwise `Unknown` (conservative: it may have had an
+    /// effect).
+    pub(crate) fn kind_of(e: &anyhow::Error) -> ErrorKind {
+        e.chain()
+            .find_map(|c| c.downcast_ref::<Self>())
+            .map_or(ErrorKind::Unknown, |r| r.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::codec;
+
+    const KINDS: [ErrorKind; 5] = [
+        ErrorKind::Definite,
+        ErrorKind::Unknown,
+        ErrorKind::Refused,
+        ErrorKind::NotHeld,
+        ErrorKind::Overloaded,
+    ];
+
+    #[test]
+    fn every_kind_round_trips_through_the_codec() {
+        for kind in KINDS {
+            let sent = Reply::<PutReply>::error(RequestError::new(kind, "why"));
+            let bytes = codec::encode(&sent);
+            match codec::decode::<Reply<PutReply>>(&bytes, REPLY_MAX).expect("decodes") {
+                Reply::Err { kind: got, message } => {
+                    assert_eq!(got, kind);
+                    assert_eq!(message, "why");
+                }
+                Reply::Ok(_) => panic!("{kind:?} came back as ok"),
+            }
+        }
+    }
+
+    #[test]
+    fn kind_of_finds_a_request_error_in_the_chain_and_defaults_to_unknown() {
+        let typed = anyhow::Error::new(RequestError::new(ErrorKind::Refused, "the key is empty"));
+        assert_eq!(RequestError::kind_of(&typed), ErrorKind::Refused);
+        let wrapped = typed.context("while coordinating");
+        assert_eq!(RequestError::kind_of(&wrapped), ErrorKind::Refused);
+        let plain = anyhow::anyhow!("nothing was written");
+        assert_eq!(RequestError::kind_of(&plain), ErrorKind::Unknown);
+    }
 }

@@ -38,7 +38,7 @@ pub(crate) async fn request<T: DeserializeOwned>(
         .with_context(|| format!("peer {peer} sent an answer this client cannot read"))?
     {
         Reply::Ok(value) => Ok(value),
-        Reply::Error(e) => Err(anyhow!("peer {peer}: {e}")),
+        Reply::Err { message, .. } => Err(anyhow!("peer {peer}: {message}")),
     }
 }
 

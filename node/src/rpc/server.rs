@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use ringkv_gossip::runner::{Handle, Request as StreamRequest};
+use ringkv_gossip::runner::{Handle, Request as StreamRequest, View};
 use tokio::sync::{mpsc, watch};
 
 use crate::handoff::Handoff;
-use crate::rpc::api::{self, Reply};
+use crate::rpc::api::{self, ErrorKind, Reply, RequestError};
 use crate::rpc::codec;
 use crate::shared::Kv;
 use crate::status::{self, RingState};
@@ -50,23 +50,11 @@ pub(crate) async fn serve_requests(
                 return;
             };
             let reply = match codec::decode::<api::Request>(&body, api::REQUEST_MAX) {
-                Ok(request) => match status::answer(&request, &view, &ring) {
-                    Some(reply) => reply,
-                    None => {
-                        match tokio::time::timeout(
-                            REQUEST_TIMEOUT,
-                            serve_kv(&kv, &handoff, request),
-                        )
-                        .await
-                        {
-                            Ok(reply) => reply,
-                            Err(_) => codec::encode(&Reply::<()>::Error(
-                                "the request timed out on the coordinator".into(),
-                            )),
-                        }
-                    }
-                },
-                Err(e) => codec::encode(&Reply::<()>::Error(format!("bad request: {e:#}"))),
+                Ok(request) => dispatch(request, &view, &ring, &kv, &handoff).await,
+                Err(e) => codec::encode(&Reply::<()>::error(RequestError::new(
+                    ErrorKind::Refused,
+                    format!("bad request: {e:#}"),
+                ))),
             };
             if send.write_all(&reply).await.is_ok() {
                 let _ = send.finish();
@@ -75,34 +63,83 @@ pub(crate) async fn serve_requests(
     }
 }
 
-/// Store requests: coordinated (put, get) or replica-side.
-async fn serve_kv(kv: &Arc<Kv>, handoff: &Handoff, request: api::Request) -> Vec<u8> {
-    fn reply<T: serde::Serialize>(r: Result<T>) -> Vec<u8> {
-        codec::encode(&match r {
-            Ok(v) => Reply::Ok(v),
-            Err(e) => Reply::Error(format!("{e:#}")),
-        })
-    }
+/// Answers one request, encoded. Status requests (members, ring, owners)
+/// from the view and ring at hand; store requests (coordinated put and
+/// get, replica-side) and range requests (handoff) within
+/// [`REQUEST_TIMEOUT`].
+async fn dispatch(
+    request: api::Request,
+    view: &View,
+    ring: &RingState,
+    kv: &Arc<Kv>,
+    handoff: &Handoff,
+) -> Vec<u8> {
+    use api::Request as R;
     match request {
-        api::Request::Put {
+        R::Members => reply(Ok(status::members_reply(view, ring))),
+        R::Ring => status_reply(status::ring_reply(view, ring)),
+        R::Owners { key } => status_reply(status::owners_reply(view, ring, &key)),
+        R::Put {
             key,
             value,
             consistency,
-        } => reply(kv.put(key, value, consistency).await),
-        api::Request::Get { key, consistency } => reply(kv.get(key, consistency).await),
-        api::Request::ReplicaApply { key, record } => reply(kv.replica_apply(&key, record).await),
-        api::Request::ReplicaRead { key } => reply(kv.replica_read(&key)),
-        api::Request::Hot => reply(Ok(kv.hot_keys(20))),
-        api::Request::Handoff => reply(Ok(handoff.report())),
-        request @ (api::Request::RangePage { .. }
-        | api::Request::RangeSummary { .. }
-        | api::Request::RangeVersions { .. }
-        | api::Request::ReadMany { .. }) => match crate::handoff::serve(kv, request).await {
-            Ok(bytes) => bytes,
-            Err(e) => reply::<()>(Err(e)),
-        },
-        api::Request::Members | api::Request::Ring | api::Request::Owners { .. } => {
-            reply::<()>(Err(anyhow::anyhow!("unexpected status request")))
+        } => within(async { reply(kv.put(key, value, consistency).await) }).await,
+        R::Get { key, consistency } => {
+            within(async { reply(kv.get(key, consistency).await) }).await
+        }
+        R::ReplicaApply { key, record } => {
+            within(async { reply(kv.replica_apply(&key, record).await) }).await
+        }
+        R::ReplicaRead { key } => reply(kv.replica_read(&key)),
+        R::Hot => reply(Ok(kv.hot_keys(20))),
+        R::Handoff => reply(Ok(handoff.report())),
+        request @ (R::RangePage { .. }
+        | R::RangeSummary { .. }
+        | R::RangeVersions { .. }
+        | R::ReadMany { .. }) => {
+            within(async {
+                match crate::handoff::serve(kv, request).await {
+                    Ok(bytes) => bytes,
+                    Err(e) => reply::<()>(Err(e)),
+                }
+            })
+            .await
         }
     }
+}
+
+/// The answer to a store or range request, or a timeout error (`Unknown`:
+/// the work may have had an effect) after [`REQUEST_TIMEOUT`].
+async fn within(work: impl std::future::Future<Output = Vec<u8>>) -> Vec<u8> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
+        Ok(reply) => reply,
+        Err(_) => codec::encode(&Reply::<()>::error(RequestError::new(
+            ErrorKind::Unknown,
+            "the request timed out on the coordinator",
+        ))),
+    }
+}
+
+/// A store answer, encoded: the value, or the error with its kind
+/// (unclassified errors are `Unknown`: they may have had an effect).
+fn reply<T: serde::Serialize>(r: Result<T>) -> Vec<u8> {
+    codec::encode(&match r {
+        Ok(v) => Reply::Ok(v),
+        Err(e) => Reply::Err {
+            kind: RequestError::kind_of(&e),
+            message: format!("{e:#}"),
+        },
+    })
+}
+
+/// A status answer, encoded; a status error (no ring yet) is `Definite`:
+/// nothing was changed.
+fn status_reply<T: serde::Serialize>(r: Result<T, String>) -> Vec<u8> {
+    codec::encode(&match r {
+        Ok(v) => Reply::Ok(v),
+        Err(message) => Reply::Err {
+            kind: ErrorKind::Definite,
+            message,
+        },
+    })
 }
