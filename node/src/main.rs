@@ -15,6 +15,7 @@ mod faults;
 mod handoff;
 mod hot;
 mod keyargs;
+mod readiness;
 mod resp;
 mod rpc;
 mod status;
