@@ -14,6 +14,8 @@
 //!   background tasks, signals and the graceful leave. IO: sockets, store.
 //! - `ring_view`: which members the ring is built from, given a view, the
 //!   time and the dead grace. Pure (no clock, no IO).
+//! - `readiness`: the ready tag, who announced which ring, whether the
+//!   views agree. Pure.
 //! - `shared`: the state a peer's tasks share (`Kv`). No IO of its own.
 //! - `status`: members, ring and owners replies. Pure.
 //! - `coordinator`: quorum reads and writes, read repair, hints (async
@@ -44,6 +46,7 @@ mod datadir;
 mod handoff;
 mod hot;
 mod keyargs;
+mod readiness;
 mod resp;
 mod ring_view;
 mod rpc;

@@ -64,13 +64,13 @@ pub(crate) struct Routing {
 
 impl Routing {
     fn new(view: Arc<View>, ring: Arc<RingState>) -> Self {
-        let tag = ring.ring.as_ref().map(crate::handoff::ring_tag);
+        let tag = ring.ring.as_ref().map(crate::readiness::ring_tag);
         let members = std::iter::once(&view.me)
             .chain(view.members.iter())
             .map(|m| {
                 let ready = tag
                     .as_ref()
-                    .is_some_and(|tag| m.meta.tags.get(crate::handoff::READY_TAG) == Some(tag));
+                    .is_some_and(|tag| m.meta.tags.get(crate::readiness::READY_TAG) == Some(tag));
                 let replica = Replica {
                     id: m.id,
                     name: Arc::from(m.meta.name.as_str()),

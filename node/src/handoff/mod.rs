@@ -23,7 +23,6 @@
 //! the IO.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,6 +39,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::coordinator::REPLICAS;
+use crate::readiness::{holder, is_ready, ring_tag, views_agree, Holder, READY_TAG};
 use crate::rpc::api::{
     HandoffReply, RangePageReply, Reply, Request, SummaryReply, TransferRow, VersionsReply,
     REPLY_MAX,
@@ -47,8 +47,10 @@ use crate::rpc::api::{
 use crate::rpc::codec;
 use crate::shared::Kv;
 
-/// Metadata tag carrying the short digest of the ring a peer holds fully.
-pub(crate) const READY_TAG: &str = "ready";
+mod serve;
+
+pub(crate) use serve::serve;
+
 /// Longest wait, beyond the settle time, for the live peers to agree on
 /// the view before a ring change moves data anyway.
 const AGREEMENT_WAIT_MAX: Duration = Duration::from_secs(10);
@@ -143,15 +145,6 @@ struct Progress {
     transfers: BTreeMap<TokenRange, Transfer>,
 }
 
-/// A peer known from the view.
-#[derive(Debug, Clone)]
-struct Holder {
-    id: NodeId,
-    name: String,
-    addr: SocketAddr,
-}
-
-/// The handoff engine of one peer.
 #[derive(Debug)]
 pub(crate) struct Handoff {
     kv: Arc<Kv>,
@@ -170,42 +163,6 @@ pub(crate) struct Handoff {
     repairs: AtomicU64,
     ranges_dropped: AtomicU64,
     records_dropped: AtomicU64,
-}
-
-/// The short digest peers announce for `ring`.
-/// Whether every live peer last reported the view this peer has.
-fn views_agree(view: &View) -> bool {
-    let (agreeing, reporting) = view.agreement;
-    // `live()` counts this peer too; `agreement` only the others.
-    agreeing == reporting && reporting + 1 >= view.live().count()
-}
-
-pub(crate) fn ring_tag(ring: &Ring) -> String {
-    ring.digest().short()
-}
-
-/// Whether member `id` announced that it holds `tag`'s ring fully.
-pub(crate) fn is_ready(view: &View, id: &NodeId, tag: &str) -> bool {
-    std::iter::once(&view.me)
-        .chain(view.members.iter())
-        .find(|m| m.id == *id)
-        .is_some_and(|m| m.meta.tags.get(READY_TAG).map(String::as_str) == Some(tag))
-}
-
-fn holder(view: &View, id: &NodeId) -> Option<(Holder, State)> {
-    std::iter::once(&view.me)
-        .chain(view.members.iter())
-        .find(|m| m.id == *id)
-        .map(|m| {
-            (
-                Holder {
-                    id: m.id,
-                    name: m.meta.name.clone(),
-                    addr: m.meta.addr,
-                },
-                m.state,
-            )
-        })
 }
 
 fn pull_name(range: &TokenRange) -> String {
@@ -936,69 +893,4 @@ fn stored_ready_ring(kv: &Kv) -> Option<Ring> {
     let bytes = kv.store.progress(READY_RING).ok().flatten()?;
     let specs = codec::decode::<Vec<NodeSpec>>(&bytes, 1 << 24).ok()?;
     Ring::build(&specs, DEFAULT_VNODES).ok()
-}
-
-/// Serves the range requests of other peers' handoff and anti-entropy.
-pub(crate) async fn serve(kv: &Kv, request: Request) -> Result<Vec<u8>> {
-    let store = kv.store.clone();
-    let range_request = matches!(
-        request,
-        Request::RangePage { .. }
-            | Request::RangeSummary { .. }
-            | Request::RangeVersions { any: false, .. }
-    );
-    if range_request && !kv.holds_any() {
-        bail!("this peer is still receiving its first ranges and serves none yet");
-    }
-    Ok(match request {
-        Request::RangePage {
-            range,
-            after,
-            max_bytes,
-        } => {
-            let max = (max_bytes as usize).clamp(1, PAGE_MAX);
-            let page = tokio::task::spawn_blocking(move || {
-                store.page(&range, after.as_deref(), usize::MAX, max)
-            })
-            .await??;
-            let batch = codec::encode(&page.records);
-            // The store's records times the range's share of the ring:
-            // enough for a progress bar, and free.
-            let estimate = (kv.store.len() as f64 * range.fraction()) as u64;
-            codec::encode(&Reply::Ok(RangePageReply {
-                estimate,
-                check: *blake3::hash(&batch).as_bytes(),
-                records: u32::try_from(page.records.len()).unwrap_or(u32::MAX),
-                batch,
-                next: page.next,
-            }))
-        }
-        Request::RangeSummary { range } => {
-            let s = tokio::task::spawn_blocking(move || store.summary(&range)).await??;
-            codec::encode(&Reply::Ok(SummaryReply {
-                hash: s.hash,
-                records: s.records,
-            }))
-        }
-        Request::RangeVersions {
-            range, after, max, ..
-        } => {
-            let max = (max as usize).clamp(1, 65_536);
-            let (versions, next) =
-                tokio::task::spawn_blocking(move || store.versions(&range, after.as_deref(), max))
-                    .await??;
-            codec::encode(&Reply::Ok(VersionsReply { versions, next }))
-        }
-        Request::ReadMany { keys } => {
-            if keys.len() > READ_MANY_MAX {
-                bail!("at most {READ_MANY_MAX} keys per request");
-            }
-            let records = keys
-                .iter()
-                .map(|k| store.get(k))
-                .collect::<Result<Vec<_>, _>>()?;
-            codec::encode(&Reply::Ok(records))
-        }
-        _ => bail!("not a range request"),
-    })
 }
