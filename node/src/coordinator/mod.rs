@@ -5,6 +5,8 @@
 //! are in [`plan`]; this is the IO.
 
 pub(crate) mod plan;
+#[cfg(test)]
+mod real_time_tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,14 +16,15 @@ use rand::seq::SliceRandom as _;
 use ringkv_gossip::runner::View;
 use ringkv_gossip::NodeId;
 use ringkv_gossip::State;
-use ringkv_storage::{Hint, Record};
+use ringkv_storage::{Hint, Record, Version};
 use std::sync::atomic::Ordering;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use crate::coordinator::plan::{needs_repair, newest, required, Route};
 use crate::rpc::api::{
-    Consistency, ErrorKind, GetReply, PutReply, ReadAnswer, Reply, Request, RequestError, KEY_MAX,
+    ApplyReply, Consistency, ErrorKind, GetReply, PutReply, ReadAnswer, Reply, Request,
+    RequestError, KEY_MAX,
 };
 use crate::rpc::codec;
 use crate::rpc::pool::PeerError;
@@ -49,8 +52,28 @@ impl PartialEq for Replica {
 /// Outcome of one replica request.
 enum Answer<T> {
     Ok(T),
+    /// A write the replica refused because it holds this newer version.
+    Newer(Version),
     Unreachable,
     Unknown,
+}
+
+/// Attempts of one put, each stamped past every newer version the replicas
+/// reported: a clock behind by a lot is caught up in one step (the HLC jumps
+/// to the version seen), so more attempts only help against concurrent
+/// writers stamping ahead at the same moment.
+const WRITE_ATTEMPTS_MAX: usize = 3;
+
+/// What one round of a put gathered.
+#[derive(Default)]
+struct WriteRound {
+    acked: Vec<String>,
+    acked_by: Vec<Replica>,
+    unreachable: Vec<String>,
+    unknown: Vec<String>,
+    /// Replicas that hold a newer version, and the newest of those.
+    superseded: Vec<String>,
+    newer: Option<Version>,
 }
 
 /// The members as replicas, and whether each announced the current ring
@@ -191,12 +214,6 @@ impl Kv {
         self.hot.lock().expect("hot lock").record(&key);
         let needed = required(consistency, self.replication());
         let route = self.route(&key, needed)?;
-        let version = self.clock.lock().expect("clock lock").tick(wall_ms());
-        let record = match (value, expires_ms) {
-            (Some(v), Some(at)) => Record::put_expiring(v, version, at),
-            (Some(v), None) => Record::put(v, version),
-            (None, _) => Record::tombstone(version),
-        };
         if route.read.len() < needed {
             return Err(RequestError::new(
                 ErrorKind::Definite,
@@ -208,42 +225,106 @@ impl Kv {
             )
             .into());
         }
+        let mut acked_any = false;
+        let mut last = WriteRound::default();
+        for attempt in 1..=WRITE_ATTEMPTS_MAX {
+            let version = {
+                let mut clock = self.clock.lock().expect("clock lock");
+                if let Some(newer) = &last.newer {
+                    clock.observe(newer);
+                }
+                clock.tick(wall_ms())
+            };
+            let record = match (&value, expires_ms) {
+                (Some(v), Some(at)) => Record::put_expiring(v.clone(), version, at),
+                (Some(v), None) => Record::put(v.clone(), version),
+                (None, _) => Record::tombstone(version),
+            };
+            let round = self.write_round(&route, &key, &record, needed).await?;
+            if route.write_done(&round.acked_by, needed) {
+                return Ok(PutReply {
+                    acknowledged: round.acked,
+                    version: format_version(&record),
+                });
+            }
+            acked_any |= !round.acked.is_empty() || !round.unknown.is_empty();
+            if round.newer.is_none() {
+                return Err(
+                    write_error(needed, &round.acked, &round.unreachable, &round.unknown).into(),
+                );
+            }
+            debug!(attempt, superseded = ?round.superseded, "a replica holds a newer version: stamping the write past it");
+            last = round;
+        }
+        let newer = last
+            .newer
+            .map(|v| format!("{}.{}@{}", v.hlc.physical_ms, v.hlc.logical, v.node.short()))
+            .unwrap_or_default();
+        let msg = format!(
+            "replicas {} hold a newer version ({newer}) than this write after {WRITE_ATTEMPTS_MAX} attempts stamped past it; another writer keeps stamping ahead",
+            last.superseded.join(", ")
+        );
+        let kind = if acked_any {
+            ErrorKind::Unknown
+        } else {
+            ErrorKind::Definite
+        };
+        let msg = if acked_any {
+            format!("{msg}; outcome unknown: some replicas may hold an attempt")
+        } else {
+            format!("{msg}; nothing was written")
+        };
+        Err(RequestError::new(kind, msg).into())
+    }
+
+    /// One round of a put: `record` to every write target, until the
+    /// write is done or every replica answered. The rest still get it in
+    /// the background, and replicas that miss it get a hint (never those
+    /// that hold a newer version: the hint would be refused too).
+    async fn write_round(
+        self: &Arc<Self>,
+        route: &Route<Replica>,
+        key: &[u8],
+        record: &Record,
+        needed: usize,
+    ) -> Result<WriteRound> {
         let mut tasks = JoinSet::new();
         for r in route.write.clone() {
-            let (kv, key, record) = (self.clone(), key.clone(), record.clone());
+            let (kv, key, record) = (self.clone(), key.to_vec(), record.clone());
             tasks.spawn(async move { (r.clone(), kv.apply_at(&r, key, record).await) });
         }
-        let (mut acked, mut unreachable, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
-        let mut acked_by: Vec<Replica> = Vec::new();
+        let mut round = WriteRound::default();
         let mut missed: Vec<Replica> = Vec::new();
-        while !route.write_done(&acked_by, needed) {
+        while !route.write_done(&round.acked_by, needed) {
             let Some(joined) = tasks.join_next().await else {
                 break;
             };
             let (r, answer) = joined.map_err(|e| anyhow!("replica task failed: {e}"))?;
             match answer {
                 Answer::Ok(()) => {
-                    acked.push(r.name.to_string());
-                    acked_by.push(r);
+                    round.acked.push(r.name.to_string());
+                    round.acked_by.push(r);
+                }
+                Answer::Newer(v) => {
+                    round.superseded.push(r.name.to_string());
+                    round.newer = round.newer.max(Some(v));
                 }
                 Answer::Unreachable => {
-                    unreachable.push(r.name.to_string());
+                    round.unreachable.push(r.name.to_string());
                     missed.push(r);
                 }
                 Answer::Unknown => {
-                    unknown.push(r.name.to_string());
+                    round.unknown.push(r.name.to_string());
                     missed.push(r);
                 }
             }
         }
         // Hints only where the write may exist: a definite failure (nothing
         // written anywhere) must not come back later from a hint.
-        let done = route.write_done(&acked_by, needed);
-        let may_exist = done || !acked.is_empty() || !unknown.is_empty();
+        let done = route.write_done(&round.acked_by, needed);
+        let may_exist = done || !round.acked.is_empty() || !round.unknown.is_empty();
         let kv = self.clone();
-        let (hint_key, hint_record) = (key.clone(), record.clone());
-        // The remaining replicas still get the write; those that miss it,
-        // now or later, get a hint.
+        let (hint_key, hint_record) = (key.to_vec(), record.clone());
         tokio::spawn(async move {
             if may_exist {
                 for r in missed {
@@ -252,19 +333,13 @@ impl Kv {
             }
             while let Some(joined) = tasks.join_next().await {
                 if let Ok((r, answer)) = joined {
-                    if may_exist && !matches!(answer, Answer::Ok(())) {
+                    if may_exist && matches!(answer, Answer::Unreachable | Answer::Unknown) {
                         kv.hint(&r, hint_key.clone(), hint_record.clone()).await;
                     }
                 }
             }
         });
-        if !done {
-            return Err(write_error(needed, &acked, &unreachable, &unknown).into());
-        }
-        Ok(PutReply {
-            acknowledged: acked,
-            version: format_version(&record),
-        })
+        Ok(round)
     }
 
     /// Coordinates a get: the newest of R answers, with read repair.
@@ -351,7 +426,7 @@ impl Kv {
                 }
                 Answer::Ok(ReadAnswer::Held(held)) => Answer::Ok(held),
                 Answer::Unreachable => Answer::Unreachable,
-                Answer::Unknown => Answer::Unknown,
+                Answer::Unknown | Answer::Newer(_) => Answer::Unknown,
             };
             if !matches!(answer, Answer::Ok(_)) {
                 if let Some(next) = spare.pop_front() {
@@ -361,7 +436,7 @@ impl Kv {
             match answer {
                 Answer::Ok(held) => answers.push((r, held)),
                 Answer::Unreachable => unreachable.push(r.name.to_string()),
-                Answer::Unknown => unknown.push(r.name.to_string()),
+                Answer::Unknown | Answer::Newer(_) => unknown.push(r.name.to_string()),
             }
         }
         if answers.len() < needed && route.degraded {
@@ -498,7 +573,9 @@ impl Kv {
                     .apply_at(&r, hint.key.clone(), hint.record.clone())
                     .await
                 {
-                    Answer::Ok(()) => {
+                    // Held, or superseded there by a newer version: either
+                    // way the hint has nothing left to deliver.
+                    Answer::Ok(()) | Answer::Newer(_) => {
                         let _ = self.store.remove_hint(&hint);
                         self.hints_replayed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -539,8 +616,9 @@ impl Kv {
 
     async fn apply_at(&self, r: &Replica, key: Vec<u8>, record: Record) -> Answer<()> {
         if r.id == self.me {
-            return match self.store.apply(&key, record).await {
-                Ok(_) => Answer::Ok(()),
+            return match self.apply_local(&key, record).await {
+                Ok(ApplyReply::Applied) => Answer::Ok(()),
+                Ok(ApplyReply::Newer(v)) => Answer::Newer(v),
                 Err(_) => Answer::Unknown,
             };
         }
@@ -549,8 +627,9 @@ impl Kv {
             .request(r.addr, &Request::ReplicaApply { key, record })
             .await
         {
-            Ok(bytes) => match codec::decode::<Reply<bool>>(&bytes, 1 << 20) {
-                Ok(Reply::Ok(_)) => Answer::Ok(()),
+            Ok(bytes) => match codec::decode::<Reply<ApplyReply>>(&bytes, 1 << 20) {
+                Ok(Reply::Ok(ApplyReply::Applied)) => Answer::Ok(()),
+                Ok(Reply::Ok(ApplyReply::Newer(v))) => Answer::Newer(v),
                 _ => Answer::Unknown,
             },
             Err(e) => e.into_answer(&r.name),
@@ -596,13 +675,26 @@ impl Kv {
     }
 
     /// Replica side of `ReplicaApply`.
-    pub(crate) async fn replica_apply(&self, key: &[u8], record: Record) -> Result<bool> {
+    pub(crate) async fn replica_apply(&self, key: &[u8], record: Record) -> Result<ApplyReply> {
         self.check(key, record.value.as_deref())?;
         self.clock
             .lock()
             .expect("clock lock")
             .observe(&record.version);
-        Ok(self.store.apply(key, record).await?)
+        self.apply_local(key, record).await
+    }
+
+    /// Applies `record` to this peer's store if it is newer; otherwise says
+    /// which newer version is held (an equal one is the same write, held).
+    async fn apply_local(&self, key: &[u8], record: Record) -> Result<ApplyReply> {
+        let version = record.version;
+        if self.store.apply(key, record).await? {
+            return Ok(ApplyReply::Applied);
+        }
+        Ok(match self.store.get(key)? {
+            Some(held) if held.version > version => ApplyReply::Newer(held.version),
+            _ => ApplyReply::Applied,
+        })
     }
 }
 

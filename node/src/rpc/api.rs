@@ -256,6 +256,20 @@ pub(crate) struct OwnersReply {
     pub(crate) replicas: Vec<ReplicaRow>,
 }
 
+/// A replica's answer to `ReplicaApply`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ApplyReply {
+    /// The record is on disk here: applied now, or this exact version was
+    /// already held (the same write again: versions are unique per writer,
+    /// so an equal version is the same write). An acknowledgement.
+    Applied,
+    /// This replica holds a newer version of the key, given here, and kept
+    /// it. Not an acknowledgement: the coordinator must stamp the write past
+    /// it, or a read could return the older write after this one.
+    Newer(Version),
+}
+
 /// Every answer: the value, or an error with its kind and a message a
 /// person can read. Consumers decide by `kind`, never by the text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
