@@ -115,3 +115,41 @@ impl Cli {
         }
     }
 }
+
+/// The exit status of a failed command, from the kind of the peer's error
+/// (never from its wording): 2 nothing was written (a definite failure), 3
+/// the outcome is unknown (it may have been applied), 4 the request was
+/// refused (bad input or credentials), 5 the peer was overloaded (retry
+/// later); 1 for everything else, including a key that is absent.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    use crate::rpc::api::{ErrorKind, RequestError};
+    match err.chain().find_map(|c| c.downcast_ref::<RequestError>()) {
+        Some(e) => match e.kind {
+            ErrorKind::Definite => 2,
+            ErrorKind::Unknown | ErrorKind::NotHeld => 3,
+            ErrorKind::Refused => 4,
+            ErrorKind::Overloaded => 5,
+        },
+        None => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exit_code;
+    use crate::rpc::api::{ErrorKind, RequestError};
+
+    #[test]
+    fn exit_codes_follow_the_error_kind_not_its_text() {
+        let of = |kind, text: &str| {
+            let e: anyhow::Error = RequestError::new(kind, text.to_owned()).into();
+            exit_code(&e.context("put"))
+        };
+        assert_eq!(of(ErrorKind::Definite, "anything"), 2);
+        assert_eq!(of(ErrorKind::Unknown, "nothing was written"), 3);
+        assert_eq!(of(ErrorKind::NotHeld, "x"), 3);
+        assert_eq!(of(ErrorKind::Refused, "x"), 4);
+        assert_eq!(of(ErrorKind::Overloaded, "x"), 5);
+        assert_eq!(exit_code(&anyhow::anyhow!("\"k\" not found")), 1);
+    }
+}

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         }
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(ringkv_node::command::exit_code(&err))
         }
     }
 }

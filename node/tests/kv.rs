@@ -26,6 +26,24 @@ fn get(peer: &Peer, key: &str, k: &str, consistency: &str) -> Output {
     ringkv(&["get", k, "--consistency", consistency], peer, key)
 }
 
+/// A get that answered: exit 0 (found) or 1 (absent). Exits 2 to 5 are
+/// failures to read at all (by error kind), retried for at most 30 s.
+fn get_answered(peer: &Peer, key: &str, k: &str, consistency: &str) -> Output {
+    let mut out = None;
+    wait_ok(Duration::from_secs(30), "a get answers", || {
+        let o = get(peer, key, k, consistency);
+        let answered = matches!(o.status.code(), Some(0 | 1));
+        let why = text(&o);
+        out = Some(o);
+        if answered {
+            Ok(())
+        } else {
+            Err(why)
+        }
+    });
+    out.expect("at least one attempt")
+}
+
 /// Runs `op` until it succeeds, for at most 30 s, and returns its output.
 /// For requests at `--consistency all`: each attempt needs every replica
 /// within the peers' request timeout, which a loaded machine may miss once.
@@ -73,7 +91,7 @@ fn put_through_one_peer_get_through_the_others_then_overwrite_and_delete() {
     let o = ringkv(&["del", "user:42"], &peers[2], &key);
     assert!(o.status.success(), "{}", text(&o));
     for p in &peers {
-        let o = get(p, &key, "user:42", "quorum");
+        let o = get_answered(p, &key, "user:42", "quorum");
         assert_eq!(
             o.status.code(),
             Some(1),
@@ -82,7 +100,7 @@ fn put_through_one_peer_get_through_the_others_then_overwrite_and_delete() {
         );
         assert!(o.stdout.is_empty());
     }
-    let o = get(&peers[0], &key, "never-written", "quorum");
+    let o = get_answered(&peers[0], &key, "never-written", "quorum");
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not found"));
 }
@@ -192,7 +210,9 @@ fn oversized_and_empty_input_is_refused_and_writes_nothing() {
         text(&o)
     );
     assert_eq!(
-        get(&peers[1], &key, "bigvalue", "all").status.code(),
+        get_answered(&peers[1], &key, "bigvalue", "all")
+            .status
+            .code(),
         Some(1),
         "the refused value was written"
     );
@@ -364,6 +384,8 @@ fn a_peer_whose_seeds_have_not_answered_coordinates_nothing() {
         text(&out)
     );
     assert!(text(&out).contains("not joined"), "{}", text(&out));
+    // Nothing was written: the definite-failure exit status, by kind.
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let out = put(&lone, key, "k", "v", "one");
     assert!(
         !out.status.success(),

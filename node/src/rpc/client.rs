@@ -9,7 +9,7 @@ use ringkv_gossip::transport::tls::{client_config, transport_config, SERVER_NAME
 use ringkv_gossip::{ClusterKey, NodeIdentity};
 use serde::de::DeserializeOwned;
 
-use crate::rpc::api::{Reply, Request, REPLY_MAX};
+use crate::rpc::api::{Reply, Request, RequestError, REPLY_MAX};
 use crate::rpc::codec;
 
 /// Sends one request to `peer` and returns its answer.
@@ -38,7 +38,9 @@ pub(crate) async fn request<T: DeserializeOwned>(
         .with_context(|| format!("peer {peer} sent an answer this client cannot read"))?
     {
         Reply::Ok(value) => Ok(value),
-        Reply::Err { message, .. } => Err(anyhow!("peer {peer}: {message}")),
+        Reply::Err { kind, message } => {
+            Err(RequestError::new(kind, format!("peer {peer}: {message}")).into())
+        }
     }
 }
 
