@@ -200,6 +200,11 @@ struct Runner {
     view_tx: watch::Sender<Arc<View>>,
     index: u64,
     leaving: Option<(tokio::time::Instant, oneshot::Sender<()>)>,
+    /// While leaving: the stream messages in flight, each ending true once
+    /// the receiver acknowledged all of it.
+    notices: tokio::task::JoinSet<bool>,
+    /// Of those, how many were acknowledged.
+    notices_acked: usize,
     stats: Arc<TransportStats>,
 }
 
@@ -225,6 +230,8 @@ impl Runner {
             view_tx,
             index: 0,
             leaving: None,
+            notices: tokio::task::JoinSet::new(),
+            notices_acked: 0,
             stats,
         }
     }
@@ -262,17 +269,19 @@ impl Runner {
                     Some(cmd) => self.on_command(cmd),
                     None => break,
                 },
+                Some(acked) = self.notices.join_next(), if !self.notices.is_empty() => {
+                    if matches!(acked, Ok(true)) {
+                        self.notices_acked += 1;
+                    }
+                }
             }
             self.flush();
             if self.leave_finished() {
                 break;
             }
         }
-        if self.swim.has_left() {
-            // Let the last datagrams and streams go out before closing:
-            // closing drops what is queued.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        // Closing drops what is still queued; the leave's own notices were
+        // acknowledged (or gave up) before the loop ended.
         self.endpoint.close(0u32.into(), b"bye");
     }
 
@@ -328,6 +337,8 @@ impl Runner {
             Command::Leave { timeout, done } => {
                 info!("leaving the cluster");
                 self.swim.handle_leave(now);
+                self.swim
+                    .queue_leave_notices(crate::proto::swim::LEAVE_NOTICES);
                 self.leaving = Some((tokio::time::Instant::now() + timeout, done));
             }
             Command::UpdateMeta(meta) => self.swim.handle_update_meta(now, meta),
@@ -339,8 +350,12 @@ impl Runner {
         let Some((deadline, _)) = &self.leaving else {
             return false;
         };
-        // Sent to at least three peers, or nobody is left to tell.
-        let spread = self.swim.leave_spread(3) || self.swim.live_count() == 0;
+        // A live member acknowledged the Left on a stream (it gossips it on),
+        // or every notice failed and the datagrams went out three times, or
+        // nobody is left to tell.
+        let spread = self.notices.is_empty()
+            && (self.notices_acked > 0 || self.swim.leave_spread(3))
+            || self.swim.live_count() == 0;
         if spread || tokio::time::Instant::now() >= *deadline {
             if let Some((_, done)) = self.leaving.take() {
                 let _ = done.send(());
@@ -353,7 +368,11 @@ impl Runner {
     /// Sends what the state machine wants sent and publishes changes.
     fn flush(&mut self) {
         while let Some(tx) = self.swim.poll_transmit() {
-            self.send(tx.to, tx.channel, tx.bytes);
+            if self.leaving.is_some() && tx.channel == Channel::Stream {
+                self.send_notice(tx.to, tx.bytes);
+            } else {
+                self.send(tx.to, tx.channel, tx.bytes);
+            }
         }
         let mut changed = false;
         while let Some(event) = self.swim.poll_event() {
@@ -415,6 +434,38 @@ impl Runner {
         } else {
             self.stats.unsent.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Sends a stream message while leaving and tracks it until the
+    /// receiver acknowledged every byte: the peer may stop only after that,
+    /// or the message dies with the endpoint.
+    fn send_notice(&mut self, to: SocketAddr, bytes: Vec<u8>) {
+        let pooled = self
+            .conns
+            .get(&to)
+            .filter(|c| c.close_reason().is_none())
+            .cloned();
+        let endpoint = self.endpoint.clone();
+        let config = self.client_config.clone();
+        self.notices.spawn(async move {
+            let delivered = async {
+                let conn = match pooled {
+                    Some(conn) => conn,
+                    None => endpoint
+                        .connect_with(config, to, SERVER_NAME)
+                        .ok()?
+                        .await
+                        .ok()?,
+                };
+                let mut stream = conn.open_uni().await.ok()?;
+                stream.write_all(&bytes).await.ok()?;
+                stream.finish().ok()?;
+                // None: finished, and the receiver acknowledged all of it.
+                stream.stopped().await.ok()?.is_none().then_some(())
+            };
+            let acked = tokio::time::timeout(CONNECT_TIMEOUT, delivered).await;
+            matches!(acked, Ok(Some(())))
+        });
     }
 
     fn spawn_connect(&self, to: SocketAddr) {

@@ -4,6 +4,7 @@
 pub(crate) mod awareness;
 pub(crate) mod broadcast;
 pub mod codec;
+pub(crate) mod correction;
 pub(crate) mod idset;
 pub mod member;
 pub mod message;

@@ -84,6 +84,35 @@ impl<R: RngCore> Swim<R> {
         if let Some(target) = self.next_probe_target() {
             self.start_probe(now, target, false);
         }
+        self.reprobe_own_suspects(now);
+    }
+
+    /// Rule 5 of correction.rs: while a suspicion this peer raised lasts,
+    /// it probes the suspect again every probe period, the suspicion first
+    /// in the ping. A live suspect that already refuted answers it (rule 2)
+    /// and repeats its Alive in the ack, so the one peer that holds the
+    /// suspicion without ever having gossiped it stale cannot miss the
+    /// refutation. A dead suspect just costs one probe a period.
+    fn reprobe_own_suspects(&mut self, now: Instant) {
+        let me = self.me.id;
+        let own: Vec<NodeId> = self
+            .suspicions
+            .iter()
+            .filter(|(_, s)| s.first_suspecter() == Some(me))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in own {
+            if self.probes.len() >= PROBES_MAX {
+                return;
+            }
+            let suspected = self
+                .members
+                .get(&id)
+                .is_some_and(|m| m.state == State::Suspect);
+            if suspected && !self.probes.values().any(|p| p.target == id) {
+                self.start_probe(now, id, true);
+            }
+        }
     }
 
     /// With probability `suspicion_probes / N`, probes a peer we just heard

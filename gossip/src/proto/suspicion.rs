@@ -51,6 +51,11 @@ impl Suspicion {
         true
     }
 
+    /// Who raised the suspicion first.
+    pub(crate) fn first_suspecter(&self) -> Option<NodeId> {
+        self.confirmers.first().copied()
+    }
+
     /// Independent confirmations after the first suspicion.
     pub(crate) fn confirmations(&self) -> u32 {
         u32::try_from(self.confirmers.len() - 1).expect("bounded by expected")

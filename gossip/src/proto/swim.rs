@@ -124,6 +124,9 @@ const REAP_PERIOD: Duration = Duration::from_secs(10);
 /// the oldest events are dropped (transmits are never dropped: they are
 /// bounded by the work one call does).
 const EVENTS_MAX: usize = 65_536;
+/// Live members told of a graceful leave on a stream, besides the
+/// datagram gossip.
+pub const LEAVE_NOTICES: usize = 3;
 
 /// One peer's membership protocol. See the module doc for the call order.
 #[derive(Debug)]
@@ -267,6 +270,33 @@ impl<R: RngCore> Swim<R> {
         self.gossip_round(now, false);
     }
 
+    /// After [`Swim::handle_leave`]: queues the Left as stream messages to
+    /// up to `k` live members. Datagrams may all be lost, and a lost Left
+    /// ends as Dead; the shell sends these on QUIC streams and stops only
+    /// once one was acknowledged. Draws no randomness, so a simulator that
+    /// does not call it replays as before.
+    pub fn queue_leave_notices(&mut self, k: usize) {
+        if !self.left {
+            return;
+        }
+        let update = Update::Left {
+            id: self.me.id,
+            incarnation: self.me.incarnation,
+        };
+        let targets: Vec<SocketAddr> = self
+            .members
+            .values()
+            .filter(|m| m.state.is_live())
+            .take(k)
+            .map(|m| m.meta.addr)
+            .collect();
+        for addr in targets {
+            let mut env = self.envelope(Body::Gossip);
+            env.updates.push(update.clone());
+            self.push_transmit(addr, Channel::Stream, &env);
+        }
+    }
+
     /// Replaces this peer's metadata: a new incarnation carries it.
     pub fn handle_update_meta(&mut self, now: Instant, meta: Meta) {
         self.observe_time(now);
@@ -340,9 +370,8 @@ impl<R: RngCore> Swim<R> {
         {
             self.peer_views.insert(env.from, env.view);
         }
-        for update in env.updates {
-            self.apply(now, update, Source::Gossip);
-        }
+        // Applies them, and answers the stale ones (correction.rs).
+        self.apply_gossip(now, env.from_addr, env.updates);
         match env.body {
             Body::Ping { seq, target } => self.on_ping(now, env.from_addr, seq, target),
             Body::PingReq {
@@ -834,7 +863,7 @@ impl<R: RngCore> Swim<R> {
         self.push_transmit(to, Channel::Stream, &env);
     }
 
-    fn envelope(&self, body: Body) -> Envelope {
+    pub(crate) fn envelope(&self, body: Body) -> Envelope {
         Envelope {
             cluster: self.config.cluster,
             from: self.me.id,
@@ -845,7 +874,7 @@ impl<R: RngCore> Swim<R> {
         }
     }
 
-    fn push_transmit(&mut self, to: SocketAddr, channel: Channel, env: &Envelope) {
+    pub(crate) fn push_transmit(&mut self, to: SocketAddr, channel: Channel, env: &Envelope) {
         let Ok(bytes) = codec::encode(env) else {
             return;
         };

@@ -25,7 +25,7 @@ use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -40,6 +40,9 @@ use tracing::{debug, trace};
 
 /// Longest delay accepted: 10 s, far beyond any timeout worth testing.
 pub const DELAY_MS_MAX: u64 = 10_000;
+/// Largest wall-clock offset accepted either way: 400 days, beyond the
+/// "a year ahead" clocks worth testing.
+pub const CLOCK_OFFSET_MS_MAX: i64 = 400 * 86_400_000;
 /// Most addresses in a drop list: a partition of a large local cluster.
 pub const DROP_MAX: usize = 4096;
 /// Most datagrams waiting for their delay; beyond, new ones are dropped
@@ -66,6 +69,14 @@ pub struct FaultsBody {
     /// Every outgoing datagram is sent this much later (0 to 10,000 ms).
     #[serde(default)]
     pub delay_ms: u64,
+    /// Added to every wall-clock read of the peer (negative: behind), so
+    /// clock skew can be set and cleared at run time.
+    #[serde(default)]
+    pub clock_offset_ms: i64,
+    /// The peer's data dir reads as having no free space (the peer's
+    /// reaction to a full disk, without filling one).
+    #[serde(default)]
+    pub full_disk: bool,
 }
 
 /// Validated fault settings. `Default` is no fault at all.
@@ -78,6 +89,10 @@ pub struct Faults {
     pub loss: f64,
     /// Added to every outgoing datagram.
     pub delay: Duration,
+    /// Added to the peer's wall clock (see [`FaultsBody::clock_offset_ms`]).
+    pub clock_offset_ms: i64,
+    /// The data dir reads as full (see [`FaultsBody::full_disk`]).
+    pub full_disk: bool,
 }
 
 /// Why a fault request was refused; nothing was changed.
@@ -100,7 +115,7 @@ impl Faults {
     pub fn from_json(body: &[u8]) -> Result<Self, BadFaults> {
         let body: FaultsBody = serde_json::from_slice(body).map_err(|e| {
             BadFaults(format!(
-                r#"bad fault settings: {e} (expected {{"drop": ["127.0.0.1:4001"], "loss": 0.1, "delay_ms": 50}}, every field optional)"#
+                r#"bad fault settings: {e} (expected {{"drop": ["127.0.0.1:4001"], "loss": 0.1, "delay_ms": 50, "clock_offset_ms": 2000, "full_disk": true}}, every field optional)"#
             ))
         })?;
         Self::try_from(body)
@@ -112,10 +127,13 @@ impl Faults {
             drop: self.drop.iter().map(ToString::to_string).collect(),
             loss: self.loss,
             delay_ms: u64::try_from(self.delay.as_millis()).unwrap_or(u64::MAX),
+            clock_offset_ms: self.clock_offset_ms,
+            full_disk: self.full_disk,
         }
     }
 
-    /// Whether any fault is set.
+    /// Whether any datagram fault is set (the clock offset touches no
+    /// datagram).
     pub fn is_active(&self) -> bool {
         !self.drop.is_empty() || self.loss > 0.0 || !self.delay.is_zero()
     }
@@ -141,6 +159,12 @@ impl TryFrom<FaultsBody> for Faults {
                 body.delay_ms
             )));
         }
+        if body.clock_offset_ms.unsigned_abs() > CLOCK_OFFSET_MS_MAX.unsigned_abs() {
+            return Err(BadFaults(format!(
+                "clock_offset_ms {} is out of range: -{CLOCK_OFFSET_MS_MAX} to {CLOCK_OFFSET_MS_MAX}",
+                body.clock_offset_ms
+            )));
+        }
         if body.drop.len() > DROP_MAX {
             return Err(BadFaults(format!(
                 "drop lists {} addresses: at most {DROP_MAX}",
@@ -160,6 +184,8 @@ impl TryFrom<FaultsBody> for Faults {
             drop,
             loss: body.loss,
             delay: Duration::from_millis(body.delay_ms),
+            clock_offset_ms: body.clock_offset_ms,
+            full_disk: body.full_disk,
         })
     }
 }
@@ -200,6 +226,10 @@ pub struct FaultStats {
 pub struct FaultSwitch {
     /// Cheap check first: false means every datagram passes untouched.
     active: AtomicBool,
+    /// The wall-clock offset, read on every clock read of the peer.
+    clock_offset_ms: AtomicI64,
+    /// Whether the data dir reads as full.
+    full_disk: AtomicBool,
     settings: RwLock<Faults>,
     /// Only drawn from when `loss` is set; a short critical section.
     rng: Mutex<ChaCha8Rng>,
@@ -221,6 +251,8 @@ impl FaultSwitch {
         };
         Self {
             active: AtomicBool::new(false),
+            clock_offset_ms: AtomicI64::new(0),
+            full_disk: AtomicBool::new(false),
             settings: RwLock::new(Faults::default()),
             rng: Mutex::new(rng),
             queued: AtomicUsize::new(0),
@@ -231,6 +263,8 @@ impl FaultSwitch {
     /// Replaces the settings entirely.
     pub fn set(&self, faults: Faults) {
         let active = faults.is_active();
+        self.clock_offset_ms.store(faults.clock_offset_ms, Relaxed);
+        self.full_disk.store(faults.full_disk, Relaxed);
         *self
             .settings
             .write()
@@ -248,6 +282,16 @@ impl FaultSwitch {
 
     fn is_active(&self) -> bool {
         self.active.load(Relaxed)
+    }
+
+    /// The wall-clock offset in milliseconds (0 unless set).
+    pub fn clock_offset_ms(&self) -> i64 {
+        self.clock_offset_ms.load(Relaxed)
+    }
+
+    /// Whether the data dir must read as full.
+    pub fn full_disk(&self) -> bool {
+        self.full_disk.load(Relaxed)
     }
 
     fn lost(&self, loss: f64) -> bool {

@@ -148,3 +148,63 @@ fn the_same_seed_replays_byte_for_byte() {
     let c = serde_json::to_string(&simulate(cfg)).unwrap();
     assert_ne!(a, c, "another seed should change something");
 }
+
+/// Issue 13, item 6: with 10% loss, a kill made live peers be declared
+/// dead. A peer that heard a suspicion but lost every copy of its
+/// refutation convicted the live suspect when its suspicion ran out. The
+/// kill mattered because each peer sends an update `4 x ceil(log10(n + 1))`
+/// times (`n` counting itself), and one death takes that from 12 to 8 at
+/// 100 peers (from 16 to 12 at 1,000). The fix: stale accusations are
+/// answered (gossip/src/proto/correction.rs).
+#[test]
+fn ten_percent_loss_and_a_kill_convict_only_the_killed_peer() {
+    let first = seed(4);
+    for seed in first..first + 6 {
+        let mut cfg = config(100, seed, 40, vec![(at(10), Step::Kill { count: 1 })]);
+        cfg.loss = 0.10;
+        let r = simulate(cfg);
+        assert!(r.false_positives.is_empty(), "seed {seed}\n{}", r.render());
+        assert_eq!(r.failures.len(), 1, "seed {seed}\n{}", r.render());
+        let dead = r.failures[0]
+            .all_dead_after
+            .unwrap_or_else(|| panic!("seed {seed}: never dead everywhere\n{}", r.render()));
+        assert!(
+            dead < 5.0,
+            "seed {seed}: dead everywhere after {dead} s\n{}",
+            r.render()
+        );
+        assert_eq!(r.final_view_errors, 0, "seed {seed}\n{}", r.render());
+    }
+}
+
+/// A peer that leaves ends Left at every other running peer, never Dead,
+/// even with loss: a peer that lost every copy of the Left suspects the
+/// stopped leaver, and whoever holds the Left restates it (Left beats Dead
+/// at the same incarnation, and nothing beats it but a new life). A peer
+/// that never learned the Left counts as `missing`, so `missing == 0`
+/// means every observer ends holding it Left.
+#[test]
+fn leaving_peers_end_left_not_dead_everywhere_under_loss() {
+    let first = seed(21);
+    for seed in first..first + 3 {
+        let steps = vec![
+            (at(5), Step::Leave { count: 4 }),
+            (at(8), Step::Kill { count: 1 }),
+            (at(10), Step::Leave { count: 4 }),
+        ];
+        let mut cfg = config(100, seed, 30, steps);
+        cfg.loss = 0.10;
+        let r = simulate(cfg);
+        for c in r.changes.iter().filter(|c| c.kind == "leave") {
+            assert_eq!(
+                c.missing,
+                0,
+                "seed {seed}: {} is not Left everywhere\n{}",
+                c.peer,
+                r.render()
+            );
+        }
+        assert_eq!(r.changes.len(), 8, "seed {seed}\n{}", r.render());
+        assert_eq!(r.final_view_errors, 0, "seed {seed}\n{}", r.render());
+    }
+}

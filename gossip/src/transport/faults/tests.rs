@@ -32,13 +32,33 @@ fn seed() -> u64 {
 }
 
 #[test]
+fn a_clock_offset_is_set_and_cleared_at_run_time_and_touches_no_datagram() {
+    let faults = parse(r#"{"clock_offset_ms": -2000}"#).unwrap();
+    assert_eq!(faults.clock_offset_ms, -2000);
+    assert!(!faults.is_active(), "no datagram fault");
+    assert_eq!(faults.to_body().clock_offset_ms, -2000);
+    let switch = FaultSwitch::new(Some(1));
+    switch.set(faults);
+    assert_eq!(switch.clock_offset_ms(), -2000);
+    switch.set(Faults::default());
+    assert_eq!(switch.clock_offset_ms(), 0);
+    let full = parse(r#"{"full_disk": true}"#).unwrap();
+    assert!(full.full_disk && !full.is_active());
+    switch.set(full);
+    assert!(switch.full_disk());
+    let year_and_more = 401 * 86_400_000_i64;
+    let err = parse(&format!(r#"{{"clock_offset_ms": {year_and_more}}}"#)).unwrap_err();
+    assert!(err.0.contains("clock_offset_ms"), "{err}");
+}
+
+#[test]
 fn empty_body_is_no_fault() {
     let faults = parse("{}").unwrap();
     assert_eq!(faults, Faults::default());
     assert!(!faults.is_active());
     assert_eq!(
         serde_json::to_value(faults.to_body()).unwrap(),
-        serde_json::json!({"drop": [], "loss": 0.0, "delay_ms": 0})
+        serde_json::json!({"drop": [], "loss": 0.0, "delay_ms": 0, "clock_offset_ms": 0, "full_disk": false})
     );
 }
 

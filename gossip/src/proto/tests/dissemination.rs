@@ -1,0 +1,140 @@
+//! Dissemination: piggybacked updates (retransmit budget, datagram size)
+//! and metadata changes.
+
+use super::*;
+
+#[test]
+fn update_is_piggybacked_at_most_retransmit_limit_times() {
+    for_seeds(|seed| {
+        let mut net = Net::joined(4, seed);
+        let limit = Config::for_test().retransmit_limit(4);
+        let start = net.log.len();
+        let mut new_meta = meta(0);
+        new_meta.tags.insert("rack".into(), "r1".into());
+        let now = net.now;
+        net.p_mut(0).handle_update_meta(now, new_meta);
+        net.run_for(ms(3_000));
+
+        let is_it =
+            |u: &Update| matches!(u, Update::Alive { id: i, incarnation: 2, .. } if *i == id(0));
+        for i in 0..4 {
+            let sends = net.log[start..]
+                .iter()
+                .filter(|s| s.from == i && carries(&s.env, is_it))
+                .count();
+            let sends = u32::try_from(sends).expect("few");
+            if i == 0 {
+                assert_eq!(
+                    sends, limit,
+                    "the origin sends its update exactly {limit} times"
+                );
+            } else {
+                assert!(
+                    sends <= limit,
+                    "n{i} relayed the update {sends} times, limit {limit}"
+                );
+            }
+            assert_eq!(net.p(i).pending_broadcasts(), 0, "n{i} retired it");
+        }
+        for i in 1..4 {
+            expect_member(&net, i, 0, State::Alive, 2);
+        }
+    });
+}
+
+#[test]
+fn datagrams_stay_within_max_datagram_size_with_many_queued_updates() {
+    for_seeds(|seed| {
+        let mut net = Net::joined(3, seed);
+        let config = Config::for_test();
+        // 150 members with bulky metadata land on n0 at once.
+        let fakes: Vec<Member> = (0..150u16)
+            .map(|k| {
+                let mut m = Meta::new(
+                    SocketAddr::from(([127, 0, 0, 2], 8000 + k)),
+                    format!("fake-{k}"),
+                );
+                m.tags.insert("padding".into(), "x".repeat(200));
+                m.build = "ringkv 0.1.0 (test build with a long version string)".into();
+                Member {
+                    id: NodeId::from_name(&format!("fake-{k}")),
+                    incarnation: 1,
+                    state: State::Alive,
+                    meta: m.into(),
+                }
+            })
+            .collect();
+        let fake_ids: BTreeSet<NodeId> = fakes.iter().map(|m| m.id).collect();
+        let start = net.log.len();
+        let body = Body::PushPull {
+            join: false,
+            reply: true,
+            members: fakes,
+        };
+        net.inject(0, Channel::Stream, &envelope(1, body, Vec::new()));
+        assert!(net.p(0).pending_broadcasts() >= 150);
+        net.run_for(ms(2_000));
+
+        let datagrams: Vec<&Sent> = net.log[start..]
+            .iter()
+            .filter(|s| s.channel == Channel::Datagram)
+            .collect();
+        let largest = datagrams.iter().map(|s| s.len).max().unwrap_or(0);
+        for s in &datagrams {
+            assert!(
+                s.len <= config.max_datagram_size,
+                "n{} sent a {}-byte datagram",
+                s.from,
+                s.len
+            );
+        }
+        assert!(
+            largest > config.max_datagram_size - 300,
+            "datagrams are packed (largest {largest} bytes)"
+        );
+        let spread: BTreeSet<NodeId> = datagrams
+            .iter()
+            .filter(|s| s.from == 0)
+            .flat_map(|s| s.env.updates.iter().map(Update::id))
+            .filter(|i| fake_ids.contains(i))
+            .collect();
+        assert_eq!(
+            spread.len(),
+            fake_ids.len(),
+            "every queued update was sent at least once"
+        );
+    });
+}
+
+#[test]
+fn metadata_update_reaches_others_as_meta_changed() {
+    for_seeds(|seed| {
+        let mut net = Net::joined(3, seed);
+        let mut new_meta = meta(0);
+        new_meta.weight = 3;
+        new_meta.zone = Some("z1".into());
+        let now = net.now;
+        net.p_mut(0).handle_update_meta(now, new_meta.clone());
+        net.flush();
+        expect_event(&net, 0, &Event::IncarnationChanged(2));
+        assert_eq!(*net.p(0).me().meta, new_meta);
+
+        net.run_until(ms(1_000), "n1 and n2 have n0's new metadata", |net| {
+            (1..3).all(|i| net.p(i).member(&id(0)).is_some_and(|m| *m.meta == new_meta))
+        });
+        for i in 1..3 {
+            expect_event(&net, i, &Event::MetaChanged(id(0)));
+            expect_member(&net, i, 0, State::Alive, 2);
+            assert!(
+                !net.has_event_since(i, &Event::MemberJoined(id(0)), now),
+                "n{i}: a metadata change is no join"
+            );
+        }
+        // The same metadata again changes nothing.
+        let events = net.events.len();
+        net.p_mut(0).handle_update_meta(now, new_meta);
+        net.flush();
+        assert_eq!(net.p(0).me().incarnation, 2);
+        assert_eq!(net.events.len(), events);
+    });
+}
