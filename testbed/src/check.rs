@@ -27,6 +27,9 @@ use std::fmt::{self, Write as _};
 
 use crate::history::{History, Op, OpKind, Outcome, Version};
 
+pub mod linear;
+pub mod synthetic;
+
 /// What went wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
@@ -82,12 +85,20 @@ pub struct Report {
     pub unparsable_versions: usize,
     /// Every violation found.
     pub violations: Vec<Violation>,
+    /// The linearizability verdict, when it was checked
+    /// ([`check_linearizable`]).
+    pub linear: Option<linear::Summary>,
 }
 
 impl Report {
     /// Whether nothing is wrong.
     pub fn is_clean(&self) -> bool {
-        self.violations.is_empty()
+        self.violations.is_empty() && self.linear.as_ref().is_none_or(linear::Summary::is_clean)
+    }
+
+    /// Violations found, non-linearizable keys included.
+    pub fn violation_count(&self) -> usize {
+        self.violations.len() + self.linear.as_ref().map_or(0, |l| l.violations.len())
     }
 
     /// Violations of one kind.
@@ -139,6 +150,9 @@ impl Report {
         if self.violations.len() > shown {
             let _ = writeln!(out, "  ... and {} more", self.violations.len() - shown);
         }
+        if let Some(l) = &self.linear {
+            render_linear(&mut out, l, shown);
+        }
         let _ = writeln!(
             out,
             "{}",
@@ -149,6 +163,55 @@ impl Report {
             }
         );
         out
+    }
+}
+
+/// The linearizability lines of [`Report::render`].
+fn render_linear(out: &mut String, l: &linear::Summary, shown: usize) {
+    let _ = writeln!(
+        out,
+        "linearizability: {} keys checked, {} linearizable, {} not, {} unknown (search limit of {} states reached)",
+        l.keys_checked,
+        l.keys_linearizable,
+        l.violations.len(),
+        l.keys_unknown.len(),
+        l.max_states_per_key,
+    );
+    for v in l.violations.iter().take(shown) {
+        let _ = writeln!(
+            out,
+            "  not linearizable on {:?}: {} cannot be placed",
+            v.key, v.op
+        );
+        if let Some(w) = &v.writer {
+            let _ = writeln!(out, "    its value is from {w}");
+        } else if v.op.kind == OpKind::Get && v.op.value.is_some() {
+            let _ = writeln!(out, "    no put of this key wrote its value");
+        }
+        for p in &v.preceding {
+            let _ = writeln!(out, "    completed before it began: {p}");
+        }
+        let value = v
+            .value_then
+            .as_deref()
+            .map_or("absent".to_owned(), |s| format!("{s:?}"));
+        let _ = writeln!(
+            out,
+            "    longest linearization ({} ops) ends with the value {value}:",
+            v.linearized_len
+        );
+        for o in &v.linearized {
+            let _ = writeln!(out, "      {o}");
+        }
+    }
+    if l.violations.len() > shown {
+        let _ = writeln!(out, "  ... and {} more keys", l.violations.len() - shown);
+    }
+    for key in l.keys_unknown.iter().take(shown) {
+        let _ = writeln!(out, "  unknown on {key:?}: search limit reached");
+    }
+    if l.keys_unknown.len() > shown {
+        let _ = writeln!(out, "  ... and {} more keys", l.keys_unknown.len() - shown);
     }
 }
 
@@ -313,6 +376,13 @@ pub fn check(history: &History) -> Report {
             }));
     }
     report.keys_verified = verified.len();
+    report
+}
+
+/// [`check`], plus the linearizability of every key ([`linear`]).
+pub fn check_linearizable(history: &History, config: &linear::Config) -> Report {
+    let mut report = check(history);
+    report.linear = Some(linear::check(history, config));
     report
 }
 

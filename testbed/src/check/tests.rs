@@ -287,3 +287,56 @@ fn a_read_of_a_key_never_written_may_be_empty() {
     let r = H::new().get("z", None, None, 0, 10).check();
     assert!(r.is_clean());
 }
+
+#[test]
+fn the_linearizability_check_adds_lines_and_fails_the_report() {
+    // New then old: each read alone passes the version checks (the second
+    // put is concurrent with both), but no order of the ops explains both.
+    let mut h = H::new();
+    h.put("a", "a#1", "10.0@aa/1", Acked, 0, 10)
+        .put("a", "a#2", "20.0@aa/1", Acked, 15, 100)
+        .get("a", Some("a#2"), Some("20.0@aa/1"), 20, 30)
+        .get("a", Some("a#1"), Some("10.0@aa/1"), 40, 50)
+        .put("b", "b#5", "30.0@aa/1", Acked, 0, 10);
+    let history = History {
+        started_unix_ms: None,
+        ops: h.ops.clone(),
+    };
+    let plain = check(&history);
+    assert!(plain.is_clean(), "{}", plain.render(10));
+    assert!(!plain.render(10).contains("linearizab"));
+    let r = check_linearizable(&history, &linear::Config::default());
+    assert!(!r.is_clean());
+    assert_eq!(r.violation_count(), 1);
+    let text = r.render(10);
+    assert!(text.starts_with(&plain.render(10).replace("OK: no violations\n", "")));
+    for line in [
+        "linearizability: 2 keys checked, 1 linearizable, 1 not, 0 unknown",
+        "  not linearizable on \"a\": get #4 [40..50 µs] ok read \"a#1\" cannot be placed",
+        "    its value is from put #1 [0..10 µs] ok wrote \"a#1\"",
+        "    completed before it began: get #3 [20..30 µs] ok read \"a#2\"",
+        "    longest linearization (3 ops) ends with the value \"a#2\":",
+        "      put #2 [15..100 µs] ok wrote \"a#2\"",
+        "FAILED",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from\n{text}");
+    }
+}
+
+#[test]
+fn a_linearizable_history_reports_every_key_ok() {
+    let mut h = H::new();
+    h.put("a", "a#1", "10.0@aa/1", Acked, 0, 10)
+        .get("a", Some("a#1"), Some("10.0@aa/1"), 20, 30);
+    let r = check_linearizable(
+        &History {
+            started_unix_ms: None,
+            ops: h.ops.clone(),
+        },
+        &linear::Config::default(),
+    );
+    let text = r.render(10);
+    assert!(r.is_clean(), "{text}");
+    assert!(text.contains("linearizability: 1 keys checked, 1 linearizable, 0 not, 0 unknown"));
+    assert!(text.ends_with("OK: no violations\n"), "{text}");
+}
