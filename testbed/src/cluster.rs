@@ -112,8 +112,8 @@ impl Cluster {
             extra.extend([
                 "--join".into(),
                 seed.addr.to_string(),
-                "--cluster-key".into(),
-                self.key.clone(),
+                "--cluster-key-file".into(),
+                seed.data.join("cluster.key").display().to_string(),
             ]);
         }
         let (child, addr, admin) = spawn(&self.bin, &data, &name, "127.0.0.1:0", &extra)?;

@@ -88,6 +88,31 @@ pub struct DelayArgs {
     pub dir: DirArgs,
 }
 
+/// Arguments of `ringkv testbed skew`.
+#[derive(Debug, Args)]
+pub struct SkewArgs {
+    /// The peer.
+    pub node: String,
+    /// Offset of its wall clock: `+2s`, `-500ms`, `1d` (`0` clears it).
+    #[arg(allow_hyphen_values = true)]
+    pub offset: String,
+    /// The cluster directory.
+    #[command(flatten)]
+    pub dir: DirArgs,
+}
+
+/// Arguments of `ringkv testbed disk`.
+#[derive(Debug, Args)]
+pub struct DiskArgs {
+    /// The peer.
+    pub node: String,
+    /// `full` (its data dir reads as having no free space) or `free`.
+    pub state: String,
+    /// The cluster directory.
+    #[command(flatten)]
+    pub dir: DirArgs,
+}
+
 /// Arguments of `ringkv testbed load`.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
@@ -125,6 +150,9 @@ pub struct CheckArgs {
     /// Violations listed at most.
     #[arg(long, default_value_t = 20)]
     pub show: usize,
+    /// Linearizability search states per key before giving up on it.
+    #[arg(long, default_value_t = check::linear::Config::default().max_states_per_key)]
+    pub max_states: u64,
 }
 
 /// Arguments of `ringkv testbed watch`.
@@ -175,8 +203,12 @@ pub fn up(args: &UpArgs) -> Result<String> {
     out.push_str(&tb.table(true));
     let _ = writeln!(
         out,
-        "cluster key: {}\nnext: `ringkv testbed watch`, `ringkv testbed kill p2`, `ringkv testbed load`, `ringkv testbed down`",
-        tb.state.cluster_key
+        "cluster key: in {} (mode 0600; clients take --cluster-key-file)\nnext: `ringkv testbed watch`, `ringkv testbed kill p2`, `ringkv testbed load`, `ringkv testbed down`",
+        tb.state
+            .peers
+            .first()
+            .map_or_else(|| tb.dir.clone(), |p| p.data.join("cluster.key"))
+            .display()
     );
     Ok(out)
 }
@@ -303,6 +335,46 @@ pub fn delay(args: &DelayArgs) -> Result<String> {
     ))
 }
 
+/// `skew NODE +2s`.
+///
+/// # Errors
+/// Bad offset, unknown peer, or no fault switch.
+pub fn skew(args: &SkewArgs) -> Result<String> {
+    let ms = faults::parse_clock_offset_ms(&args.offset)?;
+    Testbed::open(&args.dir.dir)?.skew(&args.node, ms)?;
+    Ok(format!("{}: wall clock {ms:+} ms\n", args.node))
+}
+
+/// `disk NODE full|free`.
+///
+/// # Errors
+/// Not `full` or `free`, unknown peer, or no fault switch.
+pub fn disk(args: &DiskArgs) -> Result<String> {
+    let full = parse_disk_state(&args.state)?;
+    Testbed::open(&args.dir.dir)?.full_disk(&args.node, full)?;
+    Ok(format!(
+        "{}: data dir {}\n",
+        args.node,
+        if full {
+            "reads as full"
+        } else {
+            "has its real free space"
+        }
+    ))
+}
+
+/// `full` or `free`.
+///
+/// # Errors
+/// Anything else.
+pub fn parse_disk_state(text: &str) -> Result<bool> {
+    match text {
+        "full" => Ok(true),
+        "free" => Ok(false),
+        other => anyhow::bail!("{other:?}: expected `full` or `free`"),
+    }
+}
+
 /// `watch`.
 ///
 /// # Errors
@@ -426,13 +498,16 @@ pub fn run_load<C: KvClient>(
 /// # Errors
 /// The file is not a history, or the history has violations.
 pub fn check_cmd(args: &CheckArgs) -> Result<String> {
-    let report = check::check(&History::read(&args.history)?);
+    let limit = check::linear::Config {
+        max_states_per_key: args.max_states,
+    };
+    let report = check::check_linearizable(&History::read(&args.history)?, &limit);
     let text = report.render(args.show);
     if !report.is_clean() {
         print!("{text}");
         bail!(
             "{} violations in {}",
-            report.violations.len(),
+            report.violation_count(),
             args.history.display()
         );
     }

@@ -163,11 +163,12 @@ impl Testbed {
             args.extend([
                 "--join".to_owned(),
                 seed.addr.to_string(),
-                "--cluster-key".to_owned(),
-                self.state.cluster_key.clone(),
+                "--cluster-key-file".to_owned(),
+                seed.data.join("cluster.key").display().to_string(),
             ]);
         }
         args.extend(self.state.node_flags.iter().cloned());
+        args.extend(p.extra_flags.iter().cloned());
         args
     }
 
@@ -206,6 +207,15 @@ impl Testbed {
     /// # Errors
     /// It does not start.
     pub fn add(&mut self) -> Result<usize> {
+        self.add_with(Vec::new())
+    }
+
+    /// Starts one more peer with `flags` of its own (after the cluster's).
+    ///
+    /// # Errors
+    /// Bad flags, or the peer does not start.
+    pub fn add_with(&mut self, flags: Vec<String>) -> Result<usize> {
+        check_node_flags(&flags)?;
         let name = self.state.next_name();
         let unspecified: SocketAddr = "127.0.0.1:0".parse().expect("an address");
         self.state.peers.push(PeerState {
@@ -217,6 +227,7 @@ impl Testbed {
             admin: unspecified,
             faults: FaultSettings::default(),
             stopped_by_testbed: None,
+            extra_flags: flags,
         });
         let i = self.state.peers.len() - 1;
         if let Err(e) = self.start(i, "127.0.0.1:0", "127.0.0.1:0") {
@@ -450,6 +461,33 @@ impl Testbed {
         self.save()
     }
 
+    /// Sets the wall-clock offset of one peer, keeping its other settings.
+    ///
+    /// # Errors
+    /// Unknown peer, no fault switch, or it refuses.
+    pub fn skew(&mut self, name: &str, offset_ms: i64) -> Result<()> {
+        self.require_switch()?;
+        let i = self.state.index_of(name)?;
+        let mut s = self.state.peers[i].faults.clone();
+        s.clock_offset_ms = (offset_ms != 0).then_some(offset_ms);
+        self.set_faults(i, s)?;
+        self.save()
+    }
+
+    /// Makes one peer's data dir read as full (or not), keeping its other
+    /// settings.
+    ///
+    /// # Errors
+    /// Unknown peer, no fault switch, or it refuses.
+    pub fn full_disk(&mut self, name: &str, full: bool) -> Result<()> {
+        self.require_switch()?;
+        let i = self.state.index_of(name)?;
+        let mut s = self.state.peers[i].faults.clone();
+        s.full_disk = full;
+        self.set_faults(i, s)?;
+        self.save()
+    }
+
     /// QUIC addresses of the running peers.
     pub fn running_addrs(&self) -> Vec<SocketAddr> {
         (0..self.state.peers.len())
@@ -531,6 +569,9 @@ pub fn check_node_flags(flags: &[String]) -> Result<()> {
         if OWN_FLAGS.contains(&name) {
             bail!("{name} is set by the testbed for each peer; leave it out of the node flags");
         }
+        if name == "--admin-token-file" {
+            bail!("--admin-token-file: the testbed drives its peers' admin HTTP on 127.0.0.1 without a token; leave it out of the node flags");
+        }
     }
     Ok(())
 }
@@ -569,6 +610,8 @@ mod tests {
             "{err}"
         );
         assert!(check_node_flags(&flags(&["--data", "/x"])).is_err());
+        let err = check_node_flags(&flags(&["--admin-token-file=/t"])).unwrap_err();
+        assert!(err.to_string().contains("without a token"), "{err}");
     }
 
     #[test]
@@ -587,6 +630,7 @@ mod tests {
             log: PathBuf::from("/tmp/tb/p1.log"),
             faults: FaultSettings::default(),
             stopped_by_testbed: None,
+            extra_flags: Vec::new(),
         };
         let args = tb.start_args(&p, "127.0.0.1:0", "127.0.0.1:0");
         let at = args

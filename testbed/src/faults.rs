@@ -27,12 +27,22 @@ pub struct FaultSettings {
     /// Delay on every outgoing datagram, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
+    /// Offset added to the peer's wall clock, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<i64>,
+    /// Whether the peer's data dir reads as full.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full_disk: bool,
 }
 
 impl FaultSettings {
     /// Whether nothing is injected.
     pub fn is_healed(&self) -> bool {
-        self.drop.is_empty() && self.loss.unwrap_or(0.0) == 0.0 && self.delay_ms.unwrap_or(0) == 0
+        self.drop.is_empty()
+            && self.loss.unwrap_or(0.0) == 0.0
+            && self.delay_ms.unwrap_or(0) == 0
+            && self.clock_offset_ms.unwrap_or(0) == 0
+            && !self.full_disk
     }
 
     /// The JSON body sent to the peer.
@@ -52,12 +62,36 @@ impl FaultSettings {
         if let Some(d) = self.delay_ms.filter(|d| *d > 0) {
             parts.push(format!("delay {d}ms"));
         }
+        if let Some(o) = self.clock_offset_ms.filter(|o| *o != 0) {
+            parts.push(format!("clock {o:+}ms"));
+        }
+        if self.full_disk {
+            parts.push("disk full".into());
+        }
         if parts.is_empty() {
             "-".into()
         } else {
             parts.join(", ")
         }
     }
+}
+
+/// Parses a clock offset as people type it: `2s`, `+500ms`, `-1d`, `0`.
+///
+/// # Errors
+/// Not a duration, or beyond 400 days either way.
+pub fn parse_clock_offset_ms(text: &str) -> Result<i64> {
+    let t = text.trim();
+    let (sign, rest) = match t.strip_prefix('-') {
+        Some(r) => (-1, r),
+        None => (1, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let d = crate::cli::parse_duration(rest).map_err(|e| anyhow::anyhow!("clock offset {e}"))?;
+    let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    if ms > 400 * 86_400_000 {
+        bail!("clock offset {text:?} is out of range: at most 400 days either way");
+    }
+    Ok(sign * ms)
 }
 
 /// Parses `A,B / C,D,E` into the two sides of a partition.
@@ -155,6 +189,7 @@ mod tests {
             ],
             loss: Some(0.1),
             delay_ms: Some(50),
+            ..FaultSettings::default()
         };
         let v: serde_json::Value = serde_json::from_str(&s.body()).unwrap();
         assert_eq!(
@@ -176,6 +211,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("both sides"));
+    }
+
+    #[test]
+    fn clock_offsets_parse_with_a_sign() {
+        assert_eq!(parse_clock_offset_ms("+2s").unwrap(), 2000);
+        assert_eq!(parse_clock_offset_ms("2s").unwrap(), 2000);
+        assert_eq!(parse_clock_offset_ms("-500ms").unwrap(), -500);
+        assert_eq!(parse_clock_offset_ms("0").unwrap(), 0);
+        assert_eq!(parse_clock_offset_ms("-1d").unwrap(), -86_400_000);
+        assert!(parse_clock_offset_ms("soon").is_err());
+        let s = FaultSettings {
+            clock_offset_ms: Some(-500),
+            full_disk: true,
+            ..FaultSettings::default()
+        };
+        assert!(!s.is_healed());
+        assert_eq!(s.body(), r#"{"clock_offset_ms":-500,"full_disk":true}"#);
+        assert_eq!(s.describe(), "clock -500ms, disk full");
     }
 
     #[test]

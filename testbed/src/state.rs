@@ -41,6 +41,9 @@ pub struct PeerState {
     /// `status` can tell an expected absence from a crash.
     #[serde(default)]
     pub stopped_by_testbed: Option<String>,
+    /// `ringkv node` flags of this peer alone, after the cluster's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_flags: Vec<String>,
 }
 
 /// The whole state file.
@@ -112,7 +115,8 @@ impl State {
         Ok(state)
     }
 
-    /// Writes the state to `dir` atomically.
+    /// Writes the state to `dir` atomically, readable by its owner only
+    /// (mode 0600: it holds the cluster key).
     ///
     /// # Errors
     /// The directory is not writable.
@@ -120,7 +124,7 @@ impl State {
         let path = Self::path(dir);
         let tmp = dir.join(format!("{STATE_FILE}.tmp"));
         let text = serde_json::to_string_pretty(self).expect("the state serializes");
-        std::fs::write(&tmp, text + "\n")
+        write_private(&tmp, (text + "\n").as_bytes())
             .with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
@@ -153,6 +157,27 @@ impl State {
     }
 }
 
+/// Writes `bytes` to a new file at `path` created with mode 0600, so the
+/// secret is never readable by others, not even for a moment (a leftover
+/// file is removed first: an existing file keeps its mode when opened).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +198,7 @@ mod tests {
             log: "/tmp/x/p1.log".into(),
             faults: FaultSettings::default(),
             stopped_by_testbed: None,
+            extra_flags: Vec::new(),
         });
         s
     }
@@ -183,6 +209,23 @@ mod tests {
         let s = sample();
         s.save(dir.path()).unwrap();
         assert_eq!(State::load(dir.path()).unwrap(), s);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_state_file_holding_the_key_is_private_even_over_an_old_public_one() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = State::path(dir.path());
+        std::fs::write(&path, "{}").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let tmp = dir.path().join(format!("{STATE_FILE}.tmp"));
+        std::fs::write(&tmp, "left over").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        sample().save(dir.path()).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+        assert_eq!(State::load(dir.path()).unwrap(), sample());
     }
 
     #[test]

@@ -1,0 +1,129 @@
+//! The `expect` steps that poll: every running peer holds its ranges
+//! (`expect handoff`), or sees a peer in a state (`expect NODE dead`),
+//! within a bound. IO: HTTP to the peers.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use crate::load::KvClient;
+use crate::procs::ProcState;
+use crate::watch;
+
+use super::run::Ctx;
+
+impl<C: KvClient> Ctx<C> {
+    /// Waits until every running peer reports `ringkv_handoff_ready 1`
+    /// and no pending range on its metrics.
+    pub(super) fn expect_handoff(&self, limit: Duration) -> Result<String> {
+        let start = Instant::now();
+        let mut last = String::from("no peer answered");
+        while start.elapsed() < limit {
+            let (peers, running): (Vec<_>, Vec<bool>) = {
+                let tb = self.tb.lock().expect("not poisoned");
+                let running = (0..tb.state.peers.len())
+                    .map(|i| tb.process(i) == ProcState::Running)
+                    .collect();
+                (tb.state.peers.clone(), running)
+            };
+            let mut waiting = Vec::new();
+            let mut keys = 0.0;
+            for (p, _) in peers.iter().zip(&running).filter(|(_, r)| **r) {
+                let metric = |text: &str, name: &str| {
+                    text.lines().find_map(|l| {
+                        l.strip_prefix(name)?
+                            .strip_prefix(' ')?
+                            .trim()
+                            .parse::<f64>()
+                            .ok()
+                    })
+                };
+                match crate::http::get(p.admin, "/metrics") {
+                    Ok(text) => {
+                        let ready = metric(&text, "ringkv_handoff_ready") == Some(1.0);
+                        let pending = metric(&text, "ringkv_handoff_pending_ranges").unwrap_or(1.0);
+                        keys += metric(&text, "ringkv_handoff_keys_moved_total").unwrap_or(0.0);
+                        if !ready || pending > 0.0 {
+                            waiting.push(p.name.clone());
+                        }
+                    }
+                    Err(_) => waiting.push(p.name.clone()),
+                }
+            }
+            if waiting.is_empty() {
+                return Ok(format!(
+                    "every peer holds its ranges after {:.2} s ({keys:.0} keys moved so far)",
+                    start.elapsed().as_secs_f64()
+                ));
+            }
+            last = format!("still receiving: {}", waiting.join(", "));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        bail!(
+            "handoff not done within {:.0} s: {last}",
+            limit.as_secs_f64()
+        )
+    }
+
+    pub(super) fn expect_state(
+        &self,
+        name: &str,
+        state: &str,
+        from: &[String],
+        limit: Duration,
+    ) -> Result<String> {
+        let start = Instant::now();
+        let want = watch::letter(Some(state));
+        let mut last = String::new();
+        while start.elapsed() < limit {
+            let targets = watch::targets(&self.tb.lock().expect("not poisoned").state);
+            for who in from.iter().map(String::as_str).chain([name]) {
+                if !targets.iter().any(|t| t.name == who) {
+                    bail!("no peer called {who:?}");
+                }
+            }
+            let snap = watch::observe(&targets);
+            let observers: Vec<_> = snap
+                .peers
+                .iter()
+                .filter(|o| o.name != name && o.process == ProcState::Running)
+                .filter(|o| from.is_empty() || from.contains(&o.name))
+                .collect();
+            let seen: Vec<(String, char)> = observers
+                .iter()
+                .map(|o| (o.name.clone(), snap.cell(o, name)))
+                .collect();
+            if !observers.is_empty() && seen.iter().all(|(_, c)| *c == want) {
+                let since = self
+                    .last_fault
+                    .get(name)
+                    .map(|t| {
+                        format!(
+                            ", {:.2} s after the {name} step",
+                            (self.started.elapsed() - *t).as_secs_f64()
+                        )
+                    })
+                    .unwrap_or_default();
+                return Ok(format!(
+                    "{state} at {} after {:.2} s{since}",
+                    if from.is_empty() {
+                        "every running peer".to_owned()
+                    } else {
+                        from.join(", ")
+                    },
+                    start.elapsed().as_secs_f64()
+                ));
+            }
+            last = seen
+                .iter()
+                .map(|(o, c)| format!("{o}:{c}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!(
+            "not {state} everywhere within {:.0} s (views: {last})",
+            limit.as_secs_f64()
+        )
+    }
+}
