@@ -2,31 +2,44 @@
 //! argument parsers.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use ringkv_gossip::ClusterKey;
 
-/// `--cluster-key KEY`, `--cluster-key-file PATH`, or `RINGKV_CLUSTER_KEY`.
+/// The environment variable a cluster key may come from.
+pub(crate) const KEY_ENV: &str = "RINGKV_CLUSTER_KEY";
+
+/// `--cluster-key-file PATH`, `RINGKV_CLUSTER_KEY`, or `--cluster-key KEY`
+/// (which works, but puts the secret in argv, where `ps` shows it to every
+/// user of the host: it logs a warning).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct KeyArgs {
-    /// The cluster's secret key (rkv1-...), as printed by its first peer.
-    #[arg(
-        long,
-        env = "RINGKV_CLUSTER_KEY",
-        hide_env_values = true,
-        conflicts_with = "cluster_key_file"
-    )]
+    /// The cluster's secret key (rkv1-...). Visible in `ps` and shell
+    /// history: prefer --cluster-key-file or RINGKV_CLUSTER_KEY.
+    #[arg(long, conflicts_with = "cluster_key_file")]
     pub(crate) cluster_key: Option<String>,
-    /// A file holding the cluster key (a peer's data dir has one: cluster.key).
+    /// A file holding the cluster key (a peer's data dir has one:
+    /// cluster.key, mode 0600; copy it to the new peer's host).
     #[arg(long)]
     pub(crate) cluster_key_file: Option<PathBuf>,
 }
 
 impl KeyArgs {
-    /// The key, if one was given.
+    /// Whether a key was given on the command line or in the environment
+    /// (both win over a `--config` file's `cluster_key_file`).
+    pub(crate) fn given(&self) -> bool {
+        self.cluster_key.is_some()
+            || self.cluster_key_file.is_some()
+            || std::env::var_os(KEY_ENV).is_some()
+    }
+
+    /// The key, if one was given: `--cluster-key` (with a warning), else
+    /// `--cluster-key-file`, else `RINGKV_CLUSTER_KEY`.
     pub(crate) fn resolve(&self) -> Result<Option<ClusterKey>> {
         if let Some(text) = &self.cluster_key {
+            tracing::warn!("{ARGV_WARNING}");
             return ClusterKey::parse(text).map(Some).context("--cluster-key");
         }
         if let Some(path) = &self.cluster_key_file {
@@ -36,14 +49,107 @@ impl KeyArgs {
                 .map(Some)
                 .with_context(|| format!("{} holds no cluster key", path.display()));
         }
-        Ok(None)
+        match std::env::var(KEY_ENV) {
+            Ok(text) => ClusterKey::parse(&text).map(Some).context(KEY_ENV),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => bail!("{KEY_ENV} is not text"),
+        }
     }
 
     /// The key, which the command cannot do without.
     pub(crate) fn require(&self) -> Result<ClusterKey> {
-        self.resolve()?.context("this command needs the cluster key: --cluster-key, --cluster-key-file or RINGKV_CLUSTER_KEY")
+        self.resolve()?.context("this command needs the cluster key: --cluster-key-file (a copy of a peer's <DATA>/cluster.key) or RINGKV_CLUSTER_KEY")
     }
 }
 
-/// Durations as people type them (one parser for every command).
-pub(crate) use ringkv_testbed::cli::parse_duration;
+/// What `--cluster-key` on the command line logs.
+pub(crate) const ARGV_WARNING: &str = "--cluster-key puts the cluster's secret key on the command line, where ps and shell history show it: pass --cluster-key-file FILE (a copy of a peer's <DATA>/cluster.key) or RINGKV_CLUSTER_KEY instead";
+
+/// The longest duration a flag, a config file key or a query takes.
+const DURATION_MAX: Duration = Duration::from_secs(365 * 86_400);
+
+/// A duration as people type it, for every flag, config file key and admin
+/// query of node: `10s`, `500ms`, `2m`, `10h`, `1d`, fractions like `0.5s`,
+/// or plain seconds (`30`, `0.5`); at most a year. Units, fractions and
+/// sums (`1h 30m`) are humantime's; plain seconds and the limit are ours.
+///
+/// # Errors
+/// A message naming the text: not a duration, or more than a year.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    let d = match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() => {
+            Duration::try_from_secs_f64(secs).map_err(|_| out_of_range(s))?
+        }
+        _ => humantime::parse_duration(s)
+            .map_err(|e| format!("{s:?} is not a duration like 30s, 500ms, 2m, 10h or 1d ({e})"))?,
+    };
+    if d > DURATION_MAX {
+        return Err(out_of_range(s));
+    }
+    Ok(d)
+}
+
+fn out_of_range(s: &str) -> String {
+    format!("{s:?} is out of range: from 0 to a year (365d)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn durations_parse_in_every_format_in_use() {
+        for (text, want) in [
+            ("10s", ms(10_000)),
+            ("0s", Duration::ZERO),
+            ("500ms", ms(500)),
+            ("200ms", ms(200)),
+            ("2m", ms(120_000)),
+            ("10h", ms(36_000_000)),
+            ("1d", ms(86_400_000)),
+            ("30", ms(30_000)),
+            ("0", Duration::ZERO),
+            ("0.5", ms(500)),
+            ("0.5s", ms(500)),
+            ("0.2s", ms(200)),
+            ("1.5m", ms(90_000)),
+            (" 30s ", ms(30_000)),
+            ("10 s", ms(10_000)),
+            ("1h 30m", ms(5_400_000)),
+            ("365d", DURATION_MAX),
+            ("31536000", DURATION_MAX),
+        ] {
+            assert_eq!(parse_duration(text), Ok(want), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_not_a_duration_and_the_error_names_it() {
+        for text in [
+            "", "forever", "soon", "30x", "s", "ms", "1..s", ".5s", "-5s", "nan", "inf", "1e3s",
+        ] {
+            let err = parse_duration(text).expect_err(text);
+            assert!(err.contains("not a duration"), "{text:?}: {err}");
+            assert!(
+                err.contains(&format!("{:?}", text.trim())),
+                "{text:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_past_a_year_or_below_zero_are_out_of_range() {
+        for text in [
+            "366d", "400d", "1y", "53w", "31536001", "-1", "-0.5", "1e300",
+        ] {
+            let err = parse_duration(text).expect_err(text);
+            assert!(err.contains("out of range"), "{text:?}: {err}");
+            assert!(err.contains(&format!("{text:?}")), "{text:?}: {err}");
+        }
+    }
+}

@@ -16,6 +16,8 @@
 //!   time and the dead grace. Pure (no clock, no IO).
 //! - `readiness`: the ready tag, who announced which ring, whether the
 //!   views agree. Pure.
+//! - `routing`: the members as replicas and which ring each announced
+//!   it holds, per view and ring (cached). Pure.
 //! - `shared`: the state a peer's tasks share (`Kv`). No IO of its own.
 //! - `status`: members, ring and owners replies. Pure.
 //! - `coordinator`: quorum reads and writes, read repair, hints (async
@@ -23,32 +25,48 @@
 //! - `handoff`: ranges follow the ring: pulls, anti-entropy, cleanup, the
 //!   leave handover. IO: network, store.
 //! - `rpc`: the QUIC request protocol: wire types, codec, client, replica
-//!   pool, the one request dispatch. IO: network.
+//!   pool. IO: network.
+//! - `server`: the one request dispatch, for every request kind. IO:
+//!   streams.
 //! - `resp`: the Redis protocol front door. IO: TCP.
-//! - `admin`: admin HTTP (/health, /metrics, /v1/*). IO: TCP.
+//! - `admin`: admin HTTP (/health, /metrics, /v1/*), its bearer token,
+//!   header timeout and connection cap. IO: TCP.
 //! - `cli`: the client subcommands (members, ring, put, get, bench, ...).
 //!   IO: network, stdout.
 //! - `datadir`: identity, incarnation, cluster key, known peers on disk.
 //!   IO: disk.
 //! - `hot`: the hot-key sketch (Space-Saving). Pure.
-//! - `keyargs`: the cluster-key flags and small argument parsers. IO:
+//! - `disk`: whether the data dir's free space allows writes (the rule is
+//!   pure; reading the free space is IO).
+//! - `wall`: the one wall-clock source (skewable by the testbed). IO:
+//!   reads the clock.
+//! - `clock_offset`: the other peers' clock offsets from probe round
+//!   trips, whether this peer's clock is beyond the maximum offset, and
+//!   what a long absence does to its data. Pure.
+//! - `keyargs`: the cluster-key flags and small argument parsers, among
+//!   them `parse_duration` (humantime, plain seconds, at most a year). IO:
 //!   reads a key file.
 
 #![warn(missing_docs)]
 
 mod admin;
 mod cli;
+mod clock_offset;
 pub mod command;
 pub mod config;
 mod coordinator;
 pub mod daemon;
 mod datadir;
+mod disk;
 mod handoff;
 mod hot;
 mod keyargs;
 mod readiness;
 mod resp;
 mod ring_view;
+mod routing;
 mod rpc;
+mod server;
 mod shared;
 mod status;
+mod wall;

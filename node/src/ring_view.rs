@@ -20,9 +20,18 @@ pub(crate) struct RingState {
     /// The ring that still counts leaving members, when any are leaving:
     /// their ranges are read from them until the others hold them.
     pub(crate) full: Option<Ring>,
+    /// The rings before `ring` (each different from the next), most recent
+    /// first, at most [`EARLIER_RINGS`]: a member that announced one still
+    /// holds its ranges of it (nothing is dropped before every replica of
+    /// a range announced the current ring), and serves them while it pulls
+    /// what the newer rings gave it.
+    pub(crate) earlier: Vec<Ring>,
     /// How many times it was rebuilt since start.
     pub(crate) rebuilds: u64,
 }
+
+/// Earlier rings kept: enough for the joins of a few peers at once.
+pub(crate) const EARLIER_RINGS: usize = 8;
 
 /// When this peer first saw each member dead (kept between views).
 pub(crate) type DeadSince = BTreeMap<NodeId, Instant>;
@@ -106,8 +115,28 @@ pub(crate) fn build(
     Ok(RingState {
         ring: Some(ring),
         full,
+        earlier: Vec::new(),
         rebuilds,
     })
+}
+
+impl RingState {
+    /// `self`, following `before`: the earlier rings are `before`'s ring
+    /// (when it differs from this one) and `before`'s earlier rings, none
+    /// twice and none equal to this one.
+    pub(crate) fn after(mut self, before: &Self) -> Self {
+        let current = self.ring.as_ref().map(Ring::digest);
+        let mut earlier: Vec<Ring> = Vec::new();
+        for r in before.ring.iter().chain(before.earlier.iter()) {
+            let d = r.digest();
+            if Some(d) != current && earlier.iter().all(|e| e.digest() != d) {
+                earlier.push(r.clone());
+            }
+        }
+        earlier.truncate(EARLIER_RINGS);
+        self.earlier = earlier;
+        self
+    }
 }
 
 #[cfg(test)]

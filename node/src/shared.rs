@@ -7,16 +7,18 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ringkv_gossip::runner::View;
 use ringkv_gossip::NodeId;
 use ringkv_storage::{Clock, HintLimits, Store};
 use tokio::sync::watch;
 
-use crate::coordinator::{Routing, REPLICAS};
+use crate::clock_offset::Verdict;
 use crate::ring_view::RingState;
+use crate::routing::{Routing, REPLICAS};
 use crate::rpc::pool::Peers;
+use crate::wall::WallClock;
 
 /// Counters of the hot-key sketch: any key with more than 1/256 of the
 /// requests is listed.
@@ -28,6 +30,16 @@ pub(crate) struct Kv {
     pub(crate) me: NodeId,
     pub(crate) store: Store,
     pub(crate) clock: Mutex<Clock>,
+    /// The one wall-clock source (see [`crate::wall`]).
+    pub(crate) wall: WallClock,
+    /// `--max-clock-offset`: the clock offset bound.
+    pub(crate) max_clock_offset: Duration,
+    /// This peer's clock against the others' (kept by the clock probe).
+    pub(crate) clock_verdict: RwLock<Verdict>,
+    /// `--min-free-space`: below it the data dir counts as full.
+    pub(crate) min_free_space: u64,
+    /// The data dir's free space (kept by the disk watch).
+    pub(crate) space: RwLock<crate::disk::Space>,
     pub(crate) view: watch::Receiver<Arc<View>>,
     pub(crate) ring: watch::Receiver<Arc<RingState>>,
     pub(crate) peers: Peers,
@@ -53,6 +65,7 @@ impl Kv {
         me: NodeId,
         store: Store,
         clock: Clock,
+        wall: WallClock,
         view: watch::Receiver<Arc<View>>,
         ring: watch::Receiver<Arc<RingState>>,
         peers: Peers,
@@ -61,6 +74,11 @@ impl Kv {
             me,
             store,
             clock: Mutex::new(clock),
+            wall,
+            max_clock_offset: crate::clock_offset::MAX_CLOCK_OFFSET_DEFAULT,
+            clock_verdict: RwLock::default(),
+            min_free_space: crate::disk::MIN_FREE_DEFAULT,
+            space: RwLock::default(),
             view,
             ring,
             peers,
@@ -94,8 +112,23 @@ impl Held {
     }
 }
 
-pub(crate) fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+impl Kv {
+    /// Wall-clock milliseconds since the Unix epoch, from this peer's one
+    /// clock source.
+    pub(crate) fn wall_ms(&self) -> u64 {
+        self.wall.now_ms()
+    }
+
+    /// This peer's clock against the others'.
+    pub(crate) fn clock_verdict(&self) -> Verdict {
+        *self.clock_verdict.read().expect("clock verdict lock")
+    }
+
+    /// Why this peer refuses writes for want of disk space, if it does.
+    pub(crate) fn disk_refusal(&self) -> Option<String> {
+        self.space
+            .read()
+            .expect("space lock")
+            .refusal(self.min_free_space)
+    }
 }

@@ -1,5 +1,6 @@
 //! `ringkv bench`: a load generator against a live cluster. Workers share
-//! one QUIC connection per peer (a stream per request), spread requests over
+//! one [`Client`] (one QUIC connection per peer, a stream per request,
+//! redialled if it breaks), spread requests over
 //! the peers, and record every latency; the report gives ops/s and
 //! p50/p99/p999 per operation.
 
@@ -13,13 +14,16 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use ringkv_gossip::transport::tls::{client_config, SERVER_NAME};
-use ringkv_gossip::NodeIdentity;
 
 use super::table::{Align, Table};
 use crate::keyargs::KeyArgs;
-use crate::rpc::api::{Consistency, GetReply, PutReply, Reply, Request, REPLY_MAX, VALUE_MAX};
-use crate::rpc::codec;
+use crate::rpc::api::{Consistency, GetReply, PutReply, Request, VALUE_MAX};
+use crate::rpc::client::{CallError, Client};
+
+/// Longest the first connection to each peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest one request may take (a peer works on one for at most 30 s).
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Arguments of `ringkv bench`.
 #[derive(Debug, Args)]
@@ -101,24 +105,21 @@ enum Outcome {
     Read(Option<Vec<u8>>),
 }
 
-async fn one(conn: &quinn::Connection, req: &Request) -> Result<Outcome> {
-    let (mut send, mut recv) = conn.open_bi().await?;
-    send.write_all(&codec::encode(req)).await?;
-    send.finish()?;
-    let bytes = recv.read_to_end(REPLY_MAX).await?;
+async fn one(client: &Client, peer: SocketAddr, req: &Request) -> Result<Outcome, CallError> {
     match req {
-        Request::Get { .. } => match codec::decode::<Reply<GetReply>>(&bytes, REPLY_MAX)? {
-            Reply::Ok(r) => Ok(Outcome::Read(r.value)),
-            Reply::Err { message, .. } => bail!("{message}"),
-        },
-        _ => match codec::decode::<Reply<PutReply>>(&bytes, REPLY_MAX)? {
-            Reply::Ok(_) => Ok(Outcome::Done),
-            Reply::Err { message, .. } => bail!("{message}"),
-        },
+        Request::Get { .. } => client
+            .call::<GetReply>(peer, req, CALL_TIMEOUT)
+            .await
+            .map(|r| Outcome::Read(r.value)),
+        _ => client
+            .call::<PutReply>(peer, req, CALL_TIMEOUT)
+            .await
+            .map(|_| Outcome::Done),
     }
 }
 
-/// Runs the benchmark.
+/// Runs the benchmark: checks the arguments, dials every peer, runs the
+/// workers, and reports.
 pub(crate) async fn bench(args: &BenchArgs) -> Result<String> {
     if !(0.0..=1.0).contains(&args.read_ratio) {
         bail!("--read-ratio must be between 0 and 1");
@@ -126,136 +127,28 @@ pub(crate) async fn bench(args: &BenchArgs) -> Result<String> {
     if args.value_size > VALUE_MAX {
         bail!("--value-size is over the {VALUE_MAX}-byte limit");
     }
-    let key = args.key.require()?;
-    let identity = NodeIdentity::generate()?;
-    let config = client_config(&key, &identity)?;
-    let endpoint = quinn::Endpoint::client("0.0.0.0:0".parse()?)?;
-    let mut targets = vec![args.peer];
-    targets.extend(args.peers.iter().copied().filter(|p| *p != args.peer));
-    let mut conns = Vec::new();
-    for t in &targets {
-        let connecting = endpoint.connect_with(config.clone(), *t, SERVER_NAME)?;
-        let conn = tokio::time::timeout(Duration::from_secs(5), connecting)
-            .await
-            .with_context(|| format!("peer {t} did not answer"))??;
-        conns.push(conn);
-    }
-    let conns = Arc::new(conns);
-    let next = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicU64::new(0));
-    let bar = if args.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let bar = indicatif::ProgressBar::new(args.ops);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} ops  {per_sec}  eta {eta}",
-            )
-            .expect("a valid template"),
-        );
-        bar
-    };
+    let (client, targets) = connect(args).await?;
+    let shared = Arc::new(Shared {
+        client,
+        targets,
+        next: AtomicU64::new(0),
+        bar: progress_bar(args),
+    });
     let started = Instant::now();
+    let plan = Plan::new(args, started);
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..args.concurrency {
-        let (conns, next, done, bar) = (conns.clone(), next.clone(), done.clone(), bar.clone());
-        let (ops, keys, ratio, size, consistency) = (
-            args.ops,
-            args.keys,
-            args.read_ratio,
-            args.value_size,
-            args.consistency,
-        );
-        let sequential = args.sequential;
-        let verify = args.verify;
-        let until = args.duration.map(|d| started + d);
         let seed = args.seed.wrapping_mul(1_000_003).wrapping_add(w);
-        workers.spawn(async move {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let mut s = Samples::default();
-            let mut value = vec![0u8; size];
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let over = match until {
-                    Some(end) => Instant::now() >= end,
-                    None => i >= ops,
-                };
-                if over {
-                    break;
-                }
-                let n = if sequential {
-                    i % keys
-                } else {
-                    rng.random_range(0..keys)
-                };
-                let k = format!("bench:{n}").into_bytes();
-                let conn = &conns[usize::try_from(i).unwrap_or(0) % conns.len()];
-                let read = rng.random_bool(ratio);
-                let req = if read {
-                    Request::Get {
-                        key: k,
-                        consistency,
-                    }
-                } else {
-                    if verify {
-                        value = expected_value(&k, size);
-                    } else {
-                        rng.fill_bytes(&mut value);
-                    }
-                    Request::Put {
-                        key: k,
-                        value: Some(value.clone()),
-                        consistency,
-                    }
-                };
-                let t = Instant::now();
-                let outcome = one(conn, &req).await;
-                let micros = u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX);
-                match outcome {
-                    Ok(Outcome::Read(found)) => {
-                        s.gets.push(micros);
-                        if verify {
-                            let key = format!("bench:{n}");
-                            match found {
-                                None => {
-                                    s.missing += 1;
-                                    s.first_bad.get_or_insert(format!("{key}: not found"));
-                                }
-                                Some(v) if v != expected_value(key.as_bytes(), size) => {
-                                    s.wrong += 1;
-                                    s.first_bad.get_or_insert(format!("{key}: another value"));
-                                }
-                                Some(_) => {}
-                            }
-                        }
-                    }
-                    Ok(Outcome::Done) => s.puts.push(micros),
-                    Err(e) => {
-                        s.errors += 1;
-                        s.last_error = Some(format!("{e:#}"));
-                    }
-                }
-                done.fetch_add(1, Ordering::Relaxed);
-                bar.inc(1);
-            }
-            s
-        });
+        workers.spawn(worker(shared.clone(), plan, seed));
     }
     let mut all = Samples::default();
     while let Some(joined) = workers.join_next().await {
-        let s = joined.context("a worker failed")?;
-        all.puts.extend(s.puts);
-        all.gets.extend(s.gets);
-        all.errors += s.errors;
-        all.missing += s.missing;
-        all.wrong += s.wrong;
-        all.first_bad = all.first_bad.or(s.first_bad);
-        all.last_error = s.last_error.or(all.last_error);
+        all.merge(joined.context("a worker failed")?);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    bar.finish_and_clear();
-    endpoint.close(0u32.into(), b"done");
-    let text = report(args, &targets, elapsed, &mut all);
+    shared.bar.finish_and_clear();
+    shared.client.close();
+    let text = report(args, &shared.targets, elapsed, &mut all);
     if args.verify && all.missing + all.wrong > 0 {
         bail!(
             "{text}verify failed: {} get(s) found nothing, {} found another value (first: {})",
@@ -265,6 +158,188 @@ pub(crate) async fn bench(args: &BenchArgs) -> Result<String> {
         );
     }
     Ok(text)
+}
+
+/// The client, and the peers to spread requests over (--peer first), each
+/// dialled once to fail early.
+async fn connect(args: &BenchArgs) -> Result<(Client, Vec<SocketAddr>)> {
+    let key = args.key.require()?;
+    let client = Client::for_cluster(&key, args.peer)?;
+    let mut targets = vec![args.peer];
+    targets.extend(args.peers.iter().copied().filter(|p| *p != args.peer));
+    for t in &targets {
+        client
+            .connect(*t, CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| anyhow::anyhow!("peer {t}: {e}"))?;
+    }
+    Ok((client, targets))
+}
+
+fn progress_bar(args: &BenchArgs) -> indicatif::ProgressBar {
+    if args.quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(args.ops);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} ops  {per_sec}  eta {eta}")
+            .expect("a valid template"),
+    );
+    bar
+}
+
+/// What the workers share.
+struct Shared {
+    client: Client,
+    targets: Vec<SocketAddr>,
+    /// The number of the next operation.
+    next: AtomicU64,
+    bar: indicatif::ProgressBar,
+}
+
+/// What every worker does, from the arguments.
+#[derive(Clone, Copy)]
+struct Plan {
+    ops: u64,
+    keys: u64,
+    read_ratio: f64,
+    value_size: usize,
+    consistency: Consistency,
+    sequential: bool,
+    verify: bool,
+    /// With --duration, when to stop.
+    until: Option<Instant>,
+}
+
+impl Plan {
+    fn new(args: &BenchArgs, started: Instant) -> Self {
+        Self {
+            ops: args.ops,
+            keys: args.keys,
+            read_ratio: args.read_ratio,
+            value_size: args.value_size,
+            consistency: args.consistency,
+            sequential: args.sequential,
+            verify: args.verify,
+            until: args.duration.map(|d| started + d),
+        }
+    }
+
+    /// Whether operation `i` is past the end of the run.
+    fn over(&self, i: u64) -> bool {
+        match self.until {
+            Some(end) => Instant::now() >= end,
+            None => i >= self.ops,
+        }
+    }
+
+    /// Operation `i`'s key number: in order, or drawn from `rng`.
+    fn key(&self, i: u64, rng: &mut ChaCha8Rng) -> u64 {
+        if self.sequential {
+            i % self.keys
+        } else {
+            rng.random_range(0..self.keys)
+        }
+    }
+
+    /// A get or a put of key `k` (drawn from `rng`); a put's value is
+    /// `value`, refilled.
+    fn request(&self, k: Vec<u8>, rng: &mut ChaCha8Rng, value: &mut Vec<u8>) -> Request {
+        let consistency = self.consistency;
+        if rng.random_bool(self.read_ratio) {
+            return Request::Get {
+                key: k,
+                consistency,
+            };
+        }
+        if self.verify {
+            *value = expected_value(&k, self.value_size);
+        } else {
+            rng.fill_bytes(value);
+        }
+        Request::Put {
+            key: k,
+            value: Some(value.clone()),
+            consistency,
+        }
+    }
+}
+
+/// One worker: takes operation numbers until the run is over, and records
+/// each latency and outcome.
+async fn worker(shared: Arc<Shared>, plan: Plan, seed: u64) -> Samples {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut s = Samples::default();
+    let mut value = vec![0u8; plan.value_size];
+    loop {
+        let i = shared.next.fetch_add(1, Ordering::Relaxed);
+        if plan.over(i) {
+            break;
+        }
+        let n = plan.key(i, &mut rng);
+        let peer = shared.targets[usize::try_from(i).unwrap_or(0) % shared.targets.len()];
+        let req = plan.request(format!("bench:{n}").into_bytes(), &mut rng, &mut value);
+        let t = Instant::now();
+        let outcome = one(&shared.client, peer, &req).await;
+        let micros = u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX);
+        let check = plan.verify.then_some((n, plan.value_size));
+        s.record(outcome, micros, check);
+        shared.bar.inc(1);
+    }
+    s
+}
+
+impl Samples {
+    /// One operation's latency and outcome; with `check` (--verify: key
+    /// number and value size), a get's value is compared with the one
+    /// written.
+    fn record(
+        &mut self,
+        outcome: Result<Outcome, CallError>,
+        micros: u32,
+        check: Option<(u64, usize)>,
+    ) {
+        match outcome {
+            Ok(Outcome::Read(found)) => {
+                self.gets.push(micros);
+                if let Some((n, size)) = check {
+                    self.verify(&format!("bench:{n}"), size, found);
+                }
+            }
+            Ok(Outcome::Done) => self.puts.push(micros),
+            Err(e) => {
+                self.errors += 1;
+                self.last_error = Some(format!("{e:#}"));
+            }
+        }
+    }
+
+    fn verify(&mut self, key: &str, size: usize, found: Option<Vec<u8>>) {
+        match found {
+            None => {
+                self.missing += 1;
+                self.first_bad.get_or_insert(format!("{key}: not found"));
+            }
+            Some(v) if v != expected_value(key.as_bytes(), size) => {
+                self.wrong += 1;
+                self.first_bad
+                    .get_or_insert(format!("{key}: another value"));
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Adds a worker's samples (the first bad get of the first worker to
+    /// have one, the last error of the last).
+    fn merge(&mut self, s: Self) {
+        self.puts.extend(s.puts);
+        self.gets.extend(s.gets);
+        self.errors += s.errors;
+        self.missing += s.missing;
+        self.wrong += s.wrong;
+        self.first_bad = self.first_bad.take().or(s.first_bad);
+        self.last_error = s.last_error.or(self.last_error.take());
+    }
 }
 
 fn report(args: &BenchArgs, targets: &[SocketAddr], elapsed: f64, s: &mut Samples) -> String {
@@ -324,4 +399,44 @@ fn report(args: &BenchArgs, targets: &[SocketAddr], elapsed: f64, s: &mut Sample
         let _ = writeln!(out, "last error: {e}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_counts_missing_and_wrong_gets_and_keeps_the_first() {
+        let mut s = Samples::default();
+        let good = expected_value(b"bench:1", 8);
+        s.record(Ok(Outcome::Read(Some(good))), 10, Some((1, 8)));
+        s.record(Ok(Outcome::Read(None)), 20, Some((2, 8)));
+        s.record(Ok(Outcome::Read(Some(vec![0; 8]))), 30, Some((3, 8)));
+        s.record(Ok(Outcome::Done), 40, Some((4, 8)));
+        assert_eq!(s.gets, [10, 20, 30]);
+        assert_eq!(s.puts, [40]);
+        assert_eq!((s.missing, s.wrong, s.errors), (1, 1, 0));
+        assert_eq!(s.first_bad.as_deref(), Some("bench:2: not found"));
+        // Without --verify, a missing key is just a get.
+        s.record(Ok(Outcome::Read(None)), 50, None);
+        assert_eq!(s.missing, 1);
+    }
+
+    #[test]
+    fn merge_adds_counts_and_keeps_the_first_bad_and_the_last_error() {
+        let mut all = Samples::default();
+        for (bad, error) in [(Some("a"), Some("x")), (Some("b"), None), (None, Some("y"))] {
+            let s = Samples {
+                puts: vec![1],
+                errors: 1,
+                first_bad: bad.map(String::from),
+                last_error: error.map(String::from),
+                ..Samples::default()
+            };
+            all.merge(s);
+        }
+        assert_eq!((all.puts.len(), all.errors), (3, 3));
+        assert_eq!(all.first_bad.as_deref(), Some("a"));
+        assert_eq!(all.last_error.as_deref(), Some("y"));
+    }
 }

@@ -4,16 +4,21 @@
 //! version and repairing stale replicas in the background. The decisions
 //! are in [`plan`]; this is the IO.
 
+#[cfg(test)]
+mod availability_tests;
+#[cfg(test)]
+mod disk_tests;
+mod hints;
 pub(crate) mod plan;
 #[cfg(test)]
 mod real_time_tests;
+mod replica;
+#[cfg(test)]
+mod test_peers;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
-use rand::seq::SliceRandom as _;
-use ringkv_gossip::runner::View;
 use ringkv_gossip::NodeId;
 use ringkv_gossip::State;
 use ringkv_storage::{Hint, Record, Version};
@@ -21,100 +26,77 @@ use std::sync::atomic::Ordering;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
-use crate::coordinator::plan::{needs_repair, newest, required, Route};
+use crate::coordinator::plan::{
+    needs_repair, required, Announced, ReadDone, ReadPlan, ReadResult, Route, WritePlan,
+    WriteResult, WriteRound, WriteStep,
+};
 use crate::rpc::api::{
     ApplyReply, Consistency, ErrorKind, GetReply, PutReply, ReadAnswer, Reply, Request,
     RequestError, KEY_MAX,
 };
 use crate::rpc::codec;
 use crate::rpc::pool::PeerError;
-use crate::shared::{wall_ms, Kv};
-use crate::status::RingState;
+use crate::shared::Kv;
 
-/// Replication factor (N).
-pub(crate) const REPLICAS: usize = 3;
-
-/// A replica of the key: who and where.
-#[derive(Debug, Clone)]
-struct Replica {
-    id: NodeId,
-    /// Shared, so that routing a request clones no string.
-    name: Arc<str>,
-    addr: SocketAddr,
-}
-
-impl PartialEq for Replica {
-    fn eq(&self, other: &Self) -> bool {
-        self.id == other.id
-    }
-}
+pub(crate) use crate::routing::REPLICAS;
+use crate::routing::{Replica, Routing};
 
 /// Outcome of one replica request.
 enum Answer<T> {
     Ok(T),
     /// A write the replica refused because it holds this newer version.
     Newer(Version),
+    /// The replica refused the request (e.g. a version too far ahead of
+    /// its clock): nothing was applied there.
+    Refused(String),
     Unreachable,
     Unknown,
 }
 
-/// Attempts of one put, each stamped past every newer version the replicas
-/// reported: a clock behind by a lot is caught up in one step (the HLC jumps
-/// to the version seen), so more attempts only help against concurrent
-/// writers stamping ahead at the same moment.
-const WRITE_ATTEMPTS_MAX: usize = 3;
-
-/// What one round of a put gathered.
-#[derive(Default)]
-struct WriteRound {
-    acked: Vec<String>,
-    acked_by: Vec<Replica>,
-    unreachable: Vec<String>,
-    unknown: Vec<String>,
-    /// Replicas that hold a newer version, and the newest of those.
-    superseded: Vec<String>,
-    newer: Option<Version>,
+/// This peer's own copy of a write is written once another replica took
+/// it (or not every other one refused it): were every other replica to
+/// refuse the write (stamped too far ahead by a clock that just stepped),
+/// a lone local copy would stand above every later write.
+struct LocalGate {
+    /// Dropped to tell the local write to stand down.
+    go: Option<tokio::sync::watch::Sender<bool>>,
+    remotes: usize,
+    answered: usize,
+    refused: usize,
 }
 
-/// The members as replicas, and whether each announced the current ring
-/// ready, for one view and one ring.
-#[derive(Debug)]
-pub(crate) struct Routing {
-    view: Arc<View>,
-    ring: Arc<RingState>,
-    members: std::collections::HashMap<NodeId, (Replica, bool)>,
-}
+impl LocalGate {
+    /// The gate for a write with `remotes` other targets, and what the
+    /// local write waits on (open at once when there are none).
+    fn new(remotes: usize) -> (Self, tokio::sync::watch::Receiver<bool>) {
+        let (go, wait) = tokio::sync::watch::channel(remotes == 0);
+        let gate = Self {
+            go: Some(go),
+            remotes,
+            answered: 0,
+            refused: 0,
+        };
+        (gate, wait)
+    }
 
-impl Routing {
-    fn new(view: Arc<View>, ring: Arc<RingState>) -> Self {
-        let tag = ring.ring.as_ref().map(crate::readiness::ring_tag);
-        let members = std::iter::once(&view.me)
-            .chain(view.members.iter())
-            .map(|m| {
-                let ready = tag
-                    .as_ref()
-                    .is_some_and(|tag| m.meta.tags.get(crate::readiness::READY_TAG) == Some(tag));
-                let replica = Replica {
-                    id: m.id,
-                    name: Arc::from(m.meta.name.as_str()),
-                    addr: m.meta.addr,
-                };
-                (m.id, (replica, ready))
-            })
-            .collect();
-        Self {
-            view,
-            ring,
-            members,
+    /// Takes another replica's answer.
+    fn handle_answer(&mut self, answer: &Answer<()>) {
+        self.answered += 1;
+        self.refused += usize::from(matches!(answer, Answer::Refused(_)));
+        let taken = matches!(answer, Answer::Ok(()) | Answer::Newer(_));
+        let all = self.answered == self.remotes;
+        if taken || (all && self.refused < self.remotes) {
+            self.release();
+        } else if all {
+            self.go = None;
         }
     }
 
-    fn replica(&self, id: &NodeId) -> Option<Replica> {
-        self.members.get(id).map(|(r, _)| r.clone())
-    }
-
-    fn is_ready(&self, id: &NodeId) -> bool {
-        self.members.get(id).is_some_and(|(_, ready)| *ready)
+    /// Lets the local write go.
+    fn release(&self) {
+        if let Some(go) = &self.go {
+            let _ = go.send(true);
+        }
     }
 }
 
@@ -158,7 +140,29 @@ impl Kv {
             .iter()
             .filter_map(|id| routing.replica(id))
             .collect();
-        let ready = |r: &Replica| routing.is_ready(&r.id);
+        // A member that announced an earlier ring holds the ranges it
+        // replicated there: after ring changes (joins, a dead member
+        // dropped after the grace) only the ranges that moved are being
+        // received, not every range of every member.
+        // (Looked up only when some natural replica has not announced the
+        // current ring: the common case costs nothing.)
+        let all_current = natural.iter().all(|r| {
+            routing
+                .members
+                .get(&r.id)
+                .is_some_and(|(_, a)| *a == Announced::Current)
+        });
+        let earlier: Vec<Vec<NodeId>> = if all_current {
+            Vec::new()
+        } else {
+            routing
+                .ring
+                .earlier
+                .iter()
+                .map(|r| r.replicas(key, REPLICAS))
+                .collect()
+        };
+        let ready = |r: &Replica| routing.holds(&r.id, &earlier);
         // Substitutes are looked for only when a replica is not ready.
         let preference: Vec<Replica> = if natural.iter().all(ready) {
             Vec::new()
@@ -212,28 +216,33 @@ impl Kv {
     ) -> Result<PutReply> {
         self.check(&key, value.as_deref())?;
         self.hot.lock().expect("hot lock").record(&key);
-        let needed = required(consistency, self.replication());
-        let route = self.route(&key, needed)?;
-        if route.read.len() < needed {
+        self.check_clock()?;
+        if let Some(why) = self.disk_refusal() {
             return Err(RequestError::new(
                 ErrorKind::Definite,
-                format!(
-                    "needed {needed} acknowledgements, but this peer's ring has only {} replica(s) for the key ({}); nothing was written",
-                    route.read.len(),
-                    route.read.iter().map(|r| &*r.name).collect::<Vec<_>>().join(", ")
-                ),
+                format!("{why}; nothing was written"),
             )
             .into());
         }
-        let mut acked_any = false;
-        let mut last = WriteRound::default();
-        for attempt in 1..=WRITE_ATTEMPTS_MAX {
+        let needed = required(consistency, self.replication());
+        let route = self.route(&key, needed)?;
+        let mut plan = WritePlan::new(&route, needed)?;
+        // The ABD write's first phase: the newest version a read quorum
+        // holds, so this write is stamped past every write acknowledged
+        // before it began, whatever the clocks say.
+        let mut newer: Option<Version> = self
+            .newest_version(&key, &route, needed, consistency)
+            .await?;
+        if let Some(v) = newer.filter(|v| self.too_far_ahead(v)) {
+            return Err(plan.too_far_ahead(&v, self.max_clock_offset).into());
+        }
+        loop {
             let version = {
                 let mut clock = self.clock.lock().expect("clock lock");
-                if let Some(newer) = &last.newer {
+                if let Some(newer) = &newer {
                     clock.observe(newer);
                 }
-                clock.tick(wall_ms())
+                clock.tick(self.wall_ms())
             };
             let record = match (&value, expires_ms) {
                 (Some(v), Some(at)) => Record::put_expiring(v.clone(), version, at),
@@ -241,40 +250,52 @@ impl Kv {
                 (None, _) => Record::tombstone(version),
             };
             let round = self.write_round(&route, &key, &record, needed).await?;
-            if route.write_done(&round.acked_by, needed) {
-                return Ok(PutReply {
-                    acknowledged: round.acked,
-                    version: format_version(&record),
-                });
+            match plan.handle_round(&route, round) {
+                WriteStep::Done(acked) => {
+                    return Ok(PutReply {
+                        acknowledged: acked.iter().map(|r| r.name.to_string()).collect(),
+                        version: format_version(&record),
+                    })
+                }
+                WriteStep::Retry(v) if self.too_far_ahead(&v) => {
+                    // Stamping past it would make this write too far ahead
+                    // for the replicas: a clock that ran fast stamped it.
+                    return Err(plan.too_far_ahead(&v, self.max_clock_offset).into());
+                }
+                WriteStep::Retry(v) => {
+                    debug!(newer = ?v, "a replica holds a newer version: stamping the write past it");
+                    newer = Some(v);
+                }
+                WriteStep::Fail(e) => return Err(e.into()),
             }
-            acked_any |= !round.acked.is_empty() || !round.unknown.is_empty();
-            if round.newer.is_none() {
-                return Err(
-                    write_error(needed, &round.acked, &round.unreachable, &round.unknown).into(),
-                );
-            }
-            debug!(attempt, superseded = ?round.superseded, "a replica holds a newer version: stamping the write past it");
-            last = round;
         }
-        let newer = last
-            .newer
-            .map(|v| format!("{}.{}@{}", v.hlc.physical_ms, v.hlc.logical, v.node.short()))
-            .unwrap_or_default();
-        let msg = format!(
-            "replicas {} hold a newer version ({newer}) than this write after {WRITE_ATTEMPTS_MAX} attempts stamped past it; another writer keeps stamping ahead",
-            last.superseded.join(", ")
-        );
-        let kind = if acked_any {
-            ErrorKind::Unknown
-        } else {
-            ErrorKind::Definite
-        };
-        let msg = if acked_any {
-            format!("{msg}; outcome unknown: some replicas may hold an attempt")
-        } else {
-            format!("{msg}; nothing was written")
-        };
-        Err(RequestError::new(kind, msg).into())
+    }
+
+    /// The newest version of `key` that enough replicas hold that any write
+    /// acknowledged by `needed` of them is among the answers (N - W + 1 of
+    /// them); none is asked at `one`, which promises no order.
+    ///
+    /// # Errors
+    /// Too few answers: definite, nothing was sent yet.
+    async fn newest_version(
+        self: &Arc<Self>,
+        key: &[u8],
+        route: &Route<Replica>,
+        needed: usize,
+        consistency: Consistency,
+    ) -> Result<Option<Version>> {
+        if consistency == Consistency::One {
+            return Ok(None);
+        }
+        let ask = self.replication().saturating_sub(needed) + 1;
+        let (done, _late) = self.read_quorum(key, route, ask).await.map_err(|e| {
+            let text = format!("{e:#}");
+            anyhow::Error::new(RequestError::new(
+                ErrorKind::Definite,
+                format!("cannot learn the key's newest version before writing ({text}); nothing was written"),
+            ))
+        })?;
+        Ok(done.best.map(|b| b.version))
     }
 
     /// One round of a put: `record` to every write target, until the
@@ -287,42 +308,51 @@ impl Kv {
         key: &[u8],
         record: &Record,
         needed: usize,
-    ) -> Result<WriteRound> {
+    ) -> Result<WriteRound<Replica>> {
         let mut tasks = JoinSet::new();
+        let remotes = route.write.iter().filter(|r| r.id != self.me).count();
+        let (mut gate, local_go) = LocalGate::new(remotes);
         for r in route.write.clone() {
             let (kv, key, record) = (self.clone(), key.to_vec(), record.clone());
-            tasks.spawn(async move { (r.clone(), kv.apply_at(&r, key, record).await) });
+            let mut local_go = local_go.clone();
+            tasks.spawn(async move {
+                if r.id == kv.me && local_go.wait_for(|go| *go).await.is_err() {
+                    let why = "every other replica refused this write".to_owned();
+                    return (r, Answer::Refused(why));
+                }
+                (r.clone(), kv.apply_at(&r, key, record).await)
+            });
         }
+        drop(local_go);
         let mut round = WriteRound::default();
         let mut missed: Vec<Replica> = Vec::new();
-        while !route.write_done(&round.acked_by, needed) {
+        while !round.is_done(route, needed) {
             let Some(joined) = tasks.join_next().await else {
                 break;
             };
             let (r, answer) = joined.map_err(|e| anyhow!("replica task failed: {e}"))?;
-            match answer {
-                Answer::Ok(()) => {
-                    round.acked.push(r.name.to_string());
-                    round.acked_by.push(r);
-                }
-                Answer::Newer(v) => {
-                    round.superseded.push(r.name.to_string());
-                    round.newer = round.newer.max(Some(v));
-                }
-                Answer::Unreachable => {
-                    round.unreachable.push(r.name.to_string());
-                    missed.push(r);
-                }
-                Answer::Unknown => {
-                    round.unknown.push(r.name.to_string());
-                    missed.push(r);
-                }
+            if r.id != self.me {
+                gate.handle_answer(&answer);
+            }
+            // After the first phase this write is stamped past everything
+            // acknowledged before it began: a replica holding a newer
+            // version holds a concurrent write, which this one is ordered
+            // before (MW-ABD), so that is an acknowledgement. Only a
+            // version too far ahead (a clock that ran fast) is not.
+            let answer = match answer {
+                Answer::Newer(v) if !self.too_far_ahead(&v) => Answer::Ok(()),
+                other => other,
+            };
+            if round.handle_answer(r.clone(), answer.into()) {
+                missed.push(r);
             }
         }
-        // Hints only where the write may exist: a definite failure (nothing
-        // written anywhere) must not come back later from a hint.
-        let done = route.write_done(&round.acked_by, needed);
-        let may_exist = done || !round.acked.is_empty() || !round.unknown.is_empty();
+        // Done: the write stands elsewhere, so this peer's copy may follow.
+        if round.is_done(route, needed) {
+            gate.release();
+        }
+        // Late answers still count for hints, where the write may exist.
+        let may_exist = round.may_exist(route, needed);
         let kv = self.clone();
         let (hint_key, hint_record) = (key.to_vec(), record.clone());
         tokio::spawn(async move {
@@ -342,7 +372,10 @@ impl Kv {
         Ok(round)
     }
 
-    /// Coordinates a get: the newest of R answers, with read repair.
+    /// Coordinates a get: the newest of R answers. At quorum and all,
+    /// stale answerers get the newest written back before the answer (a
+    /// quorum read returns only what a quorum holds); late answers and
+    /// reads at one are repaired in the background.
     pub(crate) async fn get(
         self: &Arc<Self>,
         key: Vec<u8>,
@@ -352,60 +385,66 @@ impl Kv {
         self.hot.lock().expect("hot lock").record(&key);
         let needed = required(consistency, self.replication());
         let route = self.route(&key, needed)?;
-        let mut replicas = route.read.clone();
-        if replicas.len() < needed {
-            return Err(RequestError::new(
-                ErrorKind::Definite,
-                format!(
-                    "needed {needed} answers, but this peer's ring has only {} replica(s) for the key",
-                    replicas.len()
-                ),
-            )
-            .into());
+        let (done, tasks) = self.read_quorum(&key, &route, needed).await?;
+        // A version far ahead (stamped by a clock that ran fast before the
+        // bound was in place) is returned, but this clock does not follow
+        // it: its writes would be refused for being as far ahead.
+        if let Some(best) = done
+            .best
+            .as_ref()
+            .filter(|b| !self.too_far_ahead(&b.version))
+        {
+            self.clock
+                .lock()
+                .expect("clock lock")
+                .observe(&best.version);
         }
-        // Ask only as many replicas as needed: this peer first (a local
-        // read), the others in random order, so reads of one key spread
-        // over its replicas. A replica that fails is replaced by the next.
-        let local = match replicas.iter().position(|r| r.id == self.me) {
-            Some(i) => {
-                replicas.swap(0, i);
-                1
+        let blocking = done.must_write_back(consistency, &route, needed);
+        if blocking {
+            if let Some(best) = &done.best {
+                self.write_back(&key, best, &done, &route, needed).await?;
             }
-            None => 0,
-        };
-        replicas[local..].shuffle(&mut rand::rng());
-        let mut spare: std::collections::VecDeque<Replica> =
-            replicas.split_off(needed.min(replicas.len())).into();
-        // Last resort: replicas still receiving (by this peer's news) may
-        // be done by now; if not, they say so.
-        if !route.degraded {
-            spare.extend(route.pending.iter().cloned());
         }
+        self.repair_late(key, &done, blocking, tasks);
+        let version = done.best.as_ref().map(format_version);
+        // An expired value reads as absent; its record still won (newest
+        // version wins) and was repaired like any other.
+        let now = self.wall_ms();
+        Ok(GetReply {
+            value: done
+                .best
+                .filter(|r| !r.is_expired(now))
+                .and_then(|r| r.value),
+            version,
+            answered: done.answered.iter().map(|r| r.name.to_string()).collect(),
+        })
+    }
+
+    /// `needed` answers for `key` over `route`, as [`ReadPlan`] says, and
+    /// the reads still in flight.
+    async fn read_quorum(
+        self: &Arc<Self>,
+        key: &[u8],
+        route: &Route<Replica>,
+        needed: usize,
+    ) -> Result<(ReadDone<Replica>, JoinSet<(Replica, Answer<ReadAnswer>)>)> {
+        let (mut plan, first) =
+            ReadPlan::new(route, needed, |r| r.id == self.me, &mut rand::rng())?;
         let mut tasks = JoinSet::new();
         let spawn_read = |tasks: &mut JoinSet<_>, r: Replica| {
-            let (kv, key) = (self.clone(), key.clone());
+            let (kv, key) = (self.clone(), key.to_vec());
             tasks.spawn(async move { (r.clone(), kv.read_at(&r, key).await) });
         };
         // The local read needs no task: it is answered first, at once.
         let mut at_once = None;
-        for r in replicas {
+        for r in first {
             if r.id == self.me {
-                let answer = match self.replica_read(&key) {
-                    Ok(answer) => Answer::Ok(answer),
-                    Err(_) => Answer::Unknown,
-                };
-                at_once = Some((r, answer));
+                at_once = Some((r, self.read_local(key)));
             } else {
                 spawn_read(&mut tasks, r);
             }
         }
-        let mut answers: Vec<(Replica, Option<Record>)> = Vec::new();
-        let (mut unreachable, mut unknown, mut not_held) = (Vec::new(), Vec::new(), Vec::new());
-        // Answers of replicas that do not hold the key's range fully: used
-        // only in degraded mode, and only when every candidate was asked
-        // and too few that hold it answered.
-        let mut weak: Vec<(Replica, Option<Record>)> = Vec::new();
-        while answers.len() < needed {
+        while !plan.is_done() {
             let (r, answer) = match at_once.take() {
                 Some(local) => local,
                 None => {
@@ -415,95 +454,79 @@ impl Kv {
                     joined.map_err(|e| anyhow!("replica task failed: {e}"))?
                 }
             };
-            let answer = match answer {
-                Answer::Ok(ReadAnswer::NotHeld(held)) => {
-                    not_held.push(r.name.to_string());
-                    weak.push((r, held));
-                    if let Some(next) = spare.pop_front() {
-                        spawn_read(&mut tasks, next);
-                    }
-                    continue;
-                }
-                Answer::Ok(ReadAnswer::Held(held)) => Answer::Ok(held),
-                Answer::Unreachable => Answer::Unreachable,
-                Answer::Unknown | Answer::Newer(_) => Answer::Unknown,
+            if let Some(next) = plan.handle_answer(r, answer.into()) {
+                spawn_read(&mut tasks, next);
+            }
+        }
+        Ok((plan.finish()?, tasks))
+    }
+
+    /// This peer's own answer to a read of `key`.
+    fn read_local(&self, key: &[u8]) -> Answer<ReadAnswer> {
+        match self.replica_read(key) {
+            Ok(answer) => Answer::Ok(answer),
+            Err(_) => Answer::Unknown,
+        }
+    }
+
+    /// Blocking read repair: `best` to the write targets that did not
+    /// answer with it, until a quorum holds it (see
+    /// [`ReadDone::must_write_back`]). The rest still get it.
+    async fn write_back(
+        self: &Arc<Self>,
+        key: &[u8],
+        best: &Record,
+        done: &ReadDone<Replica>,
+        route: &Route<Replica>,
+        needed: usize,
+    ) -> Result<()> {
+        let (mut back, targets) = done.write_back(route);
+        let mut tasks = JoinSet::new();
+        for r in targets {
+            let (kv, key, best) = (self.clone(), key.to_vec(), best.clone());
+            tasks.spawn(async move { (r.clone(), kv.apply_at(&r, key, best).await) });
+        }
+        while !back.is_done(route, needed) {
+            let Some(joined) = tasks.join_next().await else {
+                break;
             };
-            if !matches!(answer, Answer::Ok(_)) {
-                if let Some(next) = spare.pop_front() {
-                    spawn_read(&mut tasks, next);
+            let (r, answer) = joined.map_err(|e| anyhow!("replica task failed: {e}"))?;
+            debug!(replica = %r.name, "read repair (blocking)");
+            back.handle_answer(r, answer.into());
+        }
+        tasks.detach_all();
+        Ok(back.finish(route, needed, best)?)
+    }
+
+    /// Background read repair: stale answers of a read at one, and the
+    /// answers that came after the read was done.
+    fn repair_late(
+        self: &Arc<Self>,
+        key: Vec<u8>,
+        done: &ReadDone<Replica>,
+        written_back: bool,
+        mut tasks: JoinSet<(Replica, Answer<ReadAnswer>)>,
+    ) {
+        let Some(best) = done.best.clone() else {
+            return;
+        };
+        let stale = if written_back {
+            Vec::new()
+        } else {
+            done.stale.clone()
+        };
+        let kv = self.clone();
+        tokio::spawn(async move {
+            for r in stale {
+                debug!(replica = %r.name, "read repair");
+                let _ = kv.apply_at(&r, key.clone(), best.clone()).await;
+            }
+            while let Some(Ok((r, Answer::Ok(ReadAnswer::Held(held))))) = tasks.join_next().await {
+                if needs_repair(&held, &best) {
+                    let _ = kv.apply_at(&r, key.clone(), best.clone()).await;
                 }
             }
-            match answer {
-                Answer::Ok(held) => answers.push((r, held)),
-                Answer::Unreachable => unreachable.push(r.name.to_string()),
-                Answer::Unknown | Answer::Newer(_) => unknown.push(r.name.to_string()),
-            }
-        }
-        if answers.len() < needed && route.degraded {
-            let missing = needed - answers.len();
-            answers.extend(weak.into_iter().take(missing));
-        }
-        if answers.len() < needed {
-            let names: Vec<String> = answers.iter().map(|(r, _)| r.name.to_string()).collect();
-            let mut failed: Vec<String> = unreachable.into_iter().chain(unknown).collect();
-            failed.extend(
-                not_held
-                    .into_iter()
-                    .map(|n| format!("{n} (still receiving its ranges)")),
-            );
-            // A read that missed its quorum changed nothing.
-            return Err(RequestError::new(
-                ErrorKind::Definite,
-                format!(
-                    "needed {needed} answers, got {}{}; no answer from {}",
-                    names.len(),
-                    if names.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (from {})", names.join(", "))
-                    },
-                    failed.join(", ")
-                ),
-            )
-            .into());
-        }
-        let best = newest(answers.iter().map(|(_, held)| held)).cloned();
-        if let Some(best) = &best {
-            self.clock
-                .lock()
-                .expect("clock lock")
-                .observe(&best.version);
-        }
-        let answered: Vec<String> = answers.iter().map(|(r, _)| r.name.to_string()).collect();
-        // Read repair: stale answers now, late answers when they come.
-        if let Some(best) = best.clone() {
-            let kv = self.clone();
-            let key2 = key.clone();
-            tokio::spawn(async move {
-                for (r, held) in answers {
-                    if needs_repair(&held, &best) {
-                        debug!(replica = %r.name, "read repair");
-                        let _ = kv.apply_at(&r, key2.clone(), best.clone()).await;
-                    }
-                }
-                while let Some(Ok((r, Answer::Ok(ReadAnswer::Held(held))))) =
-                    tasks.join_next().await
-                {
-                    if needs_repair(&held, &best) {
-                        let _ = kv.apply_at(&r, key2.clone(), best.clone()).await;
-                    }
-                }
-            });
-        }
-        let version = best.as_ref().map(format_version);
-        // An expired value reads as absent; its record still won (newest
-        // version wins) and was repaired like any other.
-        let now = wall_ms();
-        Ok(GetReply {
-            value: best.filter(|r| !r.is_expired(now)).and_then(|r| r.value),
-            version,
-            answered,
-        })
+        });
     }
 
     /// The hottest keys, most requested first.
@@ -519,72 +542,6 @@ impl Kv {
                 error: h.error,
             })
             .collect()
-    }
-
-    /// Keeps a hint for a replica that missed a write.
-    async fn hint(&self, r: &Replica, key: Vec<u8>, record: Record) {
-        let hint = Hint {
-            target: r.id,
-            key,
-            record,
-            created_ms: wall_ms(),
-        };
-        match self.store.add_hint(hint, self.hint_limits).await {
-            Ok(true) => debug!(replica = %r.name, "hint stored"),
-            Ok(false) => {
-                self.hints_dropped.fetch_add(1, Ordering::Relaxed);
-                warn!(replica = %r.name, "hint dropped: the hint store is full");
-            }
-            Err(e) => {
-                self.hints_dropped.fetch_add(1, Ordering::Relaxed);
-                warn!(replica = %r.name, err = %e, "cannot store a hint");
-            }
-        }
-    }
-
-    /// Delivers the hints of every member that is alive again, and expires
-    /// those past the age limit. Called periodically.
-    pub(crate) async fn replay_hints(&self) {
-        if let Err(e) = self.store.expire_hints(wall_ms(), self.hint_limits) {
-            warn!(err = %e, "cannot expire hints");
-        }
-        let Ok(targets) = self.store.hint_targets() else {
-            return;
-        };
-        let view = self.view.borrow().clone();
-        for target in targets {
-            let Some(m) = view
-                .members
-                .iter()
-                .find(|m| m.id == target && m.state == State::Alive)
-            else {
-                continue;
-            };
-            let r = Replica {
-                id: m.id,
-                name: Arc::from(m.meta.name.as_str()),
-                addr: m.meta.addr,
-            };
-            let Ok(hints) = self.store.hints_for(&target, 256) else {
-                continue;
-            };
-            for hint in hints {
-                match self
-                    .apply_at(&r, hint.key.clone(), hint.record.clone())
-                    .await
-                {
-                    // Held, or superseded there by a newer version: either
-                    // way the hint has nothing left to deliver.
-                    Answer::Ok(()) | Answer::Newer(_) => {
-                        let _ = self.store.remove_hint(&hint);
-                        self.hints_replayed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Answer::Unreachable => break,
-                    // Refused or lost: try the others, this one next round.
-                    Answer::Unknown => {}
-                }
-            }
-        }
     }
 
     fn check(&self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
@@ -630,6 +587,10 @@ impl Kv {
             Ok(bytes) => match codec::decode::<Reply<ApplyReply>>(&bytes, 1 << 20) {
                 Ok(Reply::Ok(ApplyReply::Applied)) => Answer::Ok(()),
                 Ok(Reply::Ok(ApplyReply::Newer(v))) => Answer::Newer(v),
+                Ok(Reply::Err {
+                    kind: ErrorKind::Refused,
+                    message,
+                }) => Answer::Refused(message),
                 _ => Answer::Unknown,
             },
             Err(e) => e.into_answer(&r.name),
@@ -657,44 +618,28 @@ impl Kv {
             Err(e) => e.into_answer(&r.name),
         }
     }
+}
 
-    /// Replica side of `ReplicaRead`: the record, if this peer holds the
-    /// key's range fully.
-    pub(crate) fn replica_read(&self, key: &[u8]) -> Result<ReadAnswer> {
-        let record = self.store.get(key)?;
-        if !self.held.read().expect("held lock").holds(&self.me, key) {
-            return Ok(ReadAnswer::NotHeld(record));
+impl From<Answer<()>> for WriteResult {
+    fn from(a: Answer<()>) -> Self {
+        match a {
+            Answer::Ok(()) => Self::Applied,
+            Answer::Newer(v) => Self::Newer(v),
+            Answer::Refused(why) => Self::Refused(why),
+            Answer::Unreachable => Self::Unreachable,
+            Answer::Unknown => Self::Unknown,
         }
-        Ok(ReadAnswer::Held(record))
     }
+}
 
-    /// Whether this peer holds any ring's ranges fully (a new peer still
-    /// pulling its first ranges does not, and serves no range requests).
-    pub(crate) fn holds_any(&self) -> bool {
-        self.held.read().expect("held lock").ready.is_some()
-    }
-
-    /// Replica side of `ReplicaApply`.
-    pub(crate) async fn replica_apply(&self, key: &[u8], record: Record) -> Result<ApplyReply> {
-        self.check(key, record.value.as_deref())?;
-        self.clock
-            .lock()
-            .expect("clock lock")
-            .observe(&record.version);
-        self.apply_local(key, record).await
-    }
-
-    /// Applies `record` to this peer's store if it is newer; otherwise says
-    /// which newer version is held (an equal one is the same write, held).
-    async fn apply_local(&self, key: &[u8], record: Record) -> Result<ApplyReply> {
-        let version = record.version;
-        if self.store.apply(key, record).await? {
-            return Ok(ApplyReply::Applied);
+impl From<Answer<ReadAnswer>> for ReadResult {
+    fn from(a: Answer<ReadAnswer>) -> Self {
+        match a {
+            Answer::Ok(ReadAnswer::Held(held)) => Self::Held(held),
+            Answer::Ok(ReadAnswer::NotHeld(held)) => Self::NotHeld(held),
+            Answer::Unreachable => Self::Unreachable,
+            Answer::Unknown | Answer::Newer(_) | Answer::Refused(_) => Self::Unknown,
         }
-        Ok(match self.store.get(key)? {
-            Some(held) if held.version > version => ApplyReply::Newer(held.version),
-            _ => ApplyReply::Applied,
-        })
     }
 }
 
@@ -713,33 +658,6 @@ impl PeerError {
     }
 }
 
-/// Why a write missed its quorum: `Definite` only when no replica
-/// acknowledged and none was left without an answer after being sent the
-/// write (every one refused or was unreachable), `Unknown` otherwise.
-fn write_error(
-    needed: usize,
-    acked: &[String],
-    unreachable: &[String],
-    unknown: &[String],
-) -> RequestError {
-    let mut msg = format!("needed {needed} acknowledgements, got {}", acked.len());
-    if !acked.is_empty() {
-        msg.push_str(&format!(" (from {})", acked.join(", ")));
-    }
-    let failed: Vec<&String> = unreachable.iter().chain(unknown).collect();
-    if !failed.is_empty() {
-        let names: Vec<&str> = failed.iter().map(|s| s.as_str()).collect();
-        msg.push_str(&format!("; no answer from {}", names.join(", ")));
-    }
-    if acked.is_empty() && unknown.is_empty() {
-        msg.push_str("; nothing was written");
-        RequestError::new(ErrorKind::Definite, msg)
-    } else {
-        msg.push_str("; outcome unknown: replicas that acknowledged, or did not answer in time, may hold the write");
-        RequestError::new(ErrorKind::Unknown, msg)
-    }
-}
-
 fn format_version(r: &Record) -> String {
     let v = &r.version;
     format!(
@@ -749,34 +667,4 @@ fn format_version(r: &Record) -> String {
         v.node.short(),
         v.generation
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn names(n: &[&str]) -> Vec<String> {
-        n.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn write_error_is_definite_only_when_nothing_may_have_been_written() {
-        let e = write_error(2, &[], &names(&["p2", "p3"]), &[]);
-        assert_eq!(e.kind, ErrorKind::Definite, "{e}");
-        assert!(e.message.ends_with("nothing was written"), "{e}");
-        assert_eq!(
-            e.message,
-            "needed 2 acknowledgements, got 0; no answer from p2, p3; nothing was written"
-        );
-    }
-
-    #[test]
-    fn write_error_is_unknown_after_an_acknowledgement_or_a_silent_replica() {
-        let acked = write_error(2, &names(&["p1"]), &names(&["p2", "p3"]), &[]);
-        assert_eq!(acked.kind, ErrorKind::Unknown, "{acked}");
-        assert!(acked.message.contains("(from p1)"), "{acked}");
-        let silent = write_error(2, &[], &names(&["p2"]), &names(&["p3"]));
-        assert_eq!(silent.kind, ErrorKind::Unknown, "{silent}");
-        assert!(silent.message.contains("outcome unknown"), "{silent}");
-    }
 }

@@ -153,3 +153,29 @@ fn build_counts_leaving_members_only_in_the_full_ring() {
     };
     assert!(build(&none_leaving, 1).expect("ring").full.is_none());
 }
+
+#[test]
+fn the_previous_ring_is_the_last_different_one() {
+    let one = view(member("me", State::Alive, NodeStatus::Normal), vec![]);
+    let two = view(
+        member("me", State::Alive, NodeStatus::Normal),
+        vec![member("b", State::Alive, NodeStatus::Normal)],
+    );
+    let at = |v: &View| {
+        let m = ring_members(v, &mut DeadSince::new(), Instant::now(), GRACE);
+        build(&m, 1).expect("ring")
+    };
+    let first = at(&one).after(&RingState::default());
+    assert!(first.earlier.is_empty());
+    let second = at(&two).after(&first);
+    let digests = |s: &RingState| s.earlier.iter().map(Ring::digest).collect::<Vec<_>>();
+    let d = |r: &Option<Ring>| r.as_ref().map(Ring::digest).expect("ring");
+    assert_eq!(digests(&second), vec![d(&first.ring)]);
+    // Rebuilt the same (say a leaving member's status changed): the
+    // earlier rings stay as they were.
+    let again = at(&two).after(&second);
+    assert_eq!(digests(&again), vec![d(&first.ring)]);
+    // Back to the first ring: it is current, and the second is earlier.
+    let back = at(&one).after(&again);
+    assert_eq!(digests(&back), vec![d(&second.ring)]);
+}

@@ -81,6 +81,16 @@ pub(crate) enum Request {
     ReadMany { keys: Vec<Vec<u8>> },
     /// Transfers in progress and handoff counters.
     Handoff,
+    /// This peer's wall clock (clock offset probes).
+    Time,
+}
+
+/// Answer to [`Request::Time`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TimeReply {
+    /// Wall-clock milliseconds since the Unix epoch, read as the request
+    /// was answered.
+    pub(crate) wall_ms: u64,
 }
 
 /// Answer to [`Request::ReplicaRead`].

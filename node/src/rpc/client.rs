@@ -1,102 +1,553 @@
-//! The client side of the peer protocol, for CLI commands: a throwaway
-//! identity signed with the cluster key, one connection, one request.
+//! The one client of the peer protocol: a connection cache on one QUIC
+//! endpoint (one connection per peer address, dialled on first use and
+//! again when it breaks; the TLS setup is done once, when the client is
+//! made) and [`Client::call`]: one request on its own stream within a
+//! deadline, answered by a typed outcome. The CLI, `ringkv bench`, the
+//! testbed adapter and, through [`crate::rpc::pool`], peers asking replicas
+//! all use it. Does IO (QUIC).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
 use ringkv_gossip::transport::tls::{client_config, transport_config, SERVER_NAME};
 use ringkv_gossip::{ClusterKey, NodeIdentity};
 use serde::de::DeserializeOwned;
+use tokio::time::{timeout_at, Instant};
 
 use crate::rpc::api::{Reply, Request, RequestError, REPLY_MAX};
 use crate::rpc::codec;
 
-/// Sends one request to `peer` and returns its answer.
+/// Why an exchange with a peer failed, and what that means for the
+/// request's effect.
+#[derive(Debug)]
+pub(crate) enum PeerError {
+    /// Nothing was sent (no connection, no stream, or the peer refused our
+    /// certificate): the request was surely not applied.
+    Unreachable(anyhow::Error),
+    /// Sent, but no answer came: it may or may not have been applied.
+    Unknown(anyhow::Error),
+}
+
+impl std::fmt::Display for PeerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreachable(e) => write!(f, "unreachable: {e:#}"),
+            Self::Unknown(e) => write!(f, "no answer: {e:#}"),
+        }
+    }
+}
+
+/// Why a [`Client::call`] did not return a value.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// The exchange failed: see [`PeerError`].
+    Peer(PeerError),
+    /// The peer answered with an error, of this kind.
+    Answered(RequestError),
+}
+
+impl From<PeerError> for CallError {
+    fn from(e: PeerError) -> Self {
+        Self::Peer(e)
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Peer(e) => e.fmt(f),
+            Self::Answered(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Called with every connection the client dials.
+type OnConnect = Box<dyn Fn(&quinn::Connection) + Send + Sync>;
+
+/// The client: cheap to share behind an `Arc`, safe to call from many
+/// tasks at once (each call is a stream of its own).
+pub(crate) struct Client {
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+    /// Open connections by peer; a broken one is dropped and redialled.
+    conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    on_connect: Option<OnConnect>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.endpoint.local_addr().ok())
+            .field("conns", &self.conns.lock().map(|c| c.len()).ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client on an existing endpoint (a peer's own), with its TLS config.
+    pub(crate) fn new(endpoint: quinn::Endpoint, config: quinn::ClientConfig) -> Self {
+        Self {
+            endpoint,
+            config,
+            conns: Mutex::new(HashMap::new()),
+            on_connect: None,
+        }
+    }
+
+    /// Has `f` see every new connection (a peer hands them to its gossip
+    /// runner, which reads what the other side sends back on them).
+    pub(crate) fn on_connect(
+        mut self,
+        f: impl Fn(&quinn::Connection) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_connect = Some(Box::new(f));
+        self
+    }
+
+    /// A client of the cluster `key` from outside it (CLI, bench, testbed):
+    /// a throwaway identity signed with the key, on a socket of its own of
+    /// the same address family as `peer`.
+    ///
+    /// # Errors
+    /// No identity, TLS config or socket could be made.
+    pub(crate) fn for_cluster(key: &ClusterKey, peer: SocketAddr) -> Result<Self> {
+        let identity = NodeIdentity::generate().context("cannot make a client identity")?;
+        let mut config =
+            client_config(key, &identity).context("cannot build the TLS client config")?;
+        config.transport_config(Arc::new(transport_config()));
+        let bind = if peer.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+        };
+        let endpoint = quinn::Endpoint::client(bind).context("cannot open a client socket")?;
+        Ok(Self::new(endpoint, config))
+    }
+
+    /// Closes the endpoint and every connection on it (for clients made by
+    /// [`for_cluster`](Self::for_cluster), when done).
+    pub(crate) fn close(&self) {
+        self.endpoint.close(0u32.into(), b"done");
+    }
+
+    /// Drops the cached connection to `peer`, if any, so the next call
+    /// dials afresh. It is not closed: a peer's gossip runner may carry
+    /// traffic on it, and an unused connection ends at its idle timeout.
+    pub(crate) fn forget(&self, peer: SocketAddr) {
+        self.lock().remove(&peer);
+    }
+
+    /// Drops `conn` from the cache if it is still the one for `peer` (a
+    /// concurrent call may have dialled a newer one).
+    fn forget_conn(&self, peer: SocketAddr, conn: &quinn::Connection) {
+        let mut conns = self.lock();
+        if conns.get(&peer).map(quinn::Connection::stable_id) == Some(conn.stable_id()) {
+            conns.remove(&peer);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, quinn::Connection>> {
+        // The map stays consistent whatever panicked while holding it.
+        self.conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The connection to `peer`: the cached one if it is open (and `fresh`
+    /// is false), else a new one; and whether it came from the cache.
+    async fn connection(
+        &self,
+        peer: SocketAddr,
+        fresh: bool,
+    ) -> Result<(quinn::Connection, bool), PeerError> {
+        if !fresh {
+            let cached = self.lock().get(&peer).cloned();
+            if let Some(conn) = cached.filter(|c| c.close_reason().is_none()) {
+                return Ok((conn, true));
+            }
+        }
+        let conn = self
+            .endpoint
+            .connect_with(self.config.clone(), peer, SERVER_NAME)
+            .map_err(|e| PeerError::Unreachable(anyhow!("cannot connect to {peer}: {e}")))?
+            .await
+            .map_err(|e| connection_failed(peer, &e, false))?;
+        self.lock().insert(peer, conn.clone());
+        if let Some(f) = &self.on_connect {
+            f(&conn);
+        }
+        Ok((conn, false))
+    }
+
+    /// Dials `peer` now unless a connection is cached (to find out early
+    /// that a peer cannot be reached).
+    ///
+    /// # Errors
+    /// [`PeerError::Unreachable`]: no connection within `timeout`.
+    pub(crate) async fn connect(
+        &self,
+        peer: SocketAddr,
+        timeout: Duration,
+    ) -> Result<(), PeerError> {
+        match tokio::time::timeout(timeout, self.connection(peer, false)).await {
+            Ok(r) => r.map(drop),
+            Err(_) => Err(no_connection(peer, timeout)),
+        }
+    }
+
+    /// Sends `req` to `peer` on a stream of its own and returns the raw
+    /// answer (at most [`REPLY_MAX`] bytes), all within `timeout`. A cached
+    /// connection that turns out dead before anything was sent is replaced
+    /// once by a fresh one.
+    ///
+    /// # Errors
+    /// [`PeerError::Unreachable`] when nothing was sent (no connection or
+    /// stream in time, or the peer refused our certificate);
+    /// [`PeerError::Unknown`] when the request went out and no full answer
+    /// came back in time.
+    pub(crate) async fn call_raw(
+        &self,
+        peer: SocketAddr,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, PeerError> {
+        let deadline = Instant::now() + timeout;
+        let body = codec::encode(req);
+        let mut fresh = false;
+        let (conn, mut send, mut recv) = loop {
+            let (conn, cached) = match timeout_at(deadline, self.connection(peer, fresh)).await {
+                Ok(r) => r?,
+                Err(_) => return Err(no_connection(peer, timeout)),
+            };
+            match timeout_at(deadline, conn.open_bi()).await {
+                Ok(Ok((send, recv))) => break (conn, send, recv),
+                Ok(Err(e)) => {
+                    self.forget_conn(peer, &conn);
+                    if !cached {
+                        return Err(connection_failed(peer, &e, false));
+                    }
+                    // A dead cached connection: retry once on a fresh one.
+                    fresh = true;
+                }
+                Err(_) => {
+                    self.forget_conn(peer, &conn);
+                    return Err(PeerError::Unreachable(anyhow!(
+                        "no stream to {peer} within {:.1} s",
+                        timeout.as_secs_f64()
+                    )));
+                }
+            }
+        };
+        let exchange = async {
+            send.write_all(&body).await.map_err(|e| match e {
+                quinn::WriteError::ConnectionLost(c) => connection_failed(peer, &c, true),
+                other => lost(peer, &other.to_string()),
+            })?;
+            send.finish().map_err(|e| lost(peer, &e.to_string()))?;
+            recv.read_to_end(REPLY_MAX).await.map_err(|e| match e {
+                quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(c)) => {
+                    connection_failed(peer, &c, true)
+                }
+                other => lost(peer, &other.to_string()),
+            })
+        };
+        match timeout_at(deadline, exchange).await {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(e)) => {
+                self.forget_conn(peer, &conn);
+                Err(e)
+            }
+            Err(_) => {
+                // A peer killed with -9 leaves its connection looking open
+                // until the idle timeout: dial afresh next time.
+                self.forget_conn(peer, &conn);
+                Err(PeerError::Unknown(anyhow!(
+                    "peer {peer} did not answer within {:.1} s; a write may or may not have been applied",
+                    timeout.as_secs_f64()
+                )))
+            }
+        }
+    }
+
+    /// [`call_raw`](Self::call_raw), decoded: the value, or the peer's
+    /// error answer with its kind. An answer that cannot be decoded is
+    /// [`PeerError::Unknown`] (the request went out).
+    ///
+    /// # Errors
+    /// As [`call_raw`](Self::call_raw), or [`CallError::Answered`].
+    pub(crate) async fn call<T: DeserializeOwned>(
+        &self,
+        peer: SocketAddr,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<T, CallError> {
+        let bytes = self.call_raw(peer, req, timeout).await?;
+        match codec::decode::<Reply<T>>(&bytes, REPLY_MAX) {
+            Ok(Reply::Ok(v)) => Ok(v),
+            Ok(Reply::Err { kind, message }) => Err(CallError::Answered(RequestError::new(
+                kind,
+                format!("peer {peer}: {message}"),
+            ))),
+            Err(e) => Err(PeerError::Unknown(anyhow!(
+                "peer {peer} sent an answer this client cannot read: {e:#}"
+            ))
+            .into()),
+        }
+    }
+
+    /// The id of the cached connection to `peer`, if any.
+    #[cfg(test)]
+    fn cached(&self, peer: SocketAddr) -> Option<usize> {
+        self.lock().get(&peer).map(quinn::Connection::stable_id)
+    }
+}
+
+/// One request from outside the cluster (a CLI command): a client of its
+/// own, one call, closed after. Errors read for people; a peer's error
+/// answer keeps its kind (a [`RequestError`] in the chain).
+///
+/// # Errors
+/// Any [`CallError`], as text.
 pub(crate) async fn request<T: DeserializeOwned>(
     peer: SocketAddr,
     key: &ClusterKey,
     req: &Request,
     timeout: Duration,
 ) -> Result<T> {
-    let identity = NodeIdentity::generate().context("cannot make a client identity")?;
-    let mut config = client_config(key, &identity).context("cannot build the TLS client config")?;
-    config.transport_config(std::sync::Arc::new(transport_config()));
-    let bind: SocketAddr = if peer.is_ipv4() {
-        "0.0.0.0:0".parse()?
-    } else {
-        "[::]:0".parse()?
-    };
-    let endpoint = quinn::Endpoint::client(bind).context("cannot open a client socket")?;
-    let outcome = tokio::time::timeout(timeout, exchange(&endpoint, config, peer, req)).await;
-    endpoint.close(0u32.into(), b"done");
-    let bytes = match outcome {
-        Ok(result) => result?,
-        Err(_) => bail!("peer {peer} did not answer within {:.0} s (is it running, and is that its --listen address?)", timeout.as_secs_f64()),
-    };
-    match codec::decode::<Reply<T>>(&bytes, REPLY_MAX)
-        .with_context(|| format!("peer {peer} sent an answer this client cannot read"))?
-    {
-        Reply::Ok(value) => Ok(value),
-        Reply::Err { kind, message } => {
-            Err(RequestError::new(kind, format!("peer {peer}: {message}")).into())
-        }
+    let client = Client::for_cluster(key, peer)?;
+    let outcome = client.call(peer, req, timeout).await;
+    client.close();
+    match outcome {
+        Ok(v) => Ok(v),
+        Err(CallError::Answered(e)) => Err(e.into()),
+        Err(CallError::Peer(PeerError::Unreachable(e) | PeerError::Unknown(e))) => Err(e),
     }
 }
 
-async fn exchange(
-    endpoint: &quinn::Endpoint,
-    config: quinn::ClientConfig,
-    peer: SocketAddr,
-    req: &Request,
-) -> Result<Vec<u8>> {
-    let conn = endpoint
-        .connect_with(config, peer, SERVER_NAME)
-        .with_context(|| format!("cannot connect to {peer}"))?
-        .await
-        .map_err(|e| connection_failed(peer, &e))?;
-    // A connection can open before the peer has checked our certificate:
-    // only a completed exchange proves we are in.
-    let (mut send, mut recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| connection_failed(peer, &e))?;
-    let body = codec::encode(req);
-    send.write_all(&body).await.map_err(|e| match e {
-        quinn::WriteError::ConnectionLost(c) => connection_failed(peer, &c),
-        other => lost(peer, &other.to_string()),
-    })?;
-    send.finish().map_err(|e| lost(peer, &e.to_string()))?;
-    let bytes = recv.read_to_end(REPLY_MAX).await.map_err(|e| match e {
-        quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(c)) => {
-            connection_failed(peer, &c)
-        }
-        other => lost(peer, &other.to_string()),
-    })?;
-    conn.close(0u32.into(), b"done");
-    Ok(bytes)
+fn no_connection(peer: SocketAddr, timeout: Duration) -> PeerError {
+    PeerError::Unreachable(anyhow!(
+        "no connection to peer {peer} within {:.1} s (is it running, and is that its --listen address?)",
+        timeout.as_secs_f64()
+    ))
 }
 
 /// A connection that failed: a TLS alert (a closing code 0x100 to 0x1ff)
-/// means the peer refused our certificate, that is, another cluster's
-/// key; anything else means the peer went away.
-fn connection_failed(peer: SocketAddr, e: &quinn::ConnectionError) -> anyhow::Error {
+/// means the peer refused our certificate, that is, another cluster's key,
+/// so it handled nothing we sent; anything else means the peer went away,
+/// after the request went out if `sent`.
+fn connection_failed(peer: SocketAddr, e: &quinn::ConnectionError, sent: bool) -> PeerError {
     let tls_alert = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
-    match e {
-        quinn::ConnectionError::ConnectionClosed(c) if tls_alert(c.error_code) => {
-            refused(peer, &e.to_string())
-        }
-        quinn::ConnectionError::TransportError(t) if tls_alert(t.code) => {
-            refused(peer, &e.to_string())
-        }
-        _ => lost(peer, &e.to_string()),
+    let refused = match e {
+        quinn::ConnectionError::ConnectionClosed(c) => tls_alert(c.error_code),
+        quinn::ConnectionError::TransportError(t) => tls_alert(t.code),
+        _ => false,
+    };
+    if refused {
+        PeerError::Unreachable(anyhow!("peer {peer} refused the connection ({e}); check --cluster-key: it must be the key of the cluster that peer belongs to"))
+    } else if sent {
+        lost(peer, &e.to_string())
+    } else {
+        PeerError::Unreachable(anyhow!("cannot connect to {peer}: {e}"))
     }
 }
 
-fn refused(peer: SocketAddr, detail: &str) -> anyhow::Error {
-    anyhow!("peer {peer} refused the connection ({detail}); check --cluster-key: it must be the key of the cluster that peer belongs to")
+fn lost(peer: SocketAddr, detail: &str) -> PeerError {
+    PeerError::Unknown(anyhow!("lost the connection to peer {peer} before it answered ({detail}): it may have crashed or restarted; a write may or may not have been applied"))
 }
 
-fn lost(peer: SocketAddr, detail: &str) -> anyhow::Error {
-    anyhow!("lost the connection to peer {peer} before it answered ({detail}): it may have crashed or restarted; a write may or may not have been applied")
+#[cfg(test)]
+mod tests {
+    //! Against in-process peers and bare QUIC servers on loopback ports
+    //! the OS picks; every wait is bounded.
+
+    use std::path::Path;
+    use std::time::Instant as StdInstant;
+
+    use ringkv_gossip::transport::tls::server_config;
+
+    use super::*;
+    use crate::config::Settings;
+    use crate::daemon::{self, Listeners};
+    use crate::rpc::api::MembersReply;
+
+    /// The timeout of the calls that are expected to fail.
+    const SHORT: Duration = Duration::from_millis(500);
+    /// How much later than its timeout a failing call may return.
+    const SLACK: Duration = Duration::from_secs(2);
+    /// The timeout of the calls that are expected to succeed.
+    const CALL: Duration = Duration::from_secs(10);
+
+    fn test_key() -> ClusterKey {
+        ClusterKey::from_bytes([7; 32])
+    }
+
+    fn loopback() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    #[tokio::test]
+    async fn nobody_listening_is_unreachable_within_the_timeout() {
+        // A port that was free a moment ago, and is again.
+        let addr = std::net::UdpSocket::bind(loopback())
+            .and_then(|s| s.local_addr())
+            .expect("a free port");
+        let client = Client::for_cluster(&test_key(), addr).expect("a client");
+        let started = StdInstant::now();
+        let result = client.call_raw(addr, &Request::Members, SHORT).await;
+        assert!(
+            started.elapsed() < SHORT + SLACK,
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            matches!(result, Err(PeerError::Unreachable(_))),
+            "{result:?}"
+        );
+        assert_eq!(client.cached(addr), None);
+        client.close();
+    }
+
+    /// A bare QUIC server of the cluster `key` that accepts connections
+    /// and streams, reads nothing and never answers.
+    fn silent_server(key: &ClusterKey) -> (quinn::Endpoint, tokio::task::JoinHandle<()>) {
+        let identity = NodeIdentity::generate().expect("an identity");
+        let config = server_config(key, &identity).expect("a server config");
+        let endpoint = quinn::Endpoint::server(config, loopback()).expect("a server endpoint");
+        let accepting = endpoint.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(incoming) = accepting.accept().await {
+                let Ok(conn) = incoming.await else { continue };
+                while let Ok(stream) = conn.accept_bi().await {
+                    held.push(stream);
+                }
+            }
+        });
+        (endpoint, task)
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_answers_is_unknown_after_the_timeout() {
+        let key = test_key();
+        let (server, task) = silent_server(&key);
+        let addr = server.local_addr().expect("its address");
+        let client = Client::for_cluster(&key, addr).expect("a client");
+        let started = StdInstant::now();
+        let result = client
+            .call::<MembersReply>(addr, &Request::Members, SHORT)
+            .await;
+        let took = started.elapsed();
+        assert!(took >= SHORT && took < SHORT + SLACK, "took {took:?}");
+        assert!(
+            matches!(result, Err(CallError::Peer(PeerError::Unknown(_)))),
+            "{result:?}"
+        );
+        // The connection may lead to a dead process: the next call dials.
+        assert_eq!(client.cached(addr), None);
+        client.close();
+        server.close(0u32.into(), b"done");
+        task.abort();
+    }
+
+    fn settings(dir: &Path) -> Settings {
+        let data = dir.join("p1").display().to_string();
+        let flags = ["--data", &data, "--listen", "127.0.0.1:0", "--name", "p1"];
+        Settings::from_flags(flags.iter().map(ToString::to_string)).expect("settings")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_calls_to_a_peer_share_one_connection() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let peer = daemon::start(settings(dir.path()), Listeners::default())
+            .await
+            .expect("the peer starts");
+        let addr = peer.addrs().quic;
+        let text = std::fs::read_to_string(dir.path().join("p1").join("cluster.key"))
+            .expect("the cluster key");
+        let key = ClusterKey::parse(text.trim()).expect("a cluster key");
+        let client = Client::for_cluster(&key, addr).expect("a client");
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let members: MembersReply = client
+                .call(addr, &Request::Members, CALL)
+                .await
+                .expect("the peer answers");
+            assert_eq!(members.members.len(), 1);
+            ids.push(client.cached(addr).expect("a cached connection"));
+        }
+        assert_eq!(ids[0], ids[1], "the second call reused the connection");
+        client.close();
+        let _ = peer.shutdown(std::future::ready(())).await;
+    }
+
+    /// A bare QUIC server of the cluster `key` on `addr` that answers every
+    /// request with `Reply::Ok(generation)`. (An in-process peer keeps its
+    /// port bound after `Peer::shutdown`, so restarts use this.)
+    async fn answering_server(
+        key: &ClusterKey,
+        addr: SocketAddr,
+        generation: u32,
+    ) -> (quinn::Endpoint, tokio::task::JoinHandle<()>) {
+        let identity = NodeIdentity::generate().expect("an identity");
+        let config = server_config(key, &identity).expect("a server config");
+        let deadline = StdInstant::now() + Duration::from_secs(10);
+        let endpoint = loop {
+            match quinn::Endpoint::server(config.clone(), addr) {
+                Ok(endpoint) => break endpoint,
+                Err(e) if StdInstant::now() > deadline => panic!("cannot bind {addr}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let accepting = endpoint.clone();
+        let task = tokio::spawn(async move {
+            while let Some(incoming) = accepting.accept().await {
+                let Ok(conn) = incoming.await else { continue };
+                tokio::spawn(async move {
+                    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                        if recv.read_to_end(crate::rpc::api::REQUEST_MAX).await.is_ok() {
+                            let _ = send.write_all(&codec::encode(&Reply::Ok(generation))).await;
+                            let _ = send.finish();
+                        }
+                    }
+                });
+            }
+        });
+        (endpoint, task)
+    }
+
+    #[tokio::test]
+    async fn a_restarted_peer_is_redialled() {
+        let key = test_key();
+        let (server, task) = answering_server(&key, loopback(), 1).await;
+        let addr = server.local_addr().expect("its address");
+        let client = Client::for_cluster(&key, addr).expect("a client");
+        let got: u32 = client
+            .call(addr, &Request::Members, CALL)
+            .await
+            .expect("answers");
+        assert_eq!(got, 1);
+        let first = client.cached(addr).expect("a cached connection");
+
+        // The same address, a new process (endpoint) behind it.
+        server.close(0u32.into(), b"restart");
+        server.wait_idle().await;
+        task.abort();
+        let _ = task.await;
+        drop(server);
+        let (server, task) = answering_server(&key, addr, 2).await;
+
+        let got: u32 = client
+            .call(addr, &Request::Members, CALL)
+            .await
+            .expect("answers");
+        assert_eq!(got, 2, "the answer came from the restarted server");
+        let second = client.cached(addr).expect("a cached connection");
+        assert_ne!(first, second, "a new connection to the restarted server");
+        client.close();
+        server.close(0u32.into(), b"done");
+        task.abort();
+    }
 }

@@ -93,6 +93,9 @@ async fn dispatch(
         R::ReplicaRead { key } => reply(kv.replica_read(&key)),
         R::Hot => reply(Ok(kv.hot_keys(20))),
         R::Handoff => reply(Ok(handoff.report())),
+        R::Time => reply(Ok(api::TimeReply {
+            wall_ms: kv.wall_ms(),
+        })),
         request @ (R::RangePage { .. }
         | R::RangeSummary { .. }
         | R::RangeVersions { .. }

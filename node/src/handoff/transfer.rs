@@ -1,0 +1,390 @@
+//! Pulls: the ranges this peer gains, each streamed page by page from a
+//! live holder with checkpoints, or diffed when this peer already holds
+//! an old copy, then compared with enough other holders; at a bounded
+//! rate. Does IO (sled through the store, QUIC through the peer pool).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use ringkv_gossip::runner::View;
+use ringkv_ring::handoff::Pull;
+use ringkv_ring::{Ring, TokenRange};
+use ringkv_storage::Record;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::readiness::{holder, Holder};
+use crate::rpc::api::{RangePageReply, Reply, Request, SummaryReply, VersionsReply, REPLY_MAX};
+use crate::rpc::codec;
+
+use super::phase::plan_pulls;
+use super::{stored_ready_ring, Handoff, Transfer, PAGE_MAX, PULL_PREFIX, RANGE_TIMEOUT};
+
+/// Keys fetched per `ReadMany`.
+const FETCH_BATCH: usize = 512;
+/// Keys and versions per listing page.
+const VERSIONS_PAGE: u32 = 8192;
+
+/// A page applied and being flushed, not yet checkpointed.
+struct Flushing {
+    flush: tokio::task::JoinHandle<Result<(), ringkv_storage::StoreError>>,
+    /// The cursor after the page.
+    next: Option<Vec<u8>>,
+    records: u64,
+    bytes: u64,
+    estimate: u64,
+}
+
+/// A transfer checkpoint, per range.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Checkpoint {
+    /// Store key of the last record applied.
+    cursor: Option<Vec<u8>>,
+    /// The range came over from one holder; what remains is verification.
+    copied: bool,
+}
+
+fn pull_name(range: &TokenRange) -> String {
+    format!("{PULL_PREFIX}{:016x}-{:016x}", range.start.0, range.end.0)
+}
+
+impl Handoff {
+    /// Pulls every range this peer replicates in `ring` and did not hold.
+    pub(super) async fn sync_ring(self: &Arc<Self>, ring: &Ring, tag: &str) -> Result<()> {
+        let view = self.kv.view.borrow().clone();
+        let full = self.kv.ring.borrow().full.clone();
+        let ready = stored_ready_ring(&self.kv);
+        let plan = plan_pulls(ready.as_ref(), ring, full.as_ref(), &view);
+        let work: Vec<Pull> = plan.into_iter().filter(|p| !p.sources.is_empty()).collect();
+        {
+            let mut p = self.progress.lock().expect("progress lock");
+            p.ring = Some(tag.to_owned());
+            p.pending_ranges = work.len();
+        }
+        if !work.is_empty() {
+            info!(ranges = work.len(), ring = tag, "handoff: pulling ranges");
+        }
+        let slots = Arc::new(Semaphore::new(self.cfg.max_transfers.max(1)));
+        let mut tasks = JoinSet::new();
+        for pull in work {
+            let permit = slots.clone().acquire_owned().await?;
+            let (me, view) = (self.clone(), view.clone());
+            tasks.spawn(async move {
+                let _permit = permit;
+                let range = pull.range;
+                let outcome = me.transfer(&pull, &view).await;
+                me.progress
+                    .lock()
+                    .expect("progress lock")
+                    .transfers
+                    .remove(&range);
+                outcome.with_context(|| format!("range {range}"))
+            });
+        }
+        let mut failed = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {
+                    self.ranges_completed.fetch_add(1, Relaxed);
+                    let mut p = self.progress.lock().expect("progress lock");
+                    p.pending_ranges = p.pending_ranges.saturating_sub(1);
+                }
+                Ok(Err(e)) => failed = Some(e),
+                Err(e) => failed = Some(anyhow!("transfer task failed: {e}")),
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// One range: copy it from a holder, then compare with enough others.
+    async fn transfer(&self, pull: &Pull, view: &View) -> Result<()> {
+        let name = pull_name(&pull.range);
+        let mut cp: Checkpoint = self
+            .kv
+            .store
+            .progress(&name)?
+            .and_then(|b| codec::decode(&b, 1 << 20).ok())
+            .unwrap_or_default();
+        let sources: Vec<Holder> = pull
+            .sources
+            .iter()
+            .filter_map(|id| holder(view, id).map(|(h, _)| h))
+            .collect();
+        let mut used = Vec::new();
+        if !cp.copied {
+            // A peer back from a long absence holds an old copy: diffing
+            // keys and versions moves only what changed. Anyone else holds
+            // at most the writes sent to it since the change: stream.
+            let holds_some = self.rejoined
+                && cp.cursor.is_none()
+                && !self
+                    .kv
+                    .store
+                    .page(&pull.range, None, 1, 1)?
+                    .records
+                    .is_empty();
+            for source in &sources {
+                let outcome = if holds_some {
+                    self.diff_from(&pull.range, source).await.map(|_| ())
+                } else {
+                    self.stream(&pull.range, source, &name, &mut cp).await
+                };
+                match outcome {
+                    Ok(()) => {
+                        cp.copied = true;
+                        self.kv.store.set_progress(&name, &codec::encode(&cp))?;
+                        used.push(source.id);
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(range = %pull.range, source = %source.name, err = %format!("{e:#}"), "transfer failed; trying another holder");
+                    }
+                }
+            }
+            if !cp.copied {
+                bail!("no holder of the range answered");
+            }
+        }
+        // Every quorum write reached a majority of the holders: after
+        // merging a majority, this peer has them all.
+        let majority = pull.sources.len() / 2 + 1;
+        let mut merged = used.len().max(usize::from(cp.copied));
+        for source in sources.iter().filter(|s| !used.contains(&s.id)) {
+            if merged >= majority {
+                break;
+            }
+            match self.verify_with(&pull.range, source).await {
+                Ok(()) => merged += 1,
+                Err(e) => {
+                    debug!(range = %pull.range, source = %source.name, err = %format!("{e:#}"), "cannot compare with this holder")
+                }
+            }
+        }
+        if merged < majority {
+            bail!("compared with {merged} of the {majority} holders needed");
+        }
+        Ok(())
+    }
+
+    /// Compares summaries with `source` and pulls what differs.
+    async fn verify_with(&self, range: &TokenRange, source: &Holder) -> Result<()> {
+        let theirs = self.summary_at(range, source).await?;
+        let store = self.kv.store.clone();
+        let range2 = *range;
+        let mine = tokio::task::spawn_blocking(move || store.summary(&range2)).await??;
+        if mine.hash != theirs.hash {
+            self.diff_from(range, source).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn summary_at(
+        &self,
+        range: &TokenRange,
+        source: &Holder,
+    ) -> Result<SummaryReply> {
+        self.ask(source, &Request::RangeSummary { range: *range })
+            .await
+    }
+
+    async fn ask<T: serde::de::DeserializeOwned>(
+        &self,
+        source: &Holder,
+        req: &Request,
+    ) -> Result<T> {
+        let bytes = self
+            .kv
+            .peers
+            .request_within(source.addr, req, RANGE_TIMEOUT)
+            .await
+            .map_err(|e| anyhow!("{}: {e}", source.name))?;
+        match codec::decode::<Reply<T>>(&bytes, REPLY_MAX)? {
+            Reply::Ok(v) => Ok(v),
+            Reply::Err { message, .. } => Err(anyhow!("{}: {message}", source.name)),
+        }
+    }
+
+    /// Waits as the rate limit asks before taking `bytes` more.
+    async fn throttle(&self, bytes: usize) {
+        if self.cfg.rate == 0 {
+            return;
+        }
+        let cost = Duration::from_secs_f64(bytes as f64 / self.cfg.rate as f64);
+        let wait = {
+            let mut next = self.next_free.lock().await;
+            let now = Instant::now();
+            let start = (*next).max(now);
+            *next = start + cost;
+            start.saturating_duration_since(now)
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Copies `range` from `source` page by page, resuming at the
+    /// checkpoint. Three pages are in motion at once: the next one is
+    /// fetched while this one is applied and the previous one is flushed.
+    async fn stream(
+        &self,
+        range: &TokenRange,
+        source: &Holder,
+        name: &str,
+        cp: &mut Checkpoint,
+    ) -> Result<()> {
+        self.progress
+            .lock()
+            .expect("progress lock")
+            .transfers
+            .insert(
+                *range,
+                Transfer {
+                    source: source.name.clone(),
+                    total_records: 0,
+                    records: 0,
+                    bytes: 0,
+                    started: Instant::now(),
+                },
+            );
+        let fetch = |after: Option<Vec<u8>>| {
+            let (kv, addr) = (self.kv.clone(), source.addr);
+            let req = Request::RangePage {
+                range: *range,
+                after,
+                max_bytes: u32::try_from(self.cfg.page_bytes.min(PAGE_MAX)).unwrap_or(u32::MAX),
+            };
+            tokio::spawn(async move { kv.peers.request_within(addr, &req, RANGE_TIMEOUT).await })
+        };
+        let mut next = Some(fetch(cp.cursor.clone()));
+        let mut flushing: Option<Flushing> = None;
+        while let Some(pending) = next.take() {
+            let bytes = pending
+                .await?
+                .map_err(|e| anyhow!("{}: {e}", source.name))?;
+            let page = match codec::decode::<Reply<RangePageReply>>(&bytes, REPLY_MAX)? {
+                Reply::Ok(p) => p,
+                Reply::Err { message, .. } => bail!("{}: {message}", source.name),
+            };
+            if *blake3::hash(&page.batch).as_bytes() != page.check {
+                bail!("a page from {} failed its blake3 check", source.name);
+            }
+            if let Some(after) = &page.next {
+                next = Some(fetch(Some(after.clone())));
+            }
+            self.throttle(page.batch.len()).await;
+            let records: Vec<(Vec<u8>, Record)> = codec::decode(&page.batch, REPLY_MAX)?;
+            let n = records.len() as u64;
+            let store = self.kv.store.clone();
+            tokio::task::spawn_blocking(move || {
+                for (key, record) in records {
+                    store.apply_nosync(&key, record)?;
+                }
+                Ok::<_, ringkv_storage::StoreError>(())
+            })
+            .await??;
+            // The previous page is checkpointed once its flush is done;
+            // this page's flush then runs while the next page is applied.
+            if let Some(previous) = flushing.take() {
+                self.checkpoint(range, name, cp, previous).await?;
+            }
+            let store = self.kv.store.clone();
+            flushing = Some(Flushing {
+                flush: tokio::spawn(async move { store.sync().await }),
+                next: page.next,
+                records: n,
+                bytes: page.batch.len() as u64,
+                estimate: page.estimate,
+            });
+        }
+        if let Some(last) = flushing.take() {
+            self.checkpoint(range, name, cp, last).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for a page's flush, then moves the checkpoint past it: a
+    /// resumed transfer never skips a record that was not durable.
+    async fn checkpoint(
+        &self,
+        range: &TokenRange,
+        name: &str,
+        cp: &mut Checkpoint,
+        page: Flushing,
+    ) -> Result<()> {
+        page.flush
+            .await
+            .map_err(|e| anyhow!("the flush task failed: {e}"))??;
+        cp.cursor = page.next;
+        self.kv.store.set_progress(name, &codec::encode(&*cp))?;
+        self.keys_moved.fetch_add(page.records, Relaxed);
+        self.bytes_moved.fetch_add(page.bytes, Relaxed);
+        if let Some(t) = self
+            .progress
+            .lock()
+            .expect("progress lock")
+            .transfers
+            .get_mut(range)
+        {
+            t.total_records = t.total_records.max(page.estimate);
+            t.records += page.records;
+            t.bytes += page.bytes;
+        }
+        Ok(())
+    }
+
+    /// Lists `source`'s keys and versions in `range` and pulls every
+    /// record newer there than here; returns how many changed here.
+    pub(super) async fn diff_from(&self, range: &TokenRange, source: &Holder) -> Result<u64> {
+        let mut after: Option<Vec<u8>> = None;
+        let mut changed = 0;
+        loop {
+            let page: VersionsReply = self
+                .ask(
+                    source,
+                    &Request::RangeVersions {
+                        range: *range,
+                        after: after.clone(),
+                        max: VERSIONS_PAGE,
+                        any: false,
+                    },
+                )
+                .await?;
+            let mut want = Vec::new();
+            for (key, version) in page.versions {
+                let here = self.kv.store.get(&key)?;
+                if here.is_none_or(|r| r.version < version) {
+                    want.push(key);
+                }
+            }
+            for chunk in want.chunks(FETCH_BATCH) {
+                let keys = chunk.to_vec();
+                let records: Vec<Option<Record>> = self
+                    .ask(source, &Request::ReadMany { keys: keys.clone() })
+                    .await?;
+                for (key, record) in keys.iter().zip(records) {
+                    if let Some(record) = record {
+                        let size = key.len() + record.value.as_ref().map_or(0, Vec::len);
+                        if self.kv.store.apply_nosync(key, record)? {
+                            changed += 1;
+                            self.bytes_moved.fetch_add(size as u64, Relaxed);
+                        }
+                    }
+                }
+                self.kv.store.sync().await?;
+            }
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        self.keys_moved.fetch_add(changed, Relaxed);
+        Ok(changed)
+    }
+}
