@@ -77,6 +77,11 @@ impl DataDir {
         )
     }
 
+    /// Where the cluster key is kept (mode 0600).
+    pub(crate) fn cluster_key_path(&self) -> PathBuf {
+        self.path(CLUSTER_KEY_FILE)
+    }
+
     /// The cluster key stored here, if any.
     pub(crate) fn cluster_key(&self) -> Result<Option<ClusterKey>> {
         let path = self.path(CLUSTER_KEY_FILE);
@@ -170,4 +175,27 @@ fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_cluster_key_file_is_private_whether_generated_or_given() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let first = DataDir::open(&tmp.path().join("a")).expect("open");
+        let (key, created) = first.bind_cluster(None).expect("generate");
+        assert!(created);
+        assert_eq!(mode(&first.cluster_key_path()), 0o600);
+        let second = DataDir::open(&tmp.path().join("b")).expect("open");
+        second.bind_cluster(Some(key)).expect("given");
+        assert_eq!(mode(&second.cluster_key_path()), 0o600);
+    }
 }

@@ -111,9 +111,9 @@ fn bad_fault_bodies_answer_400_and_change_nothing() {
     let peer = Peer::start(dir.path(), "p1", FLAGS);
     assert_eq!(
         get_faults(&peer),
-        json!({"drop": [], "loss": 0.0, "delay_ms": 0})
+        json!({"drop": [], "loss": 0.0, "delay_ms": 0, "clock_offset_ms": 0, "full_disk": false})
     );
-    let good = json!({"drop": ["127.0.0.1:4001"], "loss": 0.1, "delay_ms": 5});
+    let good = json!({"drop": ["127.0.0.1:4001"], "loss": 0.1, "delay_ms": 5, "clock_offset_ms": -250, "full_disk": false});
     put_faults(&peer, &good);
     assert_eq!(get_faults(&peer), good);
 
@@ -121,6 +121,10 @@ fn bad_fault_bodies_answer_400_and_change_nothing() {
         (r#"{"loss": 1.01}"#, "loss 1.01 is out of range"),
         (r#"{"loss": -1}"#, "is out of range"),
         (r#"{"delay_ms": 10001}"#, "delay_ms 10001 is out of range"),
+        (
+            r#"{"clock_offset_ms": 40000000000}"#,
+            "clock_offset_ms 40000000000 is out of range",
+        ),
         (
             r#"{"drop": ["127.0.0.1"]}"#,
             "is not a peer's QUIC socket address",
@@ -140,7 +144,7 @@ fn bad_fault_bodies_answer_400_and_change_nothing() {
     put_faults(&peer, &json!({}));
     assert_eq!(
         get_faults(&peer),
-        json!({"drop": [], "loss": 0.0, "delay_ms": 0})
+        json!({"drop": [], "loss": 0.0, "delay_ms": 0, "clock_offset_ms": 0, "full_disk": false})
     );
 }
 

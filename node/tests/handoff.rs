@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::{
     converged_cluster, handoff, members, one_cluster_at_a_time, wait_for, wait_ok, Peer, BIN,
+    CONVERGE,
 };
 use ringkv_ring::{NodeId, NodeSpec, Ring, DEFAULT_VNODES};
 
@@ -522,4 +523,75 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), &target).unwrap();
         }
     }
+}
+
+/// Issue 13: three peers hold the keys; three more join, throttled so
+/// their pulls cannot finish, and are killed with -9 once the old holders
+/// hold the ring of six. The dead joiners have announced nothing, so the
+/// old holders keep every range until the ring drops them (dead grace),
+/// then plan again with each other: every acknowledged key still reads at
+/// quorum, with three copies. (Counting the dead as ready, the old holders
+/// dropped the ranges whose three new replicas were all joiners.)
+#[test]
+fn joiners_killed_before_their_pulls_finish_lose_no_acknowledged_key() {
+    let _one = one_cluster_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let mut flags = FAST.to_vec();
+    flags.extend(["--dead-grace", "15s"]);
+    let (mut peers, key) = converged_cluster(dir.path(), 3, &flags);
+    let n = 2_000;
+    {
+        let refs: Vec<&Peer> = peers.iter().collect();
+        load(&refs, &key, n, 1000);
+    }
+    let join = peers[0].addr.to_string();
+    let mut slow = vec!["--join", join.as_str(), "--cluster-key", key.as_str()];
+    slow.extend_from_slice(&flags);
+    // About 1 MB each to pull at 20 KB/s: nearly a minute.
+    slow.extend(["--handoff-rate", "20KB"]);
+    let joiners: Vec<Peer> = ["p4", "p5", "p6"]
+        .iter()
+        .map(|name| Peer::start(dir.path(), name, &slow))
+        .collect();
+    // The old holders hold the ring of six (they pull nothing for it).
+    wait_ok(CONVERGE, "the old holders announce the ring of six", || {
+        for p in &peers {
+            let (ring, _) = ring_of(p.addr, &key).ok_or(format!("{}: no ring", p.name))?;
+            if ring.nodes().len() != 6 {
+                return Err(format!("{}: {} members", p.name, ring.nodes().len()));
+            }
+            let h = handoff(p.addr, &key).ok_or(format!("{}: no handoff", p.name))?;
+            if h["ready"].as_str() != Some(ring.digest().short().as_str()) {
+                return Err(format!("{} is not ready: {h}", p.name));
+            }
+        }
+        Ok(())
+    });
+    for j in &joiners {
+        let h = handoff(j.addr, &key).unwrap();
+        assert_ne!(h["ready"], h["ring"], "{} finished too soon: {h}", j.name);
+    }
+    drop(joiners); // kill -9, before their pulls finish
+    let refs: Vec<&Peer> = peers.iter().collect();
+    // The dead grace passes, the ring is the three again, all ready.
+    wait_ok(
+        Duration::from_secs(120),
+        "the three hold their ring again",
+        || {
+            for p in &refs {
+                let (ring, _) = ring_of(p.addr, &key).ok_or(format!("{}: no ring", p.name))?;
+                if ring.nodes().len() != 3 {
+                    return Err(format!("{}: {} members", p.name, ring.nodes().len()));
+                }
+            }
+            settled(&refs, &key)
+                .map(|_| ())
+                .ok_or("not settled".to_owned())
+        },
+    );
+    three_copies(&refs, &key, n).unwrap();
+    let mut args = sequential(n, "1");
+    args.extend(["--value-size".to_owned(), "1000".to_owned()]);
+    finish(bench(&refs, &key, &args), "the reader");
+    peers.clear();
 }

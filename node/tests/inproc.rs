@@ -263,3 +263,58 @@ async fn a_peer_stopped_by_its_shutdown_future_leaves_and_all_its_tasks_end() {
     .await;
     stop_all(peers).await;
 }
+
+/// A stopped in-process peer lets go of everything it held (the store's
+/// lock, its sockets): the same data dir starts again in the same
+/// process, on the same ports, with its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_peer_releases_its_store_and_ports_and_restarts_with_its_data() {
+    subscribe();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p1 = daemon::start(settings(dir.path(), "p1", None), Listeners::default())
+        .await
+        .expect("p1 starts");
+    let (resp, quic) = (p1.addrs().resp.expect("resp"), p1.addrs().quic);
+    until_ok("SET", "OK".to_owned(), move || set(resp, "k", "kept")).await;
+    stop_all(vec![p1]).await;
+
+    // The same ports: nothing of the stopped peer may still hold them.
+    let again = Settings::from_flags(
+        [
+            "--data",
+            &dir.path().join("p1").display().to_string(),
+            "--listen",
+            &quic.to_string(),
+            "--resp",
+            &resp.to_string(),
+            "--name",
+            "p1",
+        ]
+        .map(String::from),
+    )
+    .expect("settings");
+    let p1 = tokio::time::timeout(WAIT, async {
+        loop {
+            match daemon::start(again.clone(), Listeners::default()).await {
+                Ok(p) => break p,
+                Err(e) => {
+                    let text = format!("{e:#}");
+                    assert!(
+                        text.contains("in use") || text.contains("lock"),
+                        "unexpected: {text}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the data dir and ports are free again");
+    until_ok(
+        "GET after the restart",
+        Some("kept".to_owned()),
+        move || get(resp, "k"),
+    )
+    .await;
+    stop_all(vec![p1]).await;
+}

@@ -86,6 +86,25 @@ fn alive(pid: u32) -> bool {
     })
 }
 
+/// The cluster key is in no peer's argv, not in `up`'s output nor the
+/// peers' logs, and the state file holding it is 0600.
+fn key_stays_private(dir: &Path, up: &str, peers: &[(String, u32)]) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let key = std::fs::read_to_string(dir.join("p1").join("cluster.key")).unwrap();
+    let hex = key.trim().trim_start_matches("rkv1-").to_owned();
+    assert_eq!(hex.len(), 64, "{key}");
+    assert!(!up.contains(&hex), "`up` prints the key: {up}");
+    for (name, pid) in peers {
+        let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
+        assert!(!argv.contains(&hex), "{name}'s argv holds the key: {argv}");
+        let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap();
+        assert!(!log.contains(&hex), "{name}'s log holds the key");
+    }
+    let state = std::fs::metadata(dir.join("testbed.json")).unwrap();
+    assert_eq!(state.permissions().mode() & 0o777, 0o600);
+}
+
 #[test]
 fn detached_cluster_survives_its_command_and_takes_faults_load_and_down() {
     let _one = CLUSTERS
@@ -114,6 +133,7 @@ fn detached_cluster_survives_its_command_and_takes_faults_load_and_down() {
         "the peers outlive `up`"
     );
     assert!(dir.join("p1.log").exists() && dir.join("p1").is_dir());
+    key_stays_private(&dir, &up, &before);
 
     // Bad input is refused clearly and changes nothing.
     assert!(fails(&["kill", "p9", "--dir", &d]).contains("no peer called \"p9\""));
@@ -261,6 +281,21 @@ fn scenario_add_under_load_converges_and_loses_nothing() {
 
 fn scenario_partition_heal_converges_and_loses_nothing() {
     scenario("partition-heal");
+}
+
+#[test]
+fn scenario_clock_skew_loses_nothing() {
+    scenario("clock-skew");
+}
+
+#[test]
+fn scenario_joiners_dying_mid_handoff_lose_nothing() {
+    scenario("joiners-die");
+}
+
+#[test]
+fn scenario_full_disk_loses_nothing() {
+    scenario("full-disk");
 }
 
 #[test]

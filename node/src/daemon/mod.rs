@@ -5,6 +5,9 @@
 //! [`Peer::shutdown`] ([`shutdown`]) stops. IO: binds sockets, opens the
 //! store, prints the startup banner.
 
+#[cfg(test)]
+mod absence_tests;
+mod banner;
 mod shutdown;
 mod tasks;
 
@@ -24,7 +27,7 @@ use ringkv_gossip::{
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{info, warn};
 
 pub use self::shutdown::{ShutdownSignal, Stopped};
 use self::tasks::Tasks;
@@ -33,6 +36,7 @@ use crate::datadir::DataDir;
 use crate::handoff::Handoff;
 use crate::rpc::pool::Peers;
 use crate::shared::Kv;
+use crate::wall::WallClock;
 use ringkv_gossip::transport::faults::FaultSwitch;
 
 /// Sockets the caller bound already (tests bind `127.0.0.1:0`); each one
@@ -96,6 +100,11 @@ impl Peer {
 /// Bad settings, or a peer that cannot start.
 pub(crate) async fn run(args: &NodeArgs) -> Result<()> {
     let mut signal = ShutdownSignal::listen()?;
+    // Like Redis: as many descriptors as allowed, for RESP clients.
+    match crate::resp::guard::raise_fd_limit() {
+        Ok((before, after)) => info!(?before, ?after, "file-descriptor soft limit"),
+        Err(e) => warn!(err = %e, "cannot raise the file-descriptor limit"),
+    }
     let settings = Settings::from_args(args)?;
     let peer = start(settings, Listeners::default()).await?;
     signal.wait().await;
@@ -133,6 +142,10 @@ struct Opened {
     incarnation: u64,
     store: ringkv_storage::Store,
     clock: ringkv_storage::Clock,
+    /// How long this peer was away by its own clock (`None`: a new store).
+    away: Option<Duration>,
+    /// Whether its ranges must be compared afresh (set once the absence
+    /// is settled, in [`start`]).
     forget_ready: bool,
     seeds: Vec<SocketAddr>,
 }
@@ -144,14 +157,14 @@ fn open(settings: &Settings) -> Result<Opened> {
     let seeds = resolve_seeds(&settings.join)?;
     let given_key = settings.key.resolve()?;
     if given_key.is_none() && !seeds.is_empty() && dir.cluster_key()?.is_none() {
-        bail!("joining a cluster needs its key: pass --cluster-key (or --cluster-key-file, or RINGKV_CLUSTER_KEY) as printed by its first peer");
+        bail!("joining a cluster needs its key: pass --cluster-key-file FILE with a copy of its first peer's <DATA>/cluster.key (or set RINGKV_CLUSTER_KEY)");
     }
     let (key, created) = dir.bind_cluster(given_key)?;
     let incarnation = dir.next_incarnation()?;
     let store = ringkv_storage::Store::open(&settings.data.join("store"))
         .context("cannot open the store")?;
     let clock = ringkv_storage::Clock::new(id, store.generation(), store.hlc_floor());
-    let forget_ready = tasks::check_absence(&store, settings.dead_grace, settings.tombstone_grace)?;
+    let away = tasks::away(&store, WallClock::system().now_ms())?;
     Ok(Opened {
         dir,
         identity,
@@ -161,7 +174,8 @@ fn open(settings: &Settings) -> Result<Opened> {
         incarnation,
         store,
         clock,
-        forget_ready,
+        away,
+        forget_ready: false,
         seeds,
     })
 }
@@ -186,12 +200,15 @@ async fn bind_admin(
     settings: &Settings,
     given: Option<TcpListener>,
 ) -> Result<Option<TcpListener>> {
-    if given.is_some() {
-        return Ok(given);
+    if let Some(listener) = given {
+        settings.admin_http.check(listener.local_addr()?)?;
+        return Ok(Some(listener));
     }
     let Some(addr) = settings.admin else {
         return Ok(None);
     };
+    // Settings checked it already; the check stays next to the bind.
+    settings.admin_http.check(addr)?;
     let listener = TcpListener::bind(addr).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => {
             anyhow::anyhow!("cannot serve admin HTTP on {addr}: the address is in use")
@@ -213,6 +230,7 @@ async fn bind_resp(
                     listen: listener.local_addr()?,
                     password: None,
                     consistency: crate::rpc::api::Consistency::Quorum,
+                    limits: crate::resp::ClientLimits::default(),
                 },
             };
             Ok(Some((listener, config)))
@@ -292,15 +310,11 @@ fn meta(
 }
 
 fn print_banner(addrs: &PeerAddrs, opened: &Opened, advertise: SocketAddr) {
-    let PeerAddrs { name, id, quic, .. } = addrs;
-    let incarnation = opened.incarnation;
-    println!("ringkv: node {name} (id {id}) listening on {quic}, incarnation {incarnation}");
-    if opened.created {
-        let key = &opened.key;
-        println!("ringkv: started a new cluster. Join another peer to it with:");
-        println!(
-            "  ringkv node --data <DIR> --listen <ADDR> --join {advertise} --cluster-key {key}"
-        );
+    let key_file = opened.dir.cluster_key_path();
+    let key_file = std::path::absolute(&key_file).unwrap_or(key_file);
+    let created = opened.created.then_some((&opened.key, key_file.as_path()));
+    for line in banner::lines(addrs, opened.incarnation, created, advertise) {
+        println!("{line}");
     }
 }
 
@@ -312,7 +326,28 @@ fn print_banner(addrs: &PeerAddrs, opened: &Opened, advertise: SocketAddr) {
 /// An unusable data dir or store, an address that cannot be bound, a
 /// wildcard `listen` without `advertise`, or joining without the key.
 pub async fn start(settings: Settings, listeners: Listeners) -> Result<Peer> {
-    let opened = open(&settings)?;
+    let mut opened = open(&settings)?;
+    let known: Vec<SocketAddr> = opened
+        .seeds
+        .iter()
+        .copied()
+        .chain(opened.dir.peers())
+        .collect();
+    opened.forget_ready = tasks::settle_absence(
+        &opened.store,
+        opened.away,
+        settings.dead_grace,
+        settings.tombstone_grace,
+        || {
+            tasks::confirm_clock(
+                known,
+                opened.key.clone(),
+                WallClock::system(),
+                settings.max_clock_offset,
+            )
+        },
+    )
+    .await?;
     let socket = bind_udp(&settings, listeners.udp)?;
     let local = socket.local_addr()?;
     // The endpoint and the gossip runner live on a thread of their own, so
@@ -417,18 +452,21 @@ impl Serve {
         let ring_rx = tasks::ring_builder(&mut tasks, handle.view.clone(), settings.dead_grace);
         tasks::persistence(&mut tasks, handle.view.clone(), opened.dir.clone());
         tasks::join_watch(&mut tasks, handle.clone(), opened.seeds.clone());
-        let (kv, handoff, dir) = shared(&settings, opened, &handle, ring_rx.clone(), peers);
+        let wall = WallClock::new(faults.clone());
+        let (kv, handoff, dir) = shared(&settings, opened, wall, &handle, ring_rx.clone(), peers);
+        for (name, task) in handoff.loops() {
+            tasks.spawn(name, task);
+        }
         if let Some((listener, config)) = resp {
-            let addr = crate::resp::spawn(listener, kv.clone(), config)?;
+            let (addr, accept) = crate::resp::serve(listener, kv.clone(), config)?;
+            tasks.spawn("RESP server", accept);
             addrs.resp = Some(addr);
             println!("ringkv: RESP (Redis protocol) on {addr}");
         }
-        tasks::maintenance(&mut tasks, kv.clone(), settings.tombstone_grace);
-        tasks::clock_floor(&mut tasks, kv.clone());
-        tasks::pool_invalidation(&mut tasks, handle.view.clone(), kv.clone());
+        store_tasks(&mut tasks, &settings, &kv, &handle, faults.clone());
         tasks.spawn(
             "request server",
-            crate::rpc::server::serve_requests(
+            crate::server::serve_requests(
                 req_rx,
                 handle.clone(),
                 ring_rx.clone(),
@@ -446,8 +484,16 @@ impl Serve {
                 kv,
                 handoff: handoff.clone(),
                 faults,
+                rejections: Arc::default(),
+                key_names: settings.admin_http.key_names,
             };
-            serve_admin(&mut tasks, listener, addr, state);
+            serve_admin(
+                &mut tasks,
+                listener,
+                addr,
+                state,
+                settings.admin_http.clone(),
+            );
         }
         Ok(Peer {
             addrs: addrs.clone(),
@@ -486,18 +532,31 @@ fn write_ready_file(path: &std::path::Path, addrs: &PeerAddrs) -> Result<()> {
 fn shared(
     settings: &Settings,
     opened: Opened,
+    wall: WallClock,
     handle: &Handle,
     ring: tokio::sync::watch::Receiver<Arc<crate::ring_view::RingState>>,
     peers: Peers,
 ) -> (Arc<Kv>, Arc<Handoff>, DataDir) {
-    let kv = Arc::new(Kv::new(
+    let mut kv = Kv::new(
         opened.id,
         opened.store,
         opened.clock,
+        wall,
         handle.view.clone(),
         ring,
         peers,
-    ));
+    );
+    kv.max_clock_offset = settings.max_clock_offset;
+    kv.min_free_space = settings.min_free_space;
+    // The first sample before any request: a peer that starts on a full
+    // disk must not acknowledge a write in its first second.
+    if let Ok(available) = crate::disk::free_bytes(&settings.data) {
+        kv.space
+            .get_mut()
+            .expect("space lock")
+            .handle_sample(available, settings.min_free_space);
+    }
+    let kv = Arc::new(kv);
     let handoff = Handoff::new(
         kv.clone(),
         settings.handoff.clone(),
@@ -505,8 +564,23 @@ fn shared(
         handle.view.borrow().me.meta.as_ref().clone(),
         opened.forget_ready,
     );
-    handoff.spawn();
     (kv, handoff, opened.dir)
+}
+
+/// The store's background tasks: maintenance, the clock floor and probe,
+/// the disk watch and pool invalidation.
+fn store_tasks(
+    tasks: &mut Tasks,
+    settings: &Settings,
+    kv: &Arc<Kv>,
+    handle: &Handle,
+    faults: Option<Arc<FaultSwitch>>,
+) {
+    tasks::maintenance(tasks, kv.clone(), settings.tombstone_grace);
+    tasks::clock_floor(tasks, kv.clone());
+    tasks::clock_probe(tasks, kv.clone());
+    tasks::disk_watch(tasks, kv.clone(), settings.data.clone(), faults);
+    tasks::pool_invalidation(tasks, handle.view.clone(), kv.clone());
 }
 
 /// Serves the admin HTTP on `listener` until the tasks stop.
@@ -515,13 +589,14 @@ fn serve_admin(
     listener: TcpListener,
     addr: SocketAddr,
     state: crate::admin::AdminState,
+    http: crate::admin::settings::AdminHttp,
 ) {
-    let router = crate::admin::router(Arc::new(state));
-    tasks.spawn("admin HTTP", async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            warn!(err = %e, "admin HTTP stopped");
-        }
-    });
+    let rejections = state.rejections.clone();
+    let router = crate::admin::router(Arc::new(state), http.token.clone());
+    tasks.spawn(
+        "admin HTTP",
+        crate::admin::http::serve(listener, router, http, rejections),
+    );
     println!("ringkv: admin HTTP on http://{addr}");
 }
 

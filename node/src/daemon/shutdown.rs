@@ -60,6 +60,9 @@ pub struct Stopped {
     /// Tasks that had not ended within their time (the gossip runner is
     /// `"gossip runner"`); empty when all did.
     pub unfinished: Vec<&'static str>,
+    /// Whether live members announced every range this peer held before
+    /// it left; false after `--leave-timeout` or a second signal.
+    pub handed_over: bool,
 }
 
 impl Peer {
@@ -69,10 +72,13 @@ impl Peer {
     /// the incarnation on disk.
     pub async fn shutdown(self, hurry: impl Future<Output = ()>) -> Stopped {
         info!("shutting down: handing this peer's ranges over (a second signal skips this)");
-        tokio::select! {
-            () = self.handoff.leave() => {}
-            () = hurry => warn!("second signal: leaving without waiting for the handoff"),
-        }
+        let handed_over = tokio::select! {
+            done = self.handoff.leave() => done,
+            () = hurry => {
+                warn!("second signal: leaving without waiting for the handoff");
+                false
+            }
+        };
         info!("shutting down: leaving the cluster");
         let (done_tx, done_rx) = oneshot::channel();
         let leave = Command::Leave {
@@ -96,7 +102,17 @@ impl Peer {
         if let Err(e) = self.dir.store_incarnation(last) {
             warn!(err = %e, "cannot store the incarnation");
         }
-        println!("ringkv: node {} left the cluster", self.addrs.name);
-        Stopped { unfinished }
+        if handed_over {
+            println!("ringkv: node {} left the cluster", self.addrs.name);
+        } else {
+            println!(
+                "ringkv: node {} left the cluster with its handoff incomplete: live members do not hold all of its ranges",
+                self.addrs.name
+            );
+        }
+        Stopped {
+            unfinished,
+            handed_over,
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The peer's background tasks, each a loop over the view or a timer:
 //! the ring builder, join watch, pool invalidation, store maintenance,
-//! clock floor, persistence of incarnation and peers; and the absence
-//! check at start. All of them are spawned through [`Tasks`], which ends
+//! clock floor, clock offset probe, persistence of incarnation and peers;
+//! and the absence check at start. All of them are spawned through [`Tasks`], which ends
 //! them together at shutdown. IO: the store and the data dir.
 
 use std::collections::BTreeMap;
@@ -15,11 +15,15 @@ use ringkv_gossip::runner::{Handle, View};
 use ringkv_gossip::{NodeId, State};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
+use crate::clock_offset::{absence_action, confirmation, AbsenceAction, Confirmation, Offsets};
 use crate::datadir::DataDir;
 use crate::ring_view::{self, DeadSince, RingMembers, RingState};
-use crate::shared::{wall_ms, Kv};
+use crate::rpc::api::{Request, TimeReply};
+use crate::rpc::client;
+use crate::shared::Kv;
+use crate::wall::WallClock;
 
 /// Background tasks that end together: each runs until its own loop ends
 /// or [`Tasks::stop`] is called.
@@ -88,6 +92,7 @@ pub(super) fn ring_builder(
             if last.as_ref() != Some(&members) {
                 match ring_view::build(&members, rebuilds + 1) {
                     Ok(state) => {
+                        let state = state.after(&tx.borrow());
                         let digest = state.ring.as_ref().map(|r| r.digest().short());
                         info!(nodes = members.members.len(), leaving = members.leaving.len(), digest = %digest.unwrap_or_default(), "ring rebuilt");
                         rebuilds += 1;
@@ -179,7 +184,7 @@ pub(super) fn maintenance(tasks: &mut Tasks, kv: Arc<Kv>, tombstone_grace: Durat
 }
 
 fn collect_tombstones(kv: &Kv, tombstone_grace: Duration) {
-    let now = Duration::from_millis(wall_ms());
+    let now = Duration::from_millis(kv.wall_ms());
     let before = now.saturating_sub(tombstone_grace).as_millis();
     match kv
         .store
@@ -194,37 +199,214 @@ fn collect_tombstones(kv: &Kv, tombstone_grace: Duration) {
 /// Progress entry: wall-clock milliseconds at which this peer was last up.
 const ALIVE_AT: &str = "alive-at";
 
-/// How long this peer was away decides what its data is worth. Away
-/// longer than the dead grace, the others moved its ranges and took writes
-/// without it: it must pull everything again (returns true). Away longer
-/// than the tombstone grace, the deletes it missed are forgotten
-/// everywhere: its old records would bring deleted keys back, so they go.
-pub(super) fn check_absence(
-    store: &ringkv_storage::Store,
-    dead_grace: Duration,
-    tombstone_grace: Duration,
-) -> Result<bool> {
+/// How long this peer was away by its own wall clock (`now_ms`), from the
+/// last-up mark it keeps; `None` for a new store. A mark that cannot be
+/// read counts as a long absence.
+pub(super) fn away(store: &ringkv_storage::Store, now_ms: u64) -> Result<Option<Duration>> {
     let Some(bytes) = store.progress(ALIVE_AT)? else {
-        return Ok(false);
+        return Ok(None);
     };
     let Ok(raw) = <[u8; 8]>::try_from(bytes.as_slice()) else {
-        return Ok(true);
+        return Ok(Some(Duration::MAX));
     };
-    let away = Duration::from_millis(wall_ms().saturating_sub(u64::from_be_bytes(raw)));
-    if away > tombstone_grace {
-        let n = store.clear_records()?;
-        warn!(
-            away = ?away,
-            records = n,
-            "this peer was away longer than the tombstone grace: its old records are dropped and its ranges will be pulled afresh"
-        );
-        return Ok(true);
+    Ok(Some(Duration::from_millis(
+        now_ms.saturating_sub(u64::from_be_bytes(raw)),
+    )))
+}
+
+/// What `away` means for this peer's data (see
+/// [`crate::clock_offset::AbsenceAction`]): away longer than the dead grace,
+/// the others moved its ranges and took writes without it, so it compares
+/// them afresh (returns true). Away longer than the tombstone grace, the
+/// deletes it missed are forgotten everywhere and its old records would
+/// bring deleted keys back, so they go; but only when a peer's clock
+/// confirms the absence (`confirm` asks them): a clock that jumped between
+/// two runs must never make a peer drop its data.
+pub(super) async fn settle_absence<F, Fut>(
+    store: &ringkv_storage::Store,
+    away: Option<Duration>,
+    dead_grace: Duration,
+    tombstone_grace: Duration,
+    confirm: F,
+) -> Result<bool>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Confirmation>,
+{
+    let Some(away) = away else {
+        return Ok(false);
+    };
+    let confirmation = if away > tombstone_grace {
+        confirm().await
+    } else {
+        Confirmation::Nobody
+    };
+    match absence_action(away, dead_grace, tombstone_grace, confirmation) {
+        AbsenceAction::Keep => Ok(false),
+        AbsenceAction::Compare if away > tombstone_grace => {
+            error!(
+                away = ?away,
+                confirmation = ?confirmation,
+                "this peer's clock says it was away longer than the tombstone grace, but no peer's clock confirms it: its records are kept (a clock that jumped must not drop data), and its ranges will be compared afresh"
+            );
+            Ok(true)
+        }
+        AbsenceAction::Compare => {
+            info!(away = ?away, "this peer was away longer than the dead grace: its ranges will be compared afresh");
+            Ok(true)
+        }
+        AbsenceAction::Clear => {
+            let n = store.clear_records()?;
+            warn!(
+                away = ?away,
+                records = n,
+                "this peer was away longer than the tombstone grace (its clock agrees with the cluster's): its old records are dropped and its ranges will be pulled afresh"
+            );
+            Ok(true)
+        }
     }
-    if away > dead_grace {
-        info!(away = ?away, "this peer was away longer than the dead grace: its ranges will be compared afresh");
-        return Ok(true);
+}
+
+/// Asks the peers at `addrs` for their wall clock (at most a few, at
+/// once, 2 s each) and says whether any agrees with `wall` within
+/// `max_offset`.
+pub(super) async fn confirm_clock(
+    addrs: Vec<SocketAddr>,
+    key: ringkv_gossip::ClusterKey,
+    wall: WallClock,
+    max_offset: Duration,
+) -> Confirmation {
+    let mut asks = tokio::task::JoinSet::new();
+    for addr in addrs.into_iter().take(CONFIRM_PEERS_MAX) {
+        let (key, wall) = (key.clone(), wall.clone());
+        asks.spawn(async move {
+            let (sent, started) = (wall.now_ms(), Instant::now());
+            let reply: TimeReply =
+                client::request(addr, &key, &Request::Time, Duration::from_secs(2))
+                    .await
+                    .ok()?;
+            let rtt = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let midpoint = sent.saturating_add(rtt / 2);
+            let offset = i128::from(reply.wall_ms) - i128::from(midpoint);
+            Some((i64::try_from(offset).ok()?, rtt.div_ceil(2)))
+        });
     }
-    Ok(false)
+    let mut offsets = Vec::new();
+    while let Some(answer) = asks.join_next().await {
+        if let Ok(Some(o)) = answer {
+            offsets.push(o);
+        }
+    }
+    confirmation(&offsets, max_offset)
+}
+
+/// How often the data dir's free space is sampled.
+const DISK_WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Samples the free space of the data dir `dir` every second and keeps
+/// [`Kv::space`] (and the `ringkv_disk_free_bytes` gauge) up to date; logs
+/// at ERROR when writes stop for want of space and when they resume.
+pub(super) fn disk_watch(
+    tasks: &mut Tasks,
+    kv: Arc<Kv>,
+    dir: std::path::PathBuf,
+    faults: Option<Arc<ringkv_gossip::transport::faults::FaultSwitch>>,
+) {
+    tasks.spawn("disk watch", async move {
+        loop {
+            // The testbed's full-disk fault: the data dir reads as full.
+            let sample = if faults.as_ref().is_some_and(|f| f.full_disk()) {
+                Ok(0)
+            } else {
+                crate::disk::free_bytes(&dir)
+            };
+            match sample {
+                Ok(available) => {
+                    let changed = kv
+                        .space
+                        .write()
+                        .expect("space lock")
+                        .handle_sample(available, kv.min_free_space);
+                    #[allow(clippy::cast_precision_loss)]
+                    metrics::gauge!("ringkv_disk_free_bytes").set(available as f64);
+                    if changed {
+                        match kv.disk_refusal() {
+                            Some(why) => error!("{why}: writes are refused, reads go on"),
+                            None => error!(
+                                available,
+                                "this peer's data dir has room again: writes resume"
+                            ),
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(err = %e, dir = %dir.display(), "cannot read the data dir's free space")
+                }
+            }
+            tokio::time::sleep(DISK_WATCH_EVERY).await;
+        }
+    });
+}
+
+/// Peers asked for their clock at start-up.
+const CONFIRM_PEERS_MAX: usize = 5;
+/// How often this peer probes one other peer's clock.
+const CLOCK_PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Probes one live member's wall clock per second, in turn, and keeps
+/// [`Kv::clock_verdict`] (and the `ringkv_clock_offset_ms` gauge) up to
+/// date; logs at ERROR when this peer's clock goes beyond the maximum
+/// offset and when it comes back.
+pub(super) fn clock_probe(tasks: &mut Tasks, kv: Arc<Kv>) {
+    tasks.spawn("clock probe", async move {
+        let mut offsets = Offsets::default();
+        let mut turn = 0usize;
+        loop {
+            tokio::time::sleep(CLOCK_PROBE_EVERY).await;
+            let view = kv.view.borrow().clone();
+            offsets.retain(|id| view.members.iter().any(|m| m.id == *id));
+            let live: Vec<_> = view
+                .members
+                .iter()
+                .filter(|m| m.state == State::Alive)
+                .collect();
+            if let Some(m) = live.get(turn % live.len().max(1)) {
+                turn = turn.wrapping_add(1);
+                // Over the replica pool's connection: no handshake in the
+                // round trip, so the estimate stays tight under load.
+                let (sent, started) = (kv.wall_ms(), Instant::now());
+                let answer = kv
+                    .peers
+                    .request_within(m.meta.addr, &Request::Time, Duration::from_secs(2))
+                    .await
+                    .ok()
+                    .and_then(|bytes| {
+                        crate::rpc::codec::decode::<crate::rpc::api::Reply<TimeReply>>(&bytes, 1024)
+                            .ok()
+                    });
+                if let Some(crate::rpc::api::Reply::Ok(reply)) = answer {
+                    offsets.record(m.id, sent, reply.wall_ms, started.elapsed(), Instant::now());
+                }
+            }
+            let verdict = offsets.verdict(kv.max_clock_offset, live.len(), Instant::now());
+            let before = std::mem::replace(
+                &mut *kv.clock_verdict.write().expect("clock verdict lock"),
+                verdict,
+            );
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!("ringkv_clock_offset_ms").set(verdict.offset_ms().unwrap_or(0) as f64);
+            match (before.is_beyond(), verdict.is_beyond()) {
+                (false, true) => error!(
+                    max_offset = ?kv.max_clock_offset,
+                    "{verdict}: this peer coordinates no writes until its clock is fixed"
+                ),
+                (true, false) => {
+                    error!("{verdict}: this peer's clock is back within the maximum offset")
+                }
+                _ => {}
+            }
+        }
+    });
 }
 
 /// Keeps the clock's high-water mark on disk, two seconds ahead, so a
@@ -237,7 +419,7 @@ pub(super) fn clock_floor(tasks: &mut Tasks, kv: Arc<Kv>) {
             if let Err(e) = kv.store.store_hlc_floor(floor) {
                 warn!(err = %e, "cannot store the clock's high-water mark");
             }
-            if let Err(e) = kv.store.set_progress(ALIVE_AT, &wall_ms().to_be_bytes()) {
+            if let Err(e) = kv.store.set_progress(ALIVE_AT, &kv.wall_ms().to_be_bytes()) {
                 warn!(err = %e, "cannot store the time this peer was last up");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
