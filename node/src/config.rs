@@ -55,14 +55,43 @@ pub(crate) struct NodeArgs {
     #[arg(long, env = "RINGKV_DEAD_GRACE", value_parser = crate::keyargs::parse_duration)]
     dead_grace: Option<Duration>,
     /// Admin HTTP address (/health, /metrics, /v1/members, /v1/ring), e.g.
-    /// 127.0.0.1:8001; port 0 picks one. Off when not given.
+    /// 127.0.0.1:8001; port 0 picks one. Off when not given. An address
+    /// other machines can reach needs --admin-token-file.
     #[arg(long, env = "RINGKV_ADMIN")]
     admin: Option<SocketAddr>,
+    /// File holding the admin HTTP's bearer token (at least 16 bytes):
+    /// every endpoint but /health then needs `Authorization: Bearer
+    /// <token>`. Required when --admin is not a loopback address.
+    #[arg(long, env = "RINGKV_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Time an admin HTTP client has to send a request's headers before it
+    /// is disconnected (default 10s, 100ms to 5m).
+    #[arg(long, env = "RINGKV_ADMIN_HEADER_TIMEOUT", value_parser = crate::keyargs::parse_duration)]
+    admin_header_timeout: Option<Duration>,
+    /// Admin HTTP connections served at once (default 64); more are closed
+    /// as soon as they are accepted.
+    #[arg(long, env = "RINGKV_ADMIN_MAX_CONNECTIONS")]
+    admin_max_connections: Option<usize>,
+    /// Name the hot keys in /metrics (`key` label of
+    /// ringkv_hot_key_requests). Off by default: key names are user data.
+    #[arg(long, env = "RINGKV_METRICS_KEY_NAMES")]
+    metrics_key_names: bool,
     /// How long a delete's tombstone is kept before it is collected (e.g.
     /// 1d, 10h); a replica away longer than this must not rejoin with old
     /// data (handoff sees to that).
     #[arg(long, env = "RINGKV_TOMBSTONE_GRACE", value_parser = crate::keyargs::parse_duration)]
     tombstone_grace: Option<Duration>,
+    /// Largest wall-clock offset tolerated between peers (default 500ms,
+    /// 10ms to 1h). A peer farther than this from most of the peers it
+    /// measured coordinates no writes and reports 503 on /health; replicas
+    /// refuse versions stamped further ahead of their own clock.
+    #[arg(long, env = "RINGKV_MAX_CLOCK_OFFSET", value_parser = crate::keyargs::parse_duration)]
+    max_clock_offset: Option<Duration>,
+    /// Free space the data dir must keep (default 64MB; B, KB, MB, GB).
+    /// Below it the peer refuses writes and reports 503 on /health, keeps
+    /// serving reads, and takes writes again once space is freed.
+    #[arg(long, env = "RINGKV_MIN_FREE_SPACE", value_parser = parse_bytes)]
+    min_free_space: Option<u64>,
     /// Seed of the peer's random choices (default: from the OS).
     #[arg(long, env = "RINGKV_SEED")]
     seed: Option<u64>,
@@ -79,10 +108,27 @@ pub(crate) struct NodeArgs {
     /// CLIENT CONSISTENCY (default quorum).
     #[arg(long, env = "RINGKV_RESP_CONSISTENCY", value_enum)]
     resp_consistency: Option<api::Consistency>,
+    /// Most RESP clients at once (default 10000, Redis's maxclients);
+    /// lowered at start to leave 128 file descriptors for the rest of the
+    /// peer.
+    #[arg(long, env = "RINGKV_RESP_MAX_CLIENTS", value_parser = clap::value_parser!(u32).range(1..))]
+    resp_max_clients: Option<u32>,
+    /// Closes a RESP connection that sent nothing for this long (Redis's
+    /// timeout; default 300s; 0 never).
+    #[arg(long, env = "RINGKV_RESP_TIMEOUT", value_parser = crate::keyargs::parse_duration)]
+    resp_timeout: Option<Duration>,
+    /// Disconnects a RESP client whose unread replies exceed this (Redis's
+    /// client-output-buffer-limit normal; default 64MB; 0 no limit).
+    #[arg(long, env = "RINGKV_RESP_OUTPUT_LIMIT", value_parser = parse_bytes)]
+    resp_output_limit: Option<u64>,
     /// TOML file with any of the settings above (keys as the flags, with
     /// underscores: data, listen, advertise, join = [..], name, weight,
-    /// zone, dead_grace = "30s", tombstone_grace = "1d", cluster_key_file, admin,
-    /// seed, resp, resp_password, resp_consistency = "quorum").
+    /// zone, dead_grace = "30s", tombstone_grace = "1d", max_clock_offset =
+    /// "500ms", min_free_space = "64MB", cluster_key_file, admin,
+    /// admin_token_file, admin_header_timeout = "10s",
+    /// admin_max_connections, metrics_key_names = true,
+    /// seed, resp, resp_password, resp_consistency = "quorum",
+    /// resp_max_clients, resp_timeout = "300s", resp_output_limit = "64MB").
     #[arg(long, env = "RINGKV_CONFIG")]
     config: Option<PathBuf>,
     #[command(flatten)]
@@ -159,12 +205,21 @@ struct FileConfig {
     cluster_key_file: Option<PathBuf>,
     seed: Option<u64>,
     admin: Option<SocketAddr>,
+    admin_token_file: Option<PathBuf>,
+    admin_header_timeout: Option<String>,
+    admin_max_connections: Option<usize>,
+    metrics_key_names: Option<bool>,
     tombstone_grace: Option<String>,
+    max_clock_offset: Option<String>,
+    min_free_space: Option<String>,
     #[serde(default)]
     handoff: HandoffFile,
     resp: Option<String>,
     resp_password: Option<String>,
     resp_consistency: Option<String>,
+    resp_max_clients: Option<u32>,
+    resp_timeout: Option<String>,
+    resp_output_limit: Option<String>,
 }
 
 /// Settings after flags, environment and file are merged and checked.
@@ -190,8 +245,15 @@ pub struct Settings {
     pub(crate) seed: Option<u64>,
     /// Admin HTTP address, when served.
     pub(crate) admin: Option<SocketAddr>,
+    /// The admin HTTP's token, limits and metrics policy (checked against
+    /// `admin`).
+    pub(crate) admin_http: crate::admin::settings::AdminHttp,
     /// How long tombstones are kept.
     pub(crate) tombstone_grace: Duration,
+    /// The clock offset bound (`--max-clock-offset`).
+    pub(crate) max_clock_offset: Duration,
+    /// The data dir's free-space floor (`--min-free-space`).
+    pub(crate) min_free_space: u64,
     /// Handoff and anti-entropy.
     pub(crate) handoff: HandoffConfig,
     /// The RESP server, when served (validated).
@@ -282,10 +344,12 @@ impl Settings {
             bail!("weight {weight} is out of range: 1 to 1000");
         }
         let mut key = args.key.clone();
-        if key.cluster_key.is_none() && key.cluster_key_file.is_none() {
+        if !key.given() {
             key.cluster_key_file.clone_from(&file.cluster_key_file);
         }
         let resp = resp_settings(args, &file)?;
+        let admin = layer(args.admin, file.admin, "admin", typed)?;
+        let admin_http = admin_http(args, &file, admin)?;
         let join = if args.join.is_empty() {
             file.join
         } else {
@@ -304,7 +368,8 @@ impl Settings {
             dead_grace: layer(args.dead_grace, file.dead_grace, "dead_grace", duration)?
                 .unwrap_or(DEAD_GRACE_DEFAULT),
             seed: layer(args.seed, file.seed, "seed", typed)?,
-            admin: layer(args.admin, file.admin, "admin", typed)?,
+            admin,
+            admin_http,
             tombstone_grace: layer(
                 args.tombstone_grace,
                 file.tombstone_grace,
@@ -312,6 +377,19 @@ impl Settings {
                 duration,
             )?
             .unwrap_or(TOMBSTONE_GRACE_DEFAULT),
+            max_clock_offset: max_clock_offset(layer(
+                args.max_clock_offset,
+                file.max_clock_offset,
+                "max_clock_offset",
+                duration,
+            )?)?,
+            min_free_space: layer(
+                args.min_free_space,
+                file.min_free_space,
+                "min_free_space",
+                |t| parse_bytes(&t),
+            )?
+            .unwrap_or(crate::disk::MIN_FREE_DEFAULT),
             handoff: handoff_config(&args.handoff, file.handoff)?,
             resp,
             key,
@@ -319,6 +397,14 @@ impl Settings {
             ready_file: args.ready_file.clone(),
         })
     }
+}
+
+fn max_clock_offset(given: Option<Duration>) -> Result<Duration> {
+    let d = given.unwrap_or(crate::clock_offset::MAX_CLOCK_OFFSET_DEFAULT);
+    if d < Duration::from_millis(10) || d > Duration::from_secs(3600) {
+        bail!("max_clock_offset {d:?} is out of range: 10ms to 1h");
+    }
+    Ok(d)
 }
 
 fn handoff_config(args: &HandoffArgs, file: HandoffFile) -> Result<HandoffConfig> {
@@ -369,6 +455,46 @@ fn handoff_config(args: &HandoffArgs, file: HandoffFile) -> Result<HandoffConfig
     })
 }
 
+/// The admin HTTP's settings, checked against its address: one other
+/// machines can reach without a token is refused here, before the peer
+/// starts.
+fn admin_http(
+    args: &NodeArgs,
+    file: &FileConfig,
+    admin: Option<SocketAddr>,
+) -> Result<crate::admin::settings::AdminHttp> {
+    use crate::admin::settings::{AdminHttp, AdminToken};
+    let d = AdminHttp::default();
+    let token_file = layer(
+        args.admin_token_file.clone(),
+        file.admin_token_file.clone(),
+        "admin_token_file",
+        typed,
+    )?;
+    let http = AdminHttp {
+        token: token_file.as_deref().map(AdminToken::read).transpose()?,
+        header_timeout: layer(
+            args.admin_header_timeout,
+            file.admin_header_timeout.clone(),
+            "admin_header_timeout",
+            duration,
+        )?
+        .unwrap_or(d.header_timeout),
+        max_connections: layer(
+            args.admin_max_connections,
+            file.admin_max_connections,
+            "admin_max_connections",
+            typed,
+        )?
+        .unwrap_or(d.max_connections),
+        key_names: args.metrics_key_names || file.metrics_key_names.unwrap_or(false),
+    };
+    if let Some(addr) = admin {
+        http.check(addr)?;
+    }
+    Ok(http)
+}
+
 /// The RESP server's settings, checked: a non-loopback address without a
 /// password is refused here, before the peer starts.
 fn resp_settings(args: &NodeArgs, file: &FileConfig) -> Result<Option<crate::resp::RespConfig>> {
@@ -396,9 +522,45 @@ fn resp_settings(args: &NodeArgs, file: &FileConfig) -> Result<Option<crate::res
         listen,
         password: args.resp_password.clone().or(file.resp_password.clone()),
         consistency,
+        limits: resp_limits(args, file)?,
     };
     config.validate()?;
     Ok(Some(config))
+}
+
+/// `--resp-max-clients`, `--resp-timeout`, `--resp-output-limit`.
+fn resp_limits(args: &NodeArgs, file: &FileConfig) -> Result<crate::resp::ClientLimits> {
+    let d = crate::resp::ClientLimits::default();
+    let max_clients = match args.resp_max_clients.or(file.resp_max_clients) {
+        Some(0) => bail!("resp_max_clients must be at least 1"),
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        None => d.max_clients,
+    };
+    let idle = layer(
+        args.resp_timeout,
+        file.resp_timeout.clone(),
+        "resp_timeout",
+        duration,
+    )?;
+    let output = layer(
+        args.resp_output_limit,
+        file.resp_output_limit.as_deref(),
+        "resp_output_limit",
+        parse_bytes,
+    )?;
+    Ok(crate::resp::ClientLimits {
+        max_clients,
+        idle_timeout: match idle {
+            None => d.idle_timeout,
+            Some(t) if t.is_zero() => None,
+            Some(t) => Some(t),
+        },
+        output_max: match output {
+            None => d.output_max,
+            Some(0) => usize::MAX,
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        },
+    })
 }
 
 /// The `--join` addresses, resolved (the first address of each name).
@@ -416,11 +578,17 @@ pub(crate) fn resolve_seeds(join: &[String]) -> Result<Vec<SocketAddr>> {
     Ok(out)
 }
 
-/// A byte rate: a number with an optional KB, MB or GB suffix (powers of
-/// 1024), per second.
+/// A byte rate: a size (see [`parse_bytes`]) per second, `/s` optional.
 fn parse_rate(text: &str) -> Result<u64, String> {
-    let t = text.trim().trim_end_matches("/s");
-    let upper = t.to_ascii_uppercase();
+    parse_bytes(text.trim().trim_end_matches("/s"))
+        .map_err(|_| format!("{text:?} is not a rate like 50MB or 0"))
+}
+
+/// A size: a number with an optional B, KB, MB or GB suffix (powers of
+/// 1024; MiB and the like too).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let upper = t.to_ascii_uppercase().replace("IB", "B");
     let (num, mult) = [
         ("GB", 1u64 << 30),
         ("MB", 1 << 20),
@@ -436,9 +604,9 @@ fn parse_rate(text: &str) -> Result<u64, String> {
     .unwrap_or((upper.clone(), 1));
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("{text:?} is not a rate like 50MB or 0"))?;
+        .map_err(|_| format!("{text:?} is not a size like 64MB or 0"))?;
     if !n.is_finite() || n < 0.0 {
-        return Err(format!("{text:?} is not a rate like 50MB or 0"));
+        return Err(format!("{text:?} is not a size like 64MB or 0"));
     }
     Ok((n * mult as f64) as u64)
 }

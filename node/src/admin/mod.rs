@@ -1,6 +1,7 @@
 //! Admin HTTP for operators and load balancers (axum):
-//! - `GET /health`: 200 when this peer has joined and built its ring, 503
-//!   otherwise, with the reason in the JSON body;
+//! - `GET /health`: 200 when this peer has joined and built its ring and
+//!   its clock is within the maximum offset of most peers, 503 otherwise,
+//!   with the reason in the JSON body (and the clock offset);
 //! - `GET /metrics`: Prometheus text;
 //! - `GET /v1/members`: the members JSON that `ringkv members --json`
 //!   prints; with `?index=N&wait=30s` it blocks until the view changes
@@ -9,6 +10,14 @@
 //! - `GET /v1/ring`: the ring JSON;
 //! - `GET`/`PUT /v1/faults`: the testbed's fault-injection settings (see
 //!   `crate::faults`); 403 unless the peer runs with `--testbed-faults`.
+//!
+//! With `--admin-token-file`, every endpoint but `/health` needs
+//! `Authorization: Bearer <token>` ([`http`]); a non-loopback `--admin`
+//! needs one ([`settings`]). Connections are capped and must send their
+//! headers in time.
+
+pub(crate) mod http;
+pub(crate) mod settings;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,12 +30,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use ringkv_gossip::runner::{TransportStats, View};
-use ringkv_gossip::transport::faults::FaultSwitch;
+use ringkv_gossip::transport::faults::{FaultStats, FaultSwitch};
+use ringkv_gossip::Stats as GossipStats;
+use ringkv_ring::Ring;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 
 use crate::ring_view::RingState;
+use crate::rpc::api::HandoffReply;
 use crate::status;
 
 /// Longest a blocking query may wait.
@@ -45,28 +57,43 @@ pub(crate) struct AdminState {
     pub(crate) handoff: Arc<crate::handoff::Handoff>,
     /// The fault-injection switch; `None` unless `--testbed-faults`.
     pub(crate) faults: Option<Arc<FaultSwitch>>,
+    /// Requests and connections turned away.
+    pub(crate) rejections: Arc<http::Rejections>,
+    /// Whether `/metrics` names the hot keys (`--metrics-key-names`).
+    pub(crate) key_names: bool,
 }
 
-/// The routes.
-pub(crate) fn router(state: Arc<AdminState>) -> Router {
-    Router::new()
+/// The routes, behind the token check when `token` is set.
+pub(crate) fn router(state: Arc<AdminState>, token: Option<settings::AdminToken>) -> Router {
+    let rejections = state.rejections.clone();
+    let routes = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .route("/v1/members", get(members))
         .route("/v1/ring", get(ring))
         .route("/v1/faults", get(faults_get).put(faults_put))
-        .with_state(state)
+        .with_state(state);
+    http::guarded(routes, token, rejections)
 }
 
 async fn health(State(s): State<Arc<AdminState>>) -> Response {
     let view = s.view.borrow().clone();
     let has_ring = s.ring.borrow().ring.is_some();
+    let clock = s.kv.clock_verdict();
+    let disk = s.kv.disk_refusal();
     let reason = if view.me.state != ringkv_gossip::State::Alive {
         Some(format!("this peer is {}", view.me.state))
     } else if !view.joined {
         Some("not joined yet: no seed has answered".to_owned())
     } else if !has_ring {
         Some("the ring is not built yet".to_owned())
+    } else if let Some(why) = disk {
+        Some(format!("{why}: writes are refused"))
+    } else if clock.is_beyond() {
+        Some(format!(
+            "{clock} (--max-clock-offset {:?}): this peer coordinates no writes",
+            s.kv.max_clock_offset
+        ))
     } else {
         None
     };
@@ -75,6 +102,7 @@ async fn health(State(s): State<Arc<AdminState>>) -> Response {
         "reason": reason,
         "name": view.me.meta.name,
         "live_members": view.live().count(),
+        "clock_offset_ms": clock.offset_ms(),
         "uptime_s": s.started.elapsed().as_secs(),
     });
     let code = if reason.is_none() {
@@ -160,11 +188,31 @@ async fn metrics_text(State(s): State<Arc<AdminState>>) -> Response {
     response
 }
 
-/// Copies the current figures into the metrics recorder.
+/// Copies the current figures into the metrics recorder, a family at a
+/// time.
 fn record(s: &AdminState) {
-    use std::sync::atomic::Ordering::Relaxed;
     let view = s.view.borrow().clone();
     let ring = s.ring.borrow().clone();
+    record_members(&view);
+    record_gossip(&view.stats, &s.transport);
+    record_view(&view, &ring);
+    record_hints(&s.kv);
+    record_handoff(&s.handoff.report());
+    metrics::gauge!("ringkv_records").set(s.kv.store.len() as f64);
+    if let Some(switch) = &s.faults {
+        record_faults(&switch.stats);
+    }
+    record_hot(&s.kv, s.key_names);
+    for (reason, n) in s.rejections.by_reason() {
+        metrics::counter!("ringkv_admin_rejected_total", "reason" => reason).absolute(n);
+    }
+    if let Some(r) = &ring.ring {
+        record_ring(r);
+    }
+}
+
+/// Members by state, this peer included.
+fn record_members(view: &View) {
     for state in ["alive", "suspect", "dead", "left"] {
         let mut n = view
             .members
@@ -174,7 +222,11 @@ fn record(s: &AdminState) {
         n += usize::from(view.me.state.to_string() == state);
         metrics::gauge!("ringkv_members", "state" => state).set(n as f64);
     }
-    let st = &view.stats;
+}
+
+/// The failure detector's and the gossip transport's counters.
+fn record_gossip(st: &GossipStats, transport: &TransportStats) {
+    use std::sync::atomic::Ordering::Relaxed;
     metrics::counter!("ringkv_probes_total").absolute(st.probes);
     metrics::counter!("ringkv_probes_failed_total").absolute(st.probes_failed);
     metrics::counter!("ringkv_suspicions_raised_total").absolute(st.suspicions_raised);
@@ -193,25 +245,36 @@ fn record(s: &AdminState) {
     metrics::counter!("ringkv_gossip_foreign_dropped_total").absolute(st.foreign_dropped);
     metrics::counter!("ringkv_stalls_total").absolute(st.stalls);
     metrics::counter!("ringkv_handshake_failures_total")
-        .absolute(s.transport.handshake_failures.load(Relaxed));
+        .absolute(transport.handshake_failures.load(Relaxed));
     metrics::counter!("ringkv_connect_timeouts_total")
-        .absolute(s.transport.connect_timeouts.load(Relaxed));
-    metrics::counter!("ringkv_inbox_dropped_total")
-        .absolute(s.transport.inbox_dropped.load(Relaxed));
-    metrics::counter!("ringkv_unsent_total").absolute(s.transport.unsent.load(Relaxed));
+        .absolute(transport.connect_timeouts.load(Relaxed));
+    metrics::counter!("ringkv_inbox_dropped_total").absolute(transport.inbox_dropped.load(Relaxed));
+    metrics::counter!("ringkv_unsent_total").absolute(transport.unsent.load(Relaxed));
+}
+
+/// This peer's health, incarnation, view agreement and ring rebuilds.
+fn record_view(view: &View, ring: &RingState) {
     metrics::gauge!("ringkv_health_score").set(f64::from(view.health));
     metrics::gauge!("ringkv_incarnation").set(view.me.incarnation as f64);
     metrics::gauge!("ringkv_view_agreeing_peers").set(view.agreement.0 as f64);
     metrics::gauge!("ringkv_view_reporting_peers").set(view.agreement.1 as f64);
     metrics::counter!("ringkv_ring_rebuilds_total").absolute(ring.rebuilds);
-    let (hints, hint_bytes) = s.kv.store.hint_stats();
+}
+
+/// Hinted handoff: hints held, their limits, dropped and replayed.
+fn record_hints(kv: &crate::shared::Kv) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (hints, hint_bytes) = kv.store.hint_stats();
     metrics::gauge!("ringkv_hints").set(hints as f64);
     metrics::gauge!("ringkv_hint_bytes").set(hint_bytes as f64);
-    metrics::gauge!("ringkv_hint_bytes_max").set(s.kv.hint_limits.max_bytes as f64);
-    metrics::gauge!("ringkv_hint_age_max_seconds").set(s.kv.hint_limits.max_age_ms as f64 / 1000.0);
-    metrics::counter!("ringkv_hints_dropped_total").absolute(s.kv.hints_dropped.load(Relaxed));
-    metrics::counter!("ringkv_hints_replayed_total").absolute(s.kv.hints_replayed.load(Relaxed));
-    let h = s.handoff.report();
+    metrics::gauge!("ringkv_hint_bytes_max").set(kv.hint_limits.max_bytes as f64);
+    metrics::gauge!("ringkv_hint_age_max_seconds").set(kv.hint_limits.max_age_ms as f64 / 1000.0);
+    metrics::counter!("ringkv_hints_dropped_total").absolute(kv.hints_dropped.load(Relaxed));
+    metrics::counter!("ringkv_hints_replayed_total").absolute(kv.hints_replayed.load(Relaxed));
+}
+
+/// Range handoff and anti-entropy.
+fn record_handoff(h: &HandoffReply) {
     metrics::counter!("ringkv_handoff_keys_moved_total").absolute(h.keys_moved);
     metrics::counter!("ringkv_handoff_bytes_moved_total").absolute(h.bytes_moved);
     metrics::counter!("ringkv_handoff_ranges_completed_total").absolute(h.ranges_completed);
@@ -224,41 +287,55 @@ fn record(s: &AdminState) {
     });
     metrics::counter!("ringkv_anti_entropy_repairs_total").absolute(h.repairs);
     metrics::counter!("ringkv_handoff_records_dropped_total").absolute(h.records_dropped);
-    metrics::gauge!("ringkv_records").set(s.kv.store.len() as f64);
-    if let Some(switch) = &s.faults {
-        let f = &switch.stats;
-        for (reason, direction, n) in [
-            ("partition", "out", &f.partition_out),
-            ("partition", "in", &f.partition_in),
-            ("loss", "out", &f.loss_out),
-            ("loss", "in", &f.loss_in),
-            ("delay_failed", "out", &f.delay_failed),
-        ] {
-            metrics::counter!("ringkv_fault_datagrams_dropped_total", "reason" => reason, "direction" => direction)
-                .absolute(n.load(Relaxed));
+}
+
+/// The testbed's fault injection: datagrams dropped and delayed.
+fn record_faults(f: &FaultStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (reason, direction, n) in [
+        ("partition", "out", &f.partition_out),
+        ("partition", "in", &f.partition_in),
+        ("loss", "out", &f.loss_out),
+        ("loss", "in", &f.loss_in),
+        ("delay_failed", "out", &f.delay_failed),
+    ] {
+        metrics::counter!("ringkv_fault_datagrams_dropped_total", "reason" => reason, "direction" => direction)
+            .absolute(n.load(Relaxed));
+    }
+    metrics::counter!("ringkv_fault_datagrams_delayed_total").absolute(f.delayed.load(Relaxed));
+}
+
+/// The keys this peer coordinates most requests for: by rank only, unless
+/// `key_names` (`--metrics-key-names`): key names are user data, and
+/// metrics travel to dashboards and third parties.
+fn record_hot(kv: &crate::shared::Kv, key_names: bool) {
+    for (rank, hot) in kv.hot_keys(10).into_iter().enumerate() {
+        let rank = (rank + 1).to_string();
+        if key_names {
+            let key: String = hot.key.chars().take(64).collect();
+            metrics::gauge!("ringkv_hot_key_requests", "rank" => rank, "key" => key)
+                .set(hot.requests as f64);
+        } else {
+            metrics::gauge!("ringkv_hot_key_requests", "rank" => rank).set(hot.requests as f64);
         }
-        metrics::counter!("ringkv_fault_datagrams_delayed_total").absolute(f.delayed.load(Relaxed));
     }
-    for (rank, hot) in s.kv.hot_keys(10).into_iter().enumerate() {
-        let key: String = hot.key.chars().take(64).collect();
-        metrics::gauge!("ringkv_hot_key_requests", "rank" => (rank + 1).to_string(), "key" => key)
-            .set(hot.requests as f64);
-    }
-    if let Some(r) = &ring.ring {
-        metrics::gauge!("ringkv_ring_nodes").set(r.nodes().len() as f64);
-        // The digest as a label of an info metric, and its first 48 bits
-        // as a number that dashboards can compare across peers.
-        let digest = r.digest();
-        let head = u64::from_be_bytes([
-            0,
-            0,
-            digest.0[0],
-            digest.0[1],
-            digest.0[2],
-            digest.0[3],
-            digest.0[4],
-            digest.0[5],
-        ]);
-        metrics::gauge!("ringkv_ring_digest").set(head as f64);
-    }
+}
+
+/// The ring's size and digest.
+fn record_ring(r: &Ring) {
+    metrics::gauge!("ringkv_ring_nodes").set(r.nodes().len() as f64);
+    // The digest as a label of an info metric, and its first 48 bits
+    // as a number that dashboards can compare across peers.
+    let digest = r.digest();
+    let head = u64::from_be_bytes([
+        0,
+        0,
+        digest.0[0],
+        digest.0[1],
+        digest.0[2],
+        digest.0[3],
+        digest.0[4],
+        digest.0[5],
+    ]);
+    metrics::gauge!("ringkv_ring_digest").set(head as f64);
 }

@@ -102,3 +102,47 @@ fn rates_parse_with_suffixes() {
     assert_eq!(parse_rate("0"), Ok(0));
     assert!(parse_rate("-1MB").is_err());
 }
+
+#[test]
+fn a_non_loopback_admin_without_a_token_refuses_to_start() {
+    let base = ["--data", "/d", "--listen", "127.0.0.1:0"];
+    let flags = |extra: &[&str]| {
+        let mut all = base.to_vec();
+        all.extend_from_slice(extra);
+        Settings::layered(&args(&all), FileConfig::default())
+    };
+    for addr in ["0.0.0.0:8001", "[::]:8001", "10.1.2.3:8001"] {
+        let err = flags(&["--admin", addr]).expect_err(addr).to_string();
+        assert!(err.contains("--admin-token-file"), "{addr}: {err}");
+    }
+    // The same from the config file.
+    let err = Settings::layered(&args(&base), file("admin = \"0.0.0.0:8001\"\n"))
+        .expect_err("a file admin address is checked too")
+        .to_string();
+    assert!(err.contains("--admin-token-file"), "{err}");
+    flags(&["--admin", "127.0.0.1:8001"]).expect("loopback needs no token");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").expect("write");
+    let token = token.display().to_string();
+    let s = flags(&["--admin", "0.0.0.0:8001", "--admin-token-file", &token])
+        .expect("a token allows any address");
+    assert!(s.admin_http.token.is_some());
+    assert!(!s.admin_http.key_names, "key names are off by default");
+
+    let weak = dir.path().join("weak");
+    std::fs::write(&weak, "short\n").expect("write");
+    let weak = weak.display().to_string();
+    let err = format!(
+        "{:#}",
+        flags(&["--admin", "127.0.0.1:0", "--admin-token-file", &weak]).expect_err("weak")
+    );
+    assert!(err.contains("at least 16"), "{err}");
+    let missing = dir.path().join("missing").display().to_string();
+    let err = format!(
+        "{:#}",
+        flags(&["--admin-token-file", &missing]).expect_err("missing")
+    );
+    assert!(err.contains("cannot read"), "{err}");
+}

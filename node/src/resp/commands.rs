@@ -271,9 +271,9 @@ pub(crate) fn dispatch(args: Args, session: &mut Session, server: &Server) -> St
         "client" => Step::Now(client(&args, session, server)),
         "command" => Step::Now(command(&args)),
         "info" => Step::Now(Reply::Verbatim(info::info(&args[1..], session, server))),
-        "config" => Step::Now(config(&args)),
+        "config" => Step::Now(config(&args, server)),
         "dbsize" => Step::Now(Reply::Int(info::approximate_keys(server))),
-        _ => match store_op(&name, args) {
+        _ => match store_op(&name, args, server.wall_ms()) {
             Ok(op) => Step::Store(op),
             Err(reply) => Step::Now(reply),
         },

@@ -70,7 +70,7 @@ fn clients_section(out: &mut String, server: &Server) {
         out,
         "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n",
         server.clients.load(Ordering::Relaxed),
-        super::CLIENTS_MAX,
+        server.limits.max_clients,
     );
 }
 

@@ -13,39 +13,38 @@
 //! so a pipelined `SET k v; GET k` reads `v`. The writer awaits each
 //! reply in turn, so replies come back in request order.
 //!
-//! Bounds: [`CLIENTS_MAX`] connections, [`PIPELINE_MAX`] replies pending
-//! per connection (the reader stops reading beyond), requests bounded by
-//! [`parse::Limits`], each store command at most [`REQUEST_TIMEOUT`].
+//! Bounds: [`ClientLimits`] (connections, below the file-descriptor
+//! limit; the idle timeout; the output buffer limit), [`PIPELINE_MAX`]
+//! replies pending per connection (the reader stops reading beyond),
+//! requests bounded by [`parse::Limits`] (much smaller before AUTH), each
+//! store command at most [`REQUEST_TIMEOUT`], and [`STORE_KEYS_MAX`] keys
+//! in the coordinator at once; see [`guard`].
 
 mod commands;
+mod conn;
+mod glob;
+pub(crate) mod guard;
 mod info;
 mod parse;
 mod session;
 mod store;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinHandle;
-use tracing::{debug, info, instrument, warn};
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
 
 use crate::rpc::api::Consistency;
 use crate::shared::Kv;
-use commands::{dispatch, Step};
-use parse::{Decoder, Limits, Proto, Reply};
-use store::StoreOp;
-
-/// Most connections served at once (Redis's default `maxclients`).
-pub(crate) const CLIENTS_MAX: usize = 10_000;
+pub(crate) use guard::ClientLimits;
+use guard::{Reason, Rejections};
+use parse::{Proto, Reply};
 /// Most replies a connection may have pending (sent but not answered)
 /// before its reader waits: bounds the tasks and memory one pipelining
 /// client can hold.
@@ -75,6 +74,10 @@ pub(crate) struct RespConfig {
     pub(crate) password: Option<String>,
     /// Each connection's consistency until it sends CLIENT CONSISTENCY.
     pub(crate) consistency: Consistency,
+    /// The client limits as configured (`--resp-max-clients`,
+    /// `--resp-timeout`, `--resp-output-limit`); the client limit is
+    /// lowered below the file-descriptor limit when served.
+    pub(crate) limits: ClientLimits,
 }
 
 impl RespConfig {
@@ -112,12 +115,25 @@ pub(crate) struct Server {
     rejected_total: AtomicU64,
     /// [`STORE_KEYS_MAX`] slots.
     store_slots: Arc<Semaphore>,
+    /// The limits in force (the client limit below the descriptors).
+    limits: ClientLimits,
+    rejections: Rejections,
 }
 
 impl Server {
+    /// This peer's wall clock, in milliseconds.
+    pub(crate) fn wall_ms(&self) -> u64 {
+        self.kv.wall_ms()
+    }
+
     /// Whether `session` must authenticate before anything else.
     fn needs_auth(&self, session: &Session) -> bool {
         self.config.password.is_some() && !session.authenticated
+    }
+
+    /// Counts a refused client or request (and logs it, throttled).
+    fn reject(&self, reason: Reason, detail: std::fmt::Arguments<'_>) {
+        self.rejections.record(reason, detail);
     }
 }
 
@@ -195,9 +211,40 @@ pub(crate) async fn bind(config: &RespConfig) -> Result<TcpListener> {
         })
 }
 
-/// Serves RESP on `listener` until the process ends.
-pub(crate) fn spawn(listener: TcpListener, kv: Arc<Kv>, config: RespConfig) -> Result<SocketAddr> {
+/// The RESP server on `listener`: its address, and the accept loop for
+/// the daemon to run among its tasks (stopping it ends the loop).
+pub(crate) fn serve(
+    listener: TcpListener,
+    kv: Arc<Kv>,
+    config: RespConfig,
+) -> Result<(
+    SocketAddr,
+    impl std::future::Future<Output = ()> + Send + 'static,
+)> {
     let addr = listener.local_addr()?;
+    let fds = guard::fd_limit();
+    let max_clients =
+        guard::max_clients(config.limits.max_clients, fds).map_err(anyhow::Error::msg)?;
+    if max_clients < config.limits.max_clients {
+        warn!(
+            configured = config.limits.max_clients,
+            fd_limit = fds,
+            reserved = guard::FD_RESERVE,
+            max_clients,
+            "RESP client limit lowered to fit the file-descriptor limit (raise ulimit -n for more)"
+        );
+    }
+    let limits = ClientLimits {
+        max_clients,
+        ..config.limits
+    };
+    info!(
+        max_clients,
+        fd_limit = fds,
+        idle_timeout_s = limits.idle_timeout.map_or(0, |d| d.as_secs()),
+        output_limit = limits.output_max,
+        "RESP client limits"
+    );
     let server = Arc::new(Server {
         kv,
         config,
@@ -209,13 +256,14 @@ pub(crate) fn spawn(listener: TcpListener, kv: Arc<Kv>, config: RespConfig) -> R
         commands_total: AtomicU64::new(0),
         rejected_total: AtomicU64::new(0),
         store_slots: Arc::new(Semaphore::new(STORE_KEYS_MAX)),
+        limits,
+        rejections: Rejections::new(guard::LOG_INTERVAL),
     });
-    tokio::spawn(accept(listener, server));
-    Ok(addr)
+    Ok((addr, accept(listener, server)))
 }
 
 async fn accept(listener: TcpListener, server: Arc<Server>) {
-    let slots = Arc::new(Semaphore::new(CLIENTS_MAX));
+    let slots = Arc::new(Semaphore::new(server.limits.max_clients));
     info!(addr = %server.addr, "serving RESP");
     loop {
         let (mut stream, peer) = match listener.accept().await {
@@ -232,6 +280,13 @@ async fn accept(listener: TcpListener, server: Arc<Server>) {
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             server.rejected_total.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("ringkv_resp_rejected_connections_total").increment(1);
+            server.reject(
+                Reason::MaxClients,
+                format_args!(
+                    "{peer}: max number of clients reached ({})",
+                    server.limits.max_clients
+                ),
+            );
             tokio::spawn(async move {
                 let _ = stream
                     .write_all(b"-ERR max number of clients reached\r\n")
@@ -244,230 +299,9 @@ async fn accept(listener: TcpListener, server: Arc<Server>) {
         tokio::spawn(async move {
             let _permit = permit;
             server.clients.fetch_add(1, Ordering::Relaxed);
-            connection(stream, peer, &server).await;
+            conn::connection(stream, peer, &server).await;
             server.clients.fetch_sub(1, Ordering::Relaxed);
         });
-    }
-}
-
-/// A reply in the making, in request order.
-enum Slot {
-    Ready(Proto, Reply),
-    Pending(Proto, JoinHandle<Reply>),
-    /// Send everything before, then close.
-    Close,
-}
-
-#[instrument(skip(stream, server), fields(peer = %peer))]
-async fn connection(stream: TcpStream, peer: SocketAddr, server: &Arc<Server>) {
-    let (reader, writer) = stream.into_split();
-    let (tx, rx) = mpsc::channel(PIPELINE_MAX);
-    let writing = tokio::spawn(write_replies(writer, rx));
-    let session = Session {
-        id: server.next_id.fetch_add(1, Ordering::Relaxed),
-        peer,
-        name: None,
-        lib_name: None,
-        lib_ver: None,
-        proto: Proto::Resp2,
-        authenticated: false,
-        consistency: server.config.consistency,
-        started: Instant::now(),
-    };
-    read_requests(reader, tx, session, server).await;
-    let _ = writing.await;
-    debug!("RESP connection closed");
-}
-
-/// Store commands started and not known to be finished, with the keys
-/// they read and write; a command that conflicts with one of them waits
-/// for all of them first.
-struct InFlight {
-    reads: HashSet<Vec<u8>>,
-    writes: HashSet<Vec<u8>>,
-    /// Each running command holds a clone; all dropped means all done.
-    done_tx: mpsc::Sender<()>,
-    done_rx: mpsc::Receiver<()>,
-}
-
-impl InFlight {
-    fn new() -> Self {
-        let (done_tx, done_rx) = mpsc::channel(1);
-        Self {
-            reads: HashSet::new(),
-            writes: HashSet::new(),
-            done_tx,
-            done_rx,
-        }
-    }
-
-    /// Whether `op` must wait for the commands in flight. Forgets their
-    /// keys first if they have all finished, so a long pipeline of
-    /// distinct keys neither grows these sets nor waits for nothing.
-    fn conflicts(&mut self, op: &StoreOp) -> bool {
-        if self.done_tx.strong_count() == 1 {
-            self.reads.clear();
-            self.writes.clear();
-        }
-        if self.reads.len() + self.writes.len() > KEYS_TRACKED_MAX {
-            return true;
-        }
-        op.writes()
-            .iter()
-            .any(|k| self.writes.contains(*k) || self.reads.contains(*k))
-            || op.reads().iter().any(|k| self.writes.contains(*k))
-    }
-
-    /// Waits until every command started so far has finished.
-    async fn drain(&mut self) {
-        let fresh = Self::new();
-        let mut old = std::mem::replace(self, fresh);
-        drop(old.done_tx);
-        while old.done_rx.recv().await.is_some() {}
-    }
-
-    fn start(&mut self, op: &StoreOp) -> mpsc::Sender<()> {
-        self.reads
-            .extend(op.reads().into_iter().map(<[u8]>::to_vec));
-        self.writes
-            .extend(op.writes().into_iter().map(<[u8]>::to_vec));
-        self.done_tx.clone()
-    }
-}
-
-async fn read_requests(
-    mut reader: OwnedReadHalf,
-    tx: mpsc::Sender<Slot>,
-    mut session: Session,
-    server: &Arc<Server>,
-) {
-    let mut decoder = Decoder::new(Limits::for_values(server.kv.value_max));
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    let mut in_flight = InFlight::new();
-    loop {
-        // Counted per read, not per command: the metrics registry is a
-        // map lookup.
-        let mut commands = 0u64;
-        loop {
-            let args = match decoder.decode(&mut buf) {
-                Ok(Some(args)) => args,
-                Ok(None) => break,
-                Err(e) => {
-                    metrics::counter!("ringkv_resp_protocol_errors_total").increment(1);
-                    count_commands(commands);
-                    warn!(err = %e, "closing a RESP connection");
-                    let _ = tx.send(Slot::Ready(session.proto, Reply::err(&e))).await;
-                    let _ = tx.send(Slot::Close).await;
-                    return;
-                }
-            };
-            server.commands_total.fetch_add(1, Ordering::Relaxed);
-            commands += 1;
-            let slot = match dispatch(args, &mut session, server) {
-                Step::Now(reply) => Slot::Ready(session.proto, reply),
-                Step::Quit => {
-                    count_commands(commands);
-                    let _ = tx.send(Slot::Ready(session.proto, Reply::ok())).await;
-                    let _ = tx.send(Slot::Close).await;
-                    return;
-                }
-                Step::Store(op) => {
-                    if in_flight.conflicts(&op) {
-                        in_flight.drain().await;
-                    }
-                    let done = in_flight.start(&op);
-                    Slot::Pending(
-                        session.proto,
-                        tokio::spawn(run_store(op, server.clone(), session.consistency, done)),
-                    )
-                }
-            };
-            if tx.send(slot).await.is_err() {
-                count_commands(commands);
-                return;
-            }
-        }
-        count_commands(commands);
-        buf.reserve(16 * 1024);
-        match reader.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-    }
-}
-
-fn count_commands(n: u64) {
-    if n > 0 {
-        metrics::counter!("ringkv_resp_commands_total").increment(n);
-    }
-}
-
-/// Runs one store command once it has its slots, within the timeout.
-async fn run_store(
-    op: StoreOp,
-    server: Arc<Server>,
-    consistency: Consistency,
-    _done: mpsc::Sender<()>,
-) -> Reply {
-    let slots = u32::try_from(op.keys().min(STORE_KEYS_MAX)).expect("at most STORE_KEYS_MAX");
-    let run = async {
-        let Ok(_slots) = server.store_slots.acquire_many(slots).await else {
-            return Reply::err("the RESP server is shutting down");
-        };
-        op.run(server.kv.clone(), consistency).await
-    };
-    match tokio::time::timeout(REQUEST_TIMEOUT, run).await {
-        Ok(reply) => reply,
-        Err(_) => Reply::err(format!(
-            "the request timed out after {}s on the coordinator; it may or may not have been applied",
-            REQUEST_TIMEOUT.as_secs()
-        )),
-    }
-}
-
-async fn write_replies(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Slot>) {
-    let mut out = Vec::with_capacity(WRITE_CHUNK);
-    loop {
-        // Take what is ready without waiting; flush before waiting.
-        let slot = match rx.try_recv() {
-            Ok(slot) => slot,
-            Err(_) => {
-                if !out.is_empty() && writer.write_all(&out).await.is_err() {
-                    return;
-                }
-                out.clear();
-                match rx.recv().await {
-                    Some(slot) => slot,
-                    None => return,
-                }
-            }
-        };
-        match slot {
-            Slot::Ready(proto, reply) => reply.encode(proto, &mut out),
-            Slot::Pending(proto, task) => {
-                if !task.is_finished() && !out.is_empty() {
-                    if writer.write_all(&out).await.is_err() {
-                        return;
-                    }
-                    out.clear();
-                }
-                let reply = task
-                    .await
-                    .unwrap_or_else(|e| Reply::err(format!("the request failed: {e}")));
-                reply.encode(proto, &mut out);
-            }
-            Slot::Close => {
-                let _ = writer.write_all(&out).await;
-                let _ = writer.shutdown().await;
-                return;
-            }
-        }
-        if out.len() >= WRITE_CHUNK {
-            if writer.write_all(&out).await.is_err() {
-                return;
-            }
-            out.clear();
-        }
     }
 }
 
@@ -480,45 +314,8 @@ mod tests {
             listen: parse_listen(listen).unwrap(),
             password: password.map(str::to_owned),
             consistency: Consistency::Quorum,
+            limits: ClientLimits::default(),
         }
-    }
-
-    fn op(name: &str, args: &[&str]) -> StoreOp {
-        let mut all = vec![name.as_bytes().to_vec()];
-        all.extend(args.iter().map(|a| a.as_bytes().to_vec()));
-        store::store_op(&name.to_ascii_lowercase(), all).expect("a store command")
-    }
-
-    #[tokio::test]
-    async fn a_pipelined_command_waits_only_for_conflicting_keys() {
-        let mut in_flight = InFlight::new();
-        let set_a = op("SET", &["a", "1"]);
-        assert!(!in_flight.conflicts(&set_a));
-        let running = in_flight.start(&set_a);
-        // Reading or writing what a running command writes must wait;
-        // other keys need not.
-        assert!(in_flight.conflicts(&op("GET", &["a"])));
-        assert!(in_flight.conflicts(&op("MSET", &["b", "1", "a", "2"])));
-        assert!(!in_flight.conflicts(&op("GET", &["b"])));
-        let reading_b = in_flight.start(&op("GET", &["b"]));
-        assert!(in_flight.conflicts(&op("DEL", &["b"])));
-        assert!(!in_flight.conflicts(&op("MGET", &["b", "c"])));
-        // Once both finished, their keys are forgotten.
-        drop((running, reading_b));
-        assert!(!in_flight.conflicts(&op("GET", &["a"])));
-        assert!(in_flight.reads.is_empty() && in_flight.writes.is_empty());
-        // drain returns at once when nothing runs, and after the running
-        // command when one does.
-        let still = in_flight.start(&op("SET", &["a", "3"]));
-        let waiter = tokio::spawn(async move {
-            in_flight.drain().await;
-            in_flight
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiter.is_finished(), "drain waits for the running command");
-        drop(still);
-        let mut in_flight = waiter.await.unwrap();
-        assert!(!in_flight.conflicts(&op("GET", &["a"])));
     }
 
     #[test]

@@ -12,6 +12,8 @@ use std::fmt;
 
 use bytes::{Buf as _, BytesMut};
 
+use super::guard::{UNAUTH_ARGS_MAX, UNAUTH_BULK_MAX};
+
 /// Bounds on one request.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -26,6 +28,8 @@ pub(crate) struct Limits {
     /// Most bytes of arguments in one request, all together: a pipeline
     /// of huge MSETs cannot hold more than this per command in memory.
     pub(crate) request_max: usize,
+    /// For a client that has not authenticated: its errors say so.
+    pub(crate) unauthenticated: bool,
 }
 
 impl Limits {
@@ -36,6 +40,22 @@ impl Limits {
             args_max: 1024 * 1024,
             inline_max: 64 * 1024,
             request_max: 4 * value_max.max(1024 * 1024),
+            unauthenticated: false,
+        }
+    }
+
+    /// Limits for a client that has not authenticated yet, when a
+    /// password is set: Redis's since CVE-2021-32675 (at most
+    /// [`UNAUTH_ARGS_MAX`] arguments of [`UNAUTH_BULK_MAX`] bytes), so
+    /// a client without the password cannot make the peer buffer more
+    /// than a few KiB.
+    pub(crate) fn unauthenticated() -> Self {
+        Self {
+            bulk_max: UNAUTH_BULK_MAX,
+            args_max: UNAUTH_ARGS_MAX,
+            inline_max: UNAUTH_BULK_MAX,
+            request_max: UNAUTH_ARGS_MAX * UNAUTH_BULK_MAX,
+            unauthenticated: true,
         }
     }
 }
@@ -52,6 +72,14 @@ pub(crate) struct ProtocolError(pub(crate) String);
 impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Protocol error: {}", self.0)
+    }
+}
+
+impl ProtocolError {
+    /// Whether it is the refusal of a request too big for a client that
+    /// has not authenticated.
+    pub(crate) fn is_unauthenticated(&self) -> bool {
+        self.0.starts_with("unauthenticated")
     }
 }
 
@@ -92,6 +120,16 @@ impl Decoder {
         }
     }
 
+    /// The limits for the requests whose headers are not read yet (a
+    /// client that authenticated gets the full ones).
+    pub(crate) fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// The next complete request in `buf`, consuming it; `Ok(None)` when
     /// more bytes are needed. Empty requests (`*0`, a blank line) are
     /// skipped, as Redis does.
@@ -120,7 +158,11 @@ impl Decoder {
                 }
                 let count = usize::try_from(count).unwrap_or(usize::MAX);
                 if count > self.limits.args_max {
-                    return protocol("invalid multibulk length");
+                    return protocol(if self.limits.unauthenticated {
+                        "unauthenticated multibulk length"
+                    } else {
+                        "invalid multibulk length"
+                    });
                 }
                 self.partial = Some(Partial {
                     remaining: count,
@@ -158,7 +200,11 @@ impl Decoder {
                     if len > limits.bulk_max
                         || partial.bytes.saturating_add(len) > limits.request_max
                     {
-                        return Err(invalid_bulk());
+                        return Err(if limits.unauthenticated {
+                            ProtocolError("unauthenticated bulk length".to_owned())
+                        } else {
+                            invalid_bulk()
+                        });
                     }
                     partial.bulk = Some(len);
                     len

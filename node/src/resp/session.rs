@@ -5,8 +5,9 @@
 use crate::rpc::api::Consistency;
 
 use super::commands::{not_integer, parse_int, syntax_error, wrong_arity, Spec, COMMANDS};
-use super::info;
+use super::guard::Reason;
 use super::parse::{Args, Proto, Reply};
+use super::{glob, info};
 use super::{Server, Session};
 
 pub(super) fn select(db: &[u8]) -> Reply {
@@ -265,7 +266,9 @@ fn command_docs(s: &Spec) -> Reply {
 
 /// `CONFIG GET parameter...`: the few parameters tools ask for
 /// (redis-benchmark reads `save` and `appendonly`), with ringkv's answer.
-pub(super) fn config(args: &Args) -> Reply {
+/// Patterns are Redis globs, case-insensitive, at most
+/// [`glob::PATTERN_MAX`] bytes each.
+pub(super) fn config(args: &Args, server: &Server) -> Reply {
     let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
     if sub != "get" {
         return Reply::err(format!(
@@ -276,70 +279,48 @@ pub(super) fn config(args: &Args) -> Reply {
     if args.len() < 3 {
         return wrong_arity("config|get");
     }
+    if let Some(long) = args[2..].iter().find(|p| p.len() > glob::PATTERN_MAX) {
+        server.reject(
+            Reason::PatternTooLong,
+            format_args!("a CONFIG GET pattern of {} bytes", long.len()),
+        );
+        return Reply::err(format!(
+            "CONFIG GET pattern too long ({} bytes; at most {})",
+            long.len(),
+            glob::PATTERN_MAX
+        ));
+    }
+    let limits = &server.limits;
+    let timeout = limits.idle_timeout.map_or(0, |d| d.as_secs()).to_string();
+    let output = format!("normal {} 0 0", limits.output_max);
     // Every write is on disk on a quorum of replicas before it is
     // acknowledged, which is closest to AOF with fsync always.
-    const PARAMS: &[(&str, &str)] = &[
+    let params: [(&str, &str); 9] = [
         ("save", ""),
         ("appendonly", "yes"),
         ("appendfsync", "always"),
         ("databases", "1"),
         ("maxmemory", "0"),
-        ("timeout", "0"),
+        ("timeout", &timeout),
+        ("maxclients", &limits.max_clients.to_string()),
+        ("client-output-buffer-limit", &output),
         ("cluster-enabled", "no"),
     ];
     let mut out = Vec::new();
-    for pattern in &args[2..] {
-        let pattern = String::from_utf8_lossy(pattern).to_ascii_lowercase();
-        for (k, v) in PARAMS {
-            if glob(&pattern, k)
-                && !out
-                    .iter()
-                    .any(|(name, _): &(Reply, Reply)| *name == Reply::text(*k))
-            {
-                out.push((Reply::text(*k), Reply::text(*v)));
-            }
+    for (k, v) in params {
+        if args[2..]
+            .iter()
+            .any(|pattern| glob::matches(pattern, k.as_bytes(), true))
+        {
+            out.push((Reply::text(k), Reply::text(v)));
         }
     }
     Reply::Map(out)
 }
 
-/// Glob matching with `*` and `?` (enough for CONFIG GET patterns).
-fn glob(pattern: &str, text: &str) -> bool {
-    fn go(p: &[u8], t: &[u8]) -> bool {
-        match (p.first(), t.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &t[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
-            _ => false,
-        }
-    }
-    go(pattern.as_bytes(), text.as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(words: &[&str]) -> Args {
-        words.iter().map(|w| w.as_bytes().to_vec()).collect()
-    }
-
-    #[test]
-    fn config_get_matches_globs() {
-        assert!(glob("*", "save"));
-        assert!(glob("append*", "appendonly"));
-        assert!(glob("sav?", "save"));
-        assert!(!glob("save", "appendonly"));
-        let Reply::Map(pairs) = config(&args(&["CONFIG", "GET", "save", "s*"])) else {
-            panic!("a map");
-        };
-        assert_eq!(pairs, vec![(Reply::text("save"), Reply::text(""))]);
-        assert!(matches!(
-            config(&args(&["CONFIG", "SET", "a", "b"])),
-            Reply::Error(_)
-        ));
-    }
 
     #[test]
     fn passwords_compare_whole() {

@@ -5,8 +5,10 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use crate::rpc::api::{Consistency, ErrorKind, RequestError};
-use crate::shared::{wall_ms, Kv};
+use crate::shared::Kv;
 
 use super::commands::{not_integer, parse_int, syntax_error};
 use super::parse::{Args, Reply};
@@ -49,16 +51,6 @@ impl StoreOp {
         }
     }
 
-    /// How many keys it touches (each is one coordinated request, or two
-    /// in a row).
-    pub(crate) fn keys(&self) -> usize {
-        match self {
-            Self::Get(_) | Self::StrLen(_) | Self::GetDel(_) | Self::Set(_) => 1,
-            Self::Del(ks) | Self::Exists(ks) | Self::MGet(ks) => ks.len(),
-            Self::MSet(pairs) => pairs.len(),
-        }
-    }
-
     /// Keys this command writes.
     pub(crate) fn writes(&self) -> Vec<&[u8]> {
         match self {
@@ -70,15 +62,71 @@ impl StoreOp {
         }
     }
 
-    /// Runs the command through the coordinator at `consistency`.
-    pub(crate) async fn run(self, kv: Arc<Kv>, consistency: Consistency) -> Reply {
-        match self.execute(&kv, consistency).await {
+    /// Runs the command through the coordinator at `consistency`, each
+    /// key holding one of `slots` while it is in the coordinator: a
+    /// command of many keys has at most as many keys in flight as there
+    /// are slots, and the rest wait for slots.
+    pub(crate) async fn run(
+        self,
+        kv: Arc<Kv>,
+        consistency: Consistency,
+        slots: &Arc<Semaphore>,
+    ) -> Reply {
+        match self.execute(&kv, consistency, slots).await {
             Ok(reply) => reply,
             Err(e) => store_error(&e),
         }
     }
 
-    async fn execute(self, kv: &Arc<Kv>, c: Consistency) -> anyhow::Result<Reply> {
+    async fn execute(
+        self,
+        kv: &Arc<Kv>,
+        c: Consistency,
+        slots: &Arc<Semaphore>,
+    ) -> anyhow::Result<Reply> {
+        Ok(match self {
+            Self::Del(keys) => {
+                let existed = each(kv, slots, keys, c, |kv, key, c| async move {
+                    let held = kv.get(key.clone(), c).await?.value.is_some();
+                    // Written whatever the read said: at `one` the replica
+                    // read may be stale.
+                    kv.put(key, None, c).await?;
+                    Ok(held)
+                })
+                .await?;
+                count(&existed)
+            }
+            Self::Exists(keys) => {
+                let found = each(kv, slots, keys, c, |kv, key, c| async move {
+                    Ok(kv.get(key, c).await?.value.is_some())
+                })
+                .await?;
+                count(&found)
+            }
+            Self::MGet(keys) => {
+                let values = each(kv, slots, keys, c, |kv, key, c| async move {
+                    Ok(kv.get(key, c).await?.value)
+                })
+                .await?;
+                Reply::Array(values.into_iter().map(bulk_or_null).collect())
+            }
+            Self::MSet(pairs) => {
+                let keys = pairs.into_iter().map(|(k, v)| (k, Some(v))).collect();
+                each(kv, slots, keys, c, |kv, (key, value), c| async move {
+                    kv.put(key, value, c).await.map(|_| ())
+                })
+                .await?;
+                Reply::ok()
+            }
+            one => {
+                let _slot = slots.acquire().await.map_err(|_| shutting_down())?;
+                one.execute_one(kv, c).await?
+            }
+        })
+    }
+
+    /// GET, STRLEN, GETDEL and SET: one key.
+    async fn execute_one(self, kv: &Arc<Kv>, c: Consistency) -> anyhow::Result<Reply> {
         Ok(match self {
             Self::Get(key) => bulk_or_null(kv.get(key, c).await?.value),
             Self::StrLen(key) => {
@@ -93,41 +141,15 @@ impl StoreOp {
                 None => Reply::Null,
             },
             Self::Set(set) => set.execute(kv, c).await?,
-            Self::Del(keys) => {
-                let existed = each(kv, keys, c, |kv, key, c| async move {
-                    let held = kv.get(key.clone(), c).await?.value.is_some();
-                    // Written whatever the read said: at `one` the replica
-                    // read may be stale.
-                    kv.put(key, None, c).await?;
-                    Ok(held)
-                })
-                .await?;
-                count(&existed)
-            }
-            Self::Exists(keys) => {
-                let found = each(kv, keys, c, |kv, key, c| async move {
-                    Ok(kv.get(key, c).await?.value.is_some())
-                })
-                .await?;
-                count(&found)
-            }
-            Self::MGet(keys) => {
-                let values = each(kv, keys, c, |kv, key, c| async move {
-                    Ok(kv.get(key, c).await?.value)
-                })
-                .await?;
-                Reply::Array(values.into_iter().map(bulk_or_null).collect())
-            }
-            Self::MSet(pairs) => {
-                let keys = pairs.into_iter().map(|(k, v)| (k, Some(v))).collect();
-                each(kv, keys, c, |kv, (key, value), c| async move {
-                    kv.put(key, value, c).await.map(|_| ())
-                })
-                .await?;
-                Reply::ok()
+            Self::Del(_) | Self::Exists(_) | Self::MGet(_) | Self::MSet(_) => {
+                unreachable!("multi-key commands run through each")
             }
         })
     }
+}
+
+fn shutting_down() -> anyhow::Error {
+    anyhow::anyhow!("the RESP server is shutting down")
 }
 
 impl SetOp {
@@ -155,34 +177,49 @@ impl SetOp {
     }
 }
 
-/// Runs `f` for every item concurrently; the results in the items' order,
-/// or the first error.
-async fn each<T, R, F, Fut>(
-    kv: &Arc<Kv>,
+/// Runs `f` for every item concurrently, each holding one of `slots`
+/// (taken before it starts, released when it ends): at most as many at
+/// once as there are slots. The results in the items' order, or the
+/// first error.
+async fn each<C, T, R, F, Fut>(
+    ctx: &C,
+    slots: &Arc<Semaphore>,
     items: Vec<T>,
     c: Consistency,
     f: F,
 ) -> anyhow::Result<Vec<R>>
 where
+    C: Clone,
     T: Send + 'static,
     R: Send + 'static,
-    F: Fn(Arc<Kv>, T, Consistency) -> Fut,
+    F: Fn(C, T, Consistency) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<R>> + Send + 'static,
 {
-    if items.len() == 1 {
-        let item = items.into_iter().next().expect("one item");
-        return Ok(vec![f(kv.clone(), item, c).await?]);
-    }
-    let mut tasks = tokio::task::JoinSet::new();
-    let n = items.len();
-    for (i, item) in items.into_iter().enumerate() {
-        let fut = f(kv.clone(), item, c);
-        tasks.spawn(async move { (i, fut.await) });
-    }
-    let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
-    while let Some(joined) = tasks.join_next().await {
+    type Joined<R> = Result<(usize, anyhow::Result<R>), tokio::task::JoinError>;
+    fn put<R>(out: &mut [Option<R>], joined: Joined<R>) -> anyhow::Result<()> {
         let (i, result) = joined.map_err(|e| anyhow::anyhow!("request task failed: {e}"))?;
         out[i] = Some(result?);
+        Ok(())
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut out: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        // Collects the keys that finish while waiting for a slot, so the
+        // first error ends the command without waiting for the rest.
+        let slot = loop {
+            tokio::select! {
+                slot = slots.clone().acquire_owned() => break slot.map_err(|_| shutting_down())?,
+                Some(joined) = tasks.join_next() => put(&mut out, joined)?,
+            }
+        };
+        let fut = f(ctx.clone(), item, c);
+        tasks.spawn(async move {
+            let _slot = slot;
+            (i, fut.await)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        put(&mut out, joined)?;
     }
     Ok(out
         .into_iter()
@@ -218,7 +255,8 @@ pub(crate) fn store_error(e: &anyhow::Error) -> Reply {
 }
 
 /// Parses a store command (arity already checked).
-pub(super) fn store_op(name: &str, mut args: Args) -> Result<StoreOp, Reply> {
+/// `now_ms` (this peer's wall clock) turns relative expiries absolute.
+pub(super) fn store_op(name: &str, mut args: Args, now_ms: u64) -> Result<StoreOp, Reply> {
     let mut rest = args.split_off(1).into_iter();
     let mut next = || rest.next().expect("arity checked");
     Ok(match name {
@@ -228,7 +266,7 @@ pub(super) fn store_op(name: &str, mut args: Args) -> Result<StoreOp, Reply> {
         "set" => {
             let (key, value) = (next(), next());
             let options: Vec<Vec<u8>> = rest.collect();
-            StoreOp::Set(set_options(key, value, &options)?)
+            StoreOp::Set(set_options(key, value, &options, now_ms)?)
         }
         "del" => StoreOp::Del(rest.collect()),
         "exists" => StoreOp::Exists(rest.collect()),
@@ -246,7 +284,12 @@ pub(super) fn store_op(name: &str, mut args: Args) -> Result<StoreOp, Reply> {
     })
 }
 
-fn set_options(key: Vec<u8>, value: Vec<u8>, options: &[Vec<u8>]) -> Result<SetOp, Reply> {
+fn set_options(
+    key: Vec<u8>,
+    value: Vec<u8>,
+    options: &[Vec<u8>],
+    now_ms: u64,
+) -> Result<SetOp, Reply> {
     let mut op = SetOp {
         key,
         value,
@@ -264,7 +307,7 @@ fn set_options(key: Vec<u8>, value: Vec<u8>, options: &[Vec<u8>]) -> Result<SetO
                 let Some(arg) = options.get(i + 1) else {
                     return Err(syntax_error());
                 };
-                op.expires_ms = Some(expiry(&option, arg, wall_ms())?);
+                op.expires_ms = Some(expiry(&option, arg, now_ms)?);
                 i += 1;
             }
             "KEEPTTL" => {
@@ -308,7 +351,7 @@ mod tests {
 
     #[test]
     fn set_options_parse_like_redis() {
-        let set = |words: &[&str]| set_options(b"k".to_vec(), b"v".to_vec(), &args(words));
+        let set = |words: &[&str]| set_options(b"k".to_vec(), b"v".to_vec(), &args(words), 1_000);
         let op = set(&["nx", "GET", "px", "1500"]).unwrap();
         assert_eq!(op.exists, Some(false));
         assert!(op.get);
@@ -332,14 +375,47 @@ mod tests {
 
     #[test]
     fn conflicting_keys_are_reported() {
-        let op = store_op("mset", args(&["MSET", "a", "1", "b", "2"])).unwrap();
+        let op = store_op("mset", args(&["MSET", "a", "1", "b", "2"]), 1_000).unwrap();
         assert_eq!(op.writes(), vec![&b"a"[..], b"b"]);
         assert!(op.reads().is_empty());
-        let op = store_op("set", args(&["SET", "a", "1", "GET"])).unwrap();
+        let op = store_op("set", args(&["SET", "a", "1", "GET"]), 1_000).unwrap();
         assert_eq!(op.reads(), vec![&b"a"[..]]);
         assert_eq!(op.writes(), vec![&b"a"[..]]);
-        let op = store_op("del", args(&["DEL", "x", "y"])).unwrap();
+        let op = store_op("del", args(&["DEL", "x", "y"]), 1_000).unwrap();
         assert_eq!(op.reads().len(), 2);
         assert_eq!(op.writes().len(), 2);
+    }
+
+    /// A command of many keys has at most as many in flight as there are
+    /// slots (before, MGET started every key at once).
+    #[tokio::test]
+    async fn many_keys_are_bounded_by_the_slots() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        #[derive(Clone, Default)]
+        struct Gauge(Arc<(AtomicUsize, AtomicUsize)>);
+        let gauge = Gauge::default();
+        let slots = Arc::new(Semaphore::new(4));
+        let items: Vec<usize> = (0..200).collect();
+        let out = each(
+            &gauge,
+            &slots,
+            items,
+            Consistency::One,
+            |g, i, _| async move {
+                let now = g.0 .0.fetch_add(1, Ordering::SeqCst) + 1;
+                g.0 .1.fetch_max(now, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                g.0 .0.fetch_sub(1, Ordering::SeqCst);
+                Ok(i * 2)
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(out, (0..200).map(|i| i * 2).collect::<Vec<_>>());
+        let high = gauge.0 .1.load(Ordering::SeqCst);
+        assert!(high <= 4, "{high} keys in flight at once with 4 slots");
+        assert!(high >= 2, "keys still overlap: {high}");
+        assert_eq!(slots.available_permits(), 4, "every slot released");
     }
 }

@@ -8,6 +8,7 @@ fn limits() -> Limits {
         args_max: 64,
         inline_max: 256,
         request_max: 4096,
+        unauthenticated: false,
     }
 }
 
@@ -202,4 +203,29 @@ fn replies_take_the_shape_of_each_protocol() {
         enc(&Reply::Verbatim("k:v".into()), Resp3),
         "=7\r\ntxt:k:v\r\n"
     );
+}
+
+/// Before AUTH a client cannot announce more than a few KiB: the header
+/// of a 16 MiB bulk string is refused at once, before its bytes arrive.
+#[test]
+fn an_unauthenticated_client_is_held_to_small_requests() {
+    let mut decoder = Decoder::new(Limits::unauthenticated());
+    let mut buf = BytesMut::from(&b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16777216\r\n"[..]);
+    let err = decoder.decode(&mut buf).unwrap_err();
+    assert_eq!(err, ProtocolError("unauthenticated bulk length".into()));
+    assert!(err.is_unauthenticated());
+    let mut decoder = Decoder::new(Limits::unauthenticated());
+    let mut buf = BytesMut::from(&b"*11\r\n"[..]);
+    let err = decoder.decode(&mut buf).unwrap_err();
+    assert_eq!(
+        err,
+        ProtocolError("unauthenticated multibulk length".into())
+    );
+    // Small requests pass, and after AUTH the full limits apply.
+    let mut decoder = Decoder::new(Limits::unauthenticated());
+    let mut buf = BytesMut::from(&multibulk(&[b"AUTH".to_vec(), b"pw".to_vec()])[..]);
+    assert_eq!(decoder.decode(&mut buf).unwrap().unwrap().len(), 2);
+    decoder.set_limits(Limits::for_values(16 << 20));
+    let mut buf = BytesMut::from(&b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16777216\r\n"[..]);
+    assert_eq!(decoder.decode(&mut buf), Ok(None), "waits for the value");
 }
