@@ -46,7 +46,8 @@ pub(crate) struct RingMembers {
     pub(crate) leaving: Vec<NodeSpec>,
 }
 
-fn spec(m: &Member) -> NodeSpec {
+/// A member as a ring node: its id, weight (at least 1) and zone.
+pub(crate) fn spec(m: &Member) -> NodeSpec {
     let mut s = NodeSpec::new(m.id).with_weight(m.meta.weight.max(1));
     s.zone = m.meta.zone.clone();
     s

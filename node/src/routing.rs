@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ringkv_gossip::runner::View;
-use ringkv_gossip::NodeId;
+use ringkv_gossip::{Member, NodeId, State};
+use ringkv_ring::{NodeSpec, Ring, DEFAULT_VNODES};
 
 use crate::ring_view::RingState;
 
@@ -49,6 +50,10 @@ pub(crate) enum Announced {
     Nothing,
 }
 
+/// How many rings announced by others, and never held by this peer,
+/// are rebuilt from the view (a cap on the work per view).
+const RECONSTRUCTED_MAX: usize = 4;
+
 impl Announced {
     /// Whether the member holds a key's range fully, given whether it is a
     /// replica of the key in the earlier ring it announced.
@@ -68,16 +73,27 @@ pub(crate) struct Routing {
     pub(crate) view: Arc<View>,
     pub(crate) ring: Arc<RingState>,
     pub(crate) members: std::collections::HashMap<NodeId, (Replica, Announced)>,
+    /// Rings that members announced and this peer never had (so they are
+    /// not among `ring.earlier`), rebuilt from the view: `Earlier(i)` with
+    /// `i >= ring.earlier.len()` indexes these.
+    reconstructed: Vec<Ring>,
+    /// Whether a member that is not dead or gone announced a ring this
+    /// peer can neither find nor rebuild: what it holds is unknown, so
+    /// "too few holders" may be ignorance, not a new cluster.
+    pub(crate) unplaced: bool,
 }
 
 impl Routing {
     pub(crate) fn new(view: Arc<View>, ring: Arc<RingState>) -> Self {
         let tag = ring.ring.as_ref().map(crate::readiness::ring_tag);
-        let earlier: Vec<String> = ring
+        let mut earlier: Vec<String> = ring
             .earlier
             .iter()
             .map(crate::readiness::ring_tag)
             .collect();
+        let reconstructed = reconstruct(&view, tag.as_deref(), &earlier);
+        earlier.extend(reconstructed.iter().map(crate::readiness::ring_tag));
+        let mut unplaced = false;
         let members = std::iter::once(&view.me)
             .chain(view.members.iter())
             .map(|m| {
@@ -90,6 +106,12 @@ impl Routing {
                         .map_or(Announced::Nothing, Announced::Earlier),
                     None => Announced::Nothing,
                 };
+                if ready == Announced::Nothing
+                    && announced.is_some()
+                    && matches!(m.state, State::Alive | State::Suspect)
+                {
+                    unplaced = true;
+                }
                 let replica = Replica {
                     id: m.id,
                     name: Arc::from(m.meta.name.as_str()),
@@ -102,7 +124,15 @@ impl Routing {
             view,
             ring,
             members,
+            reconstructed,
+            unplaced,
         }
+    }
+
+    /// The earlier rings a member may have announced, by `Earlier` index:
+    /// this peer's own earlier rings, then the rebuilt ones.
+    pub(crate) fn earlier_rings(&self) -> impl Iterator<Item = &Ring> {
+        self.ring.earlier.iter().chain(self.reconstructed.iter())
     }
 
     pub(crate) fn replica(&self, id: &NodeId) -> Option<Replica> {
@@ -122,3 +152,65 @@ impl Routing {
         })
     }
 }
+
+/// Rebuilds the rings that members announced and this peer never had.
+///
+/// A peer that joined after a ring was announced never built it, so
+/// without this it would take the members that hold that ring (the old
+/// holders, before they announce the new one) for members holding
+/// nothing, find too few holders for every key, and route in degraded
+/// mode: reads and writes on the new, still-empty peers alone (seen in the
+/// joiners-die scenario: writes acknowledged by two joiners only, lost
+/// when they died). The members that announced a tag, or all the members
+/// that announced any, are what such a ring was made of in the common
+/// cases (a stable ring, then joins); a candidate counts only if its
+/// digest is the tag, so a wrong guess changes nothing.
+fn reconstruct(view: &View, current: Option<&str>, known: &[String]) -> Vec<Ring> {
+    let all: Vec<&Member> = std::iter::once(&view.me)
+        .chain(view.members.iter())
+        .filter(|m| m.state != State::Left)
+        .collect();
+    let tag_of = |m: &Member| m.meta.tags.get(crate::readiness::READY_TAG).cloned();
+    let mut unknown: Vec<String> = all
+        .iter()
+        .filter_map(|m| tag_of(m))
+        .filter(|t| Some(t.as_str()) != current && !known.contains(t))
+        .collect();
+    unknown.sort();
+    unknown.dedup();
+    let build = |members: Vec<&Member>| -> Option<Ring> {
+        let mut specs: Vec<NodeSpec> = members.into_iter().map(crate::ring_view::spec).collect();
+        specs.sort_by_key(|s| s.id);
+        Ring::build(&specs, DEFAULT_VNODES).ok()
+    };
+    let announced_any: Vec<&Member> = all
+        .iter()
+        .copied()
+        .filter(|m| tag_of(m).is_some())
+        .collect();
+    let any_ring = if unknown.is_empty() {
+        None
+    } else {
+        build(announced_any)
+    };
+    let mut out = Vec::new();
+    for t in unknown.iter().take(RECONSTRUCTED_MAX) {
+        let same: Vec<&Member> = all
+            .iter()
+            .copied()
+            .filter(|m| tag_of(m).as_ref() == Some(t))
+            .collect();
+        let found = build(same)
+            .filter(|r| crate::readiness::ring_tag(r) == *t)
+            .or_else(|| {
+                any_ring
+                    .clone()
+                    .filter(|r| crate::readiness::ring_tag(r) == *t)
+            });
+        out.extend(found);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -156,9 +156,7 @@ impl Kv {
             Vec::new()
         } else {
             routing
-                .ring
-                .earlier
-                .iter()
+                .earlier_rings()
                 .map(|r| r.replicas(key, REPLICAS))
                 .collect()
         };
@@ -177,7 +175,19 @@ impl Kv {
                 .filter_map(|id| routing.replica(id))
                 .collect()
         };
-        Ok(Route::plan(&natural, &preference, ready, needed))
+        let route = Route::plan(&natural, &preference, ready, needed);
+        // Degraded mode is for a cluster too small or too new to have
+        // holders. A member that announced a ring this peer cannot place
+        // holds something it cannot see: reading or writing on the
+        // receiving replicas alone would miss it, or be lost with them.
+        if route.degraded && routing.unplaced {
+            return Err(RequestError::new(
+                ErrorKind::Definite,
+                "this peer cannot tell yet which members hold the key (some announced a ring it never had); nothing was read or written, try another peer",
+            )
+            .into());
+        }
+        Ok(route)
     }
 
     /// The routing table of the current view and ring.

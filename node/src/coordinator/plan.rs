@@ -58,6 +58,11 @@ pub(crate) struct Route<T> {
     /// Too few replicas hold the key's range to answer otherwise: pending
     /// ones are read too, and their "not held" counts as "absent".
     pub(crate) degraded: bool,
+    /// The nodes known to hold the key's range (ready natural replicas
+    /// and substitutes): in degraded mode a write needs as many of them
+    /// as there are, up to what it needs, so the replicas still receiving
+    /// never acknowledge a write alone.
+    pub(crate) holders: Vec<T>,
 }
 
 impl<T: Clone + PartialEq> Route<T> {
@@ -84,6 +89,7 @@ impl<T: Clone + PartialEq> Route<T> {
                 write: natural.to_vec(),
                 pending,
                 degraded: false,
+                holders: natural.to_vec(),
             };
         }
         // Only nodes that hold the key's range stand in: a substitute still
@@ -98,6 +104,7 @@ impl<T: Clone + PartialEq> Route<T> {
         let mut read: Vec<T> = natural.iter().filter(|n| ready(n)).cloned().collect();
         read.extend(substitutes.iter().cloned());
         let degraded = read.len() < needed;
+        let holders = read.clone();
         if degraded {
             read = natural.to_vec();
             read.extend(substitutes.iter().cloned());
@@ -110,16 +117,21 @@ impl<T: Clone + PartialEq> Route<T> {
             write,
             pending,
             degraded,
+            holders,
         }
     }
 
     /// Whether `acked` satisfies a write that needs `needed`
     /// acknowledgements: that many among the nodes that serve reads now,
     /// and that many among the natural replicas that will serve them once
-    /// every replica is ready.
+    /// every replica is ready. In degraded mode, also every holder up to
+    /// `needed`: a write acknowledged only by replicas still receiving
+    /// their ranges would be read by nobody else, and lost with them.
     pub(crate) fn write_done(&self, acked: &[T], needed: usize) -> bool {
         let among = |set: &[T]| acked.iter().filter(|a| set.contains(a)).count();
-        among(&self.read) >= needed && among(&self.natural) >= needed.min(self.natural.len())
+        among(&self.read) >= needed
+            && among(&self.natural) >= needed.min(self.natural.len())
+            && among(&self.holders) >= needed.min(self.holders.len())
     }
 }
 

@@ -337,7 +337,7 @@ impl<C: KvClient> Ctx<C> {
                 from,
                 within,
             } => self.expect_state(node, state, from, *within)?,
-            Step::Check { allow_stale } => self.check(*allow_stale)?,
+            Step::Check => self.check()?,
         };
         Ok(note)
     }

@@ -143,13 +143,8 @@ pub enum Step {
         /// The bound.
         within: Duration,
     },
-    /// Stop the workload and check its history. `allow_stale`: stale
-    /// reads are reported but do not fail the scenario (for a known open
-    /// bug only; lost writes and every other violation still fail it).
-    Check {
-        /// Whether stale reads are tolerated.
-        allow_stale: bool,
-    },
+    /// Stop the workload and check its history: any violation fails.
+    Check,
 }
 
 impl fmt::Display for Step {
@@ -185,8 +180,7 @@ impl fmt::Display for Step {
                 }
                 write!(f, "within {}", secs(within))
             }
-            Self::Check { allow_stale: false } => write!(f, "check"),
-            Self::Check { allow_stale: true } => write!(f, "check allowing stale reads"),
+            Self::Check => write!(f, "check"),
         }
     }
 }
@@ -217,10 +211,7 @@ impl FromStr for Step {
             "restart" => one(Self::Restart),
             "add" if words.len() == 1 => Ok(Self::Add),
             "heal" if words.len() == 1 => Ok(Self::Heal),
-            "check" if words.len() == 1 => Ok(Self::Check { allow_stale: false }),
-            "check" if words[1..] == ["allowing", "stale", "reads"] => {
-                Ok(Self::Check { allow_stale: true })
-            }
+            "check" if words.len() == 1 => Ok(Self::Check),
             "partition" => {
                 let (a, b) = faults::parse_partition(&words[1..].join(" "))?;
                 Ok(Self::Partition(a, b))
@@ -354,7 +345,6 @@ mod tests {
             "expect p3 dead within 15s",
             "expect p1 dead from p3,p4 within 20s",
             "check",
-            "check allowing stale reads",
         ] {
             let step: Step = text.parse().unwrap();
             let again: Step = step.to_string().parse().unwrap();

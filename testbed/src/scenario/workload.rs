@@ -69,7 +69,7 @@ impl<C: KvClient> Ctx<C> {
         Ok(note)
     }
 
-    pub(super) fn check(&mut self, allow_stale: bool) -> Result<String> {
+    pub(super) fn check(&mut self) -> Result<String> {
         let mut note = String::new();
         if self.load.is_some() {
             note = self.load_stop()? + "; ";
@@ -88,22 +88,7 @@ impl<C: KvClient> Ctx<C> {
             report.count(check::Kind::PhantomRead),
             report.count(check::Kind::FailedWriteRead)
         ));
-        let stale = report.count(check::Kind::StaleRead);
-        let clean = if allow_stale && stale > 0 {
-            note.push_str(&format!(
-                " (ALLOWED by this scenario: {stale} stale read(s), a known open bug)"
-            ));
-            report
-                .violations
-                .iter()
-                .all(|v| v.kind == check::Kind::StaleRead)
-                && report
-                    .linear
-                    .as_ref()
-                    .is_none_or(check::linear::Summary::is_clean)
-        } else {
-            report.is_clean()
-        };
+        let clean = report.is_clean();
         self.check = Some(report);
         if !clean {
             bail!("{note}");

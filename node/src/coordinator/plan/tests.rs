@@ -399,3 +399,20 @@ fn while_a_natural_replica_receives_the_ready_natural_ones_are_asked_first() {
         assert_eq!(first, vec![1, 2]);
     }
 }
+
+#[test]
+fn a_degraded_write_needs_the_holders_not_only_receiving_replicas() {
+    // Joiners j1 and j2 are still receiving; only a holds the key's range,
+    // and nobody stands in: too few holders, so the route degrades.
+    let route = Route::plan(&["j1", "j2", "a"], &["j1", "j2", "a"], |n| *n == "a", 2);
+    assert!(route.degraded);
+    assert!(
+        !route.write_done(&["j1", "j2"], 2),
+        "acknowledged by the receiving replicas alone: lost if they die"
+    );
+    assert!(route.write_done(&["j1", "a"], 2));
+    // A brand-new cluster: nobody holds anything yet, so nothing is asked
+    // of holders.
+    let new = Route::plan(&["x", "y"], &["x", "y"], |_| false, 2);
+    assert!(new.degraded && new.write_done(&["x", "y"], 2));
+}

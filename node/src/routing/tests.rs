@@ -1,0 +1,92 @@
+use std::sync::Arc;
+
+use ringkv_gossip::{Meta, NodeStatus, Stats};
+
+use super::*;
+use crate::readiness::{ring_tag, READY_TAG};
+
+fn id(name: &str) -> NodeId {
+    NodeId::from_name(name)
+}
+
+fn ring(names: &[&str]) -> Ring {
+    let mut specs: Vec<NodeSpec> = names.iter().map(|n| NodeSpec::new(id(n))).collect();
+    specs.sort_by_key(|s| s.id);
+    Ring::build(&specs, DEFAULT_VNODES).expect("a ring")
+}
+
+fn member(name: &str, state: State, ready: Option<&str>) -> Member {
+    let mut meta = Meta::new("127.0.0.1:1".parse().expect("addr"), name);
+    meta.status = NodeStatus::Normal;
+    if let Some(tag) = ready {
+        meta.tags.insert(READY_TAG.to_owned(), tag.to_owned());
+    }
+    Member {
+        id: id(name),
+        incarnation: 1,
+        state,
+        meta: Arc::new(meta),
+    }
+}
+
+fn view(me: Member, members: Vec<Member>) -> Arc<View> {
+    Arc::new(View {
+        me,
+        members,
+        digest: 0,
+        agreement: (0, 0),
+        joined: true,
+        stats: Stats::default(),
+        health: 0,
+        index: 0,
+    })
+}
+
+/// A peer that joined after the old holders announced their ring: it
+/// never built that ring, and this peer's ring has it and another joiner.
+fn joiner_view(old_tag: &str) -> (Arc<View>, Arc<RingState>) {
+    let v = view(
+        member("j1", State::Alive, None),
+        vec![
+            member("a", State::Alive, Some(old_tag)),
+            member("b", State::Alive, Some(old_tag)),
+            member("c", State::Alive, Some(old_tag)),
+            member("j2", State::Alive, None),
+        ],
+    );
+    let state = RingState {
+        ring: Some(ring(&["a", "b", "c", "j1", "j2"])),
+        full: None,
+        earlier: Vec::new(),
+        rebuilds: 1,
+    };
+    (v, Arc::new(state))
+}
+
+#[test]
+fn a_joiner_places_the_ring_the_old_holders_announced() {
+    let old = ring(&["a", "b", "c"]);
+    let (v, state) = joiner_view(&ring_tag(&old));
+    let routing = Routing::new(v, state);
+    assert!(!routing.unplaced);
+    let earlier: Vec<Vec<NodeId>> = routing
+        .earlier_rings()
+        .map(|r| r.replicas(b"some key", 3))
+        .collect();
+    // Every key had all three old holders as replicas.
+    for name in ["a", "b", "c"] {
+        assert!(
+            routing.holds(&id(name), &earlier),
+            "{name} announced the old ring and holds every key of it"
+        );
+    }
+    assert!(!routing.holds(&id("j2"), &earlier));
+}
+
+#[test]
+fn a_ring_nobody_can_rebuild_is_unplaced() {
+    let (v, state) = joiner_view("0123456789abcdef");
+    let routing = Routing::new(v, state);
+    assert!(routing.unplaced);
+    assert_eq!(routing.earlier_rings().count(), 0);
+}
