@@ -165,3 +165,71 @@ fn a_flood_of_stalled_handshakes_does_not_lock_out_the_cli() {
     assert!(retries > 0, "no Retry was sent:\n{m}");
     assert!(per_source > 0, "no source hit its budget:\n{m}");
 }
+
+/// `ringkv members` against `addr`, the key in the environment (so the
+/// only key talk on stderr is the CLI's verdict).
+fn members_with_env_key(addr: SocketAddr, key: &str) -> std::process::Output {
+    Command::new(BIN)
+        .args(["members", "--peer", &addr.to_string()])
+        .env("RINGKV_CLUSTER_KEY", key)
+        .output()
+        .expect("ringkv runs")
+}
+
+#[test]
+fn the_cli_tells_refused_credentials_from_an_overloaded_or_silent_peer() {
+    let _one = one_cluster_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(dir.path(), "p1", &[]);
+
+    // Another cluster's key: refused credentials, exit 4.
+    let other = ClusterKey::from_bytes([5; 32]).to_string();
+    let out = members_with_env_key(peer.addr, &other);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        err.contains("credentials refused") && err.contains("--cluster-key"),
+        "{}",
+        text(&out)
+    );
+
+    // A peer whose handshake slots are all busy refuses the connection:
+    // overloaded, exit 5, and not a word about the key.
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let key = ClusterKey::parse(&peer.key()).expect("the key");
+    let refusing = rt.block_on(async {
+        let identity = NodeIdentity::generate().expect("an identity");
+        let config = ringkv_gossip::transport::tls::server_config(&key, &identity).expect("config");
+        let endpoint = quinn::Endpoint::server(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("a server");
+        let accepting = endpoint.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = accepting.accept().await {
+                incoming.refuse();
+            }
+        });
+        endpoint
+    });
+    let addr = refusing.local_addr().expect("its address");
+    let out = members_with_env_key(addr, &peer.key());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(
+        err.contains("overloaded") && !err.contains("cluster key") && !err.contains("cluster-key"),
+        "{}",
+        text(&out)
+    );
+    refusing.close(0u32.into(), b"done");
+
+    // Nobody answers (a UDP socket that never reads): unreachable, no kind
+    // (exit 1), and not a word about the key.
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("a silent socket");
+    let out = members_with_env_key(silent.local_addr().expect("its address"), &peer.key());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        err.contains("no answer") && !err.contains("cluster key") && !err.contains("cluster-key"),
+        "{}",
+        text(&out)
+    );
+}
