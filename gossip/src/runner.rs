@@ -107,6 +107,13 @@ pub struct TransportStats {
     /// Connections refused or failed during the handshake (a peer with
     /// another cluster key, or not a ringkv peer).
     pub handshake_failures: AtomicU64,
+    /// Connections this peer dialled that the other side refused with
+    /// `CONNECTION_REFUSED`: its handshake slots were all busy (overload,
+    /// not a key mismatch).
+    pub connects_refused: AtomicU64,
+    /// Incoming handshakes that did not complete within the handshake
+    /// timeout (a stalled or very slow client); their slot was freed.
+    pub handshake_timeouts: AtomicU64,
     /// Connection attempts that got no answer in time (peer down or
     /// unreachable).
     pub connect_timeouts: AtomicU64,
@@ -493,7 +500,11 @@ impl Runner {
                 Ok(connecting) => match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
                     Ok(Ok(conn)) => Input::Connected(to, conn),
                     Ok(Err(e)) => {
-                        stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        if is_refused(&e) {
+                            stats.connects_refused.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        }
                         debug!(peer = %to, err = %e, "handshake failed");
                         Input::ConnectFailed(to)
                     }
@@ -549,7 +560,7 @@ impl Runner {
                             }
                         }
                         Err(_) => {
-                            stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                            stats.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 });
@@ -566,6 +577,13 @@ impl Runner {
             self.max_stream,
         ));
     }
+}
+
+/// Whether the other side refused the connection for want of handshake
+/// slots (`CONNECTION_REFUSED`), as opposed to a failed TLS handshake.
+fn is_refused(e: &quinn::ConnectionError) -> bool {
+    matches!(e, quinn::ConnectionError::ConnectionClosed(c)
+        if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED)
 }
 
 /// A handshake slot, given back when dropped.

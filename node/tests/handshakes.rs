@@ -164,6 +164,22 @@ fn a_flood_of_stalled_handshakes_does_not_lock_out_the_cli() {
     );
     assert!(retries > 0, "no Retry was sent:\n{m}");
     assert!(per_source > 0, "no source hit its budget:\n{m}");
+    // The stalled handshakes time out (3 s) as timeouts, not as failed
+    // TLS handshakes: nothing here suggests a wrong cluster key.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let m = loop {
+        let m = metrics(&peer);
+        if counter(&m, "ringkv_quic_handshake_timeouts_total") > 0 {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no handshake timed out:\n{m}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        counter(&m, "ringkv_handshake_failures_total"),
+        0,
+        "stalled handshakes counted as failed TLS handshakes:\n{m}"
+    );
 }
 
 /// `ringkv members` against `addr`, the key in the environment (so the
