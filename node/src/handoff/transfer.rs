@@ -358,8 +358,9 @@ impl Handoff {
                 .await?;
             let mut want = Vec::new();
             for (key, version) in page.versions {
-                let here = self.kv.store.get(&key)?;
-                if here.is_none_or(|r| r.version < version) {
+                // The version alone: the value here is not needed to tell.
+                let here = self.kv.store.version_of(&key)?;
+                if here.is_none_or(|v| v < version) {
                     want.push(key);
                 }
             }
