@@ -43,6 +43,7 @@ use crate::rpc::codec;
 use crate::shared::Kv;
 
 mod anti_entropy;
+mod check;
 mod phase;
 mod serve;
 mod transfer;
