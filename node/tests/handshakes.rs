@@ -249,3 +249,37 @@ fn the_cli_tells_refused_credentials_from_an_overloaded_or_silent_peer() {
         text(&out)
     );
 }
+
+#[test]
+fn the_per_source_budget_is_the_one_given_on_the_command_line() {
+    let _one = one_cluster_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(
+        dir.path(),
+        "p1",
+        &["--admin", "127.0.0.1:0", "--handshakes-per-source", "1"],
+    );
+    let packets = initials(20);
+    let sockets = flood(peer.addr, &packets, 1);
+    // One slot for 127.0.0.2, the other 19 Initials ignored (the default
+    // budget, 8, would ignore 12).
+    let series = "ringkv_quic_handshakes_refused_total{reason=\"per_source\"}";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = metrics(&peer);
+        let ignored = counter(&m, series);
+        if ignored == 19 {
+            break;
+        }
+        assert!(
+            ignored < 19 && Instant::now() < deadline,
+            "ignored {ignored}, want 19:\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(sockets);
+    // The CLI from 127.0.0.1 has a budget of its own.
+    let (out, took) = members_cli(&peer, &peer.key());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(took < ANSWER_WITHIN, "the CLI took {took:?}");
+}
