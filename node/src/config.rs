@@ -443,7 +443,7 @@ fn handshake_limits(args: &NodeArgs, file: &FileConfig) -> Result<HandshakeLimit
     };
     limits
         .validate()
-        .map_err(|e| anyhow::anyhow!("handshake limits: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("handshake limits: {}: {}", e.field, e.reason))?;
     Ok(limits)
 }
 

@@ -23,6 +23,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::error::ConfigError;
+
 /// Limits on handshakes in progress. `Default` is the production setting.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandshakeLimits {
@@ -67,26 +69,30 @@ impl HandshakeLimits {
     /// Checks that the limits make sense together.
     ///
     /// # Errors
-    /// A message naming the field: zero slots, a per-source bound or
+    /// [`ConfigError`] naming the field: zero slots, a per-source bound or
     /// Retry threshold above the total, or a zero timeout.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, reason: String| Err(ConfigError { field, reason });
         if self.handshakes_max == 0 {
-            return Err("handshakes_max must be at least 1".to_owned());
+            return bad("handshakes_max", "must be at least 1".to_owned());
         }
         if self.per_source_max == 0 || self.per_source_max > self.handshakes_max {
-            return Err(format!(
-                "per_source_max must be between 1 and handshakes_max ({})",
-                self.handshakes_max
-            ));
+            return bad(
+                "per_source_max",
+                format!(
+                    "must be between 1 and handshakes_max ({})",
+                    self.handshakes_max
+                ),
+            );
         }
         if self.validate_above > self.handshakes_max {
-            return Err(format!(
-                "validate_above must be at most handshakes_max ({})",
-                self.handshakes_max
-            ));
+            return bad(
+                "validate_above",
+                format!("must be at most handshakes_max ({})", self.handshakes_max),
+            );
         }
         if self.handshake_timeout.is_zero() {
-            return Err("handshake_timeout must be above zero".to_owned());
+            return bad("handshake_timeout", "must be above zero".to_owned());
         }
         Ok(())
     }
