@@ -4,7 +4,8 @@
 //! messages, timer deadlines and membership events out, with time and
 //! randomness passed in, so tests and the simulator replay exactly from a
 //! seed. [`runner`] is the thin tokio shell that drives it over QUIC
-//! ([`transport`]: mutual TLS rooted in the cluster key).
+//! ([`transport`]: mutual TLS rooted in the cluster key, and the admission
+//! of incoming handshakes).
 
 #![warn(missing_docs)]
 

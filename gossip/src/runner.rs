@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::proto::member::{Member, Meta};
 use crate::proto::swim::{Channel, Event, Stats, Swim};
+use crate::transport::admission::{Admit, HandshakeLimits, Handshakes};
 use crate::transport::tls::{peer_node_id, SERVER_NAME};
 
 /// Most received messages waiting for the state machine.
@@ -33,8 +34,6 @@ const PENDING_PER_ADDR: usize = 64;
 const PENDING_ADDRS_MAX: usize = 1024;
 /// Inputs handled per wake-up before timers and commands get a turn.
 const IO_LOOP_BOUND: usize = 256;
-/// Most handshakes in progress at once.
-const HANDSHAKES_MAX: usize = 64;
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -108,11 +107,26 @@ pub struct TransportStats {
     /// Connections refused or failed during the handshake (a peer with
     /// another cluster key, or not a ringkv peer).
     pub handshake_failures: AtomicU64,
+    /// Connections this peer dialled that the other side refused with
+    /// `CONNECTION_REFUSED`: its handshake slots were all busy (overload,
+    /// not a key mismatch).
+    pub connects_refused: AtomicU64,
+    /// Incoming handshakes that did not complete within the handshake
+    /// timeout (a stalled or very slow client); their slot was freed.
+    pub handshake_timeouts: AtomicU64,
     /// Connection attempts that got no answer in time (peer down or
     /// unreachable).
     pub connect_timeouts: AtomicU64,
     /// Bytes received in datagrams and stream messages.
     pub bytes_in: AtomicU64,
+    /// Incoming handshakes refused because every handshake slot was busy.
+    pub handshakes_refused_full: AtomicU64,
+    /// Incoming handshakes ignored because their source address held its
+    /// share of handshake slots already.
+    pub handshakes_ignored_per_source: AtomicU64,
+    /// Incoming handshakes answered with a Retry (address validation)
+    /// because more than half the slots were busy.
+    pub handshake_retries: AtomicU64,
 }
 
 /// What the runner's owner holds.
@@ -149,6 +163,8 @@ pub struct RunnerParts {
     pub requests: mpsc::Sender<Request>,
     /// Largest stream message accepted.
     pub max_stream_message: usize,
+    /// Limits on incoming handshakes in progress.
+    pub handshakes: HandshakeLimits,
 }
 
 /// Starts the runner task; it stops when `shutdown` resolves or after a
@@ -192,6 +208,7 @@ struct Runner {
     client_config: quinn::ClientConfig,
     requests: mpsc::Sender<Request>,
     max_stream: usize,
+    handshakes: HandshakeLimits,
     conns: BTreeMap<SocketAddr, quinn::Connection>,
     pending: BTreeMap<SocketAddr, VecDeque<(Channel, Vec<u8>)>>,
     inbox_tx: mpsc::Sender<Input>,
@@ -222,6 +239,7 @@ impl Runner {
             client_config: parts.client_config,
             requests: parts.requests,
             max_stream: parts.max_stream_message,
+            handshakes: parts.handshakes,
             conns: BTreeMap::new(),
             pending: BTreeMap::new(),
             inbox_tx,
@@ -482,7 +500,11 @@ impl Runner {
                 Ok(connecting) => match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
                     Ok(Ok(conn)) => Input::Connected(to, conn),
                     Ok(Err(e)) => {
-                        stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        if is_refused(&e) {
+                            stats.connects_refused.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        }
                         debug!(peer = %to, err = %e, "handshake failed");
                         Input::ConnectFailed(to)
                     }
@@ -503,14 +525,16 @@ impl Runner {
         let requests = self.requests.clone();
         let stats = self.stats.clone();
         let max = self.max_stream;
+        let limits = self.handshakes.clone();
         tokio::spawn(async move {
             let warned = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
+            let timeout = limits.handshake_timeout;
+            let handshakes = Arc::new(std::sync::Mutex::new(Handshakes::new(limits)));
             while let Some(incoming) = endpoint.accept().await {
-                // Handshakes run side by side, each bounded in time, so a
-                // sender that starts one and goes silent blocks nothing.
-                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-                    incoming.refuse();
+                // Handshakes run side by side, each bounded in time and in
+                // number per source, so a sender that starts many and goes
+                // silent blocks nobody else.
+                let Some(slot) = admit(incoming, &handshakes, &stats) else {
                     continue;
                 };
                 let inbox = inbox.clone();
@@ -518,8 +542,9 @@ impl Runner {
                 let stats = stats.clone();
                 let warned = warned.clone();
                 tokio::spawn(async move {
-                    let outcome = tokio::time::timeout(CONNECT_TIMEOUT, incoming).await;
-                    drop(permit);
+                    let (connecting, slot) = slot;
+                    let outcome = tokio::time::timeout(timeout, connecting).await;
+                    drop(slot);
                     match outcome {
                         Ok(Ok(conn)) => {
                             let _ = inbox
@@ -535,7 +560,7 @@ impl Runner {
                             }
                         }
                         Err(_) => {
-                            stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                            stats.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 });
@@ -551,6 +576,80 @@ impl Runner {
             self.stats.clone(),
             self.max_stream,
         ));
+    }
+}
+
+/// Whether the other side refused the connection for want of handshake
+/// slots (`CONNECTION_REFUSED`), as opposed to a failed TLS handshake.
+fn is_refused(e: &quinn::ConnectionError) -> bool {
+    matches!(e, quinn::ConnectionError::ConnectionClosed(c)
+        if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED)
+}
+
+/// A handshake slot, given back when dropped.
+struct Slot {
+    handshakes: Arc<std::sync::Mutex<Handshakes>>,
+    source: std::net::IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.handshakes).finish(self.source);
+    }
+}
+
+fn lock(handshakes: &std::sync::Mutex<Handshakes>) -> std::sync::MutexGuard<'_, Handshakes> {
+    // The account stays consistent whatever panicked while holding it.
+    handshakes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Applies the admission decision to an incoming handshake: the handshake
+/// and its slot when accepted, else `None` (refused, retried or ignored,
+/// and counted).
+fn admit(
+    incoming: quinn::Incoming,
+    handshakes: &Arc<std::sync::Mutex<Handshakes>>,
+    stats: &TransportStats,
+) -> Option<(quinn::Incoming, Slot)> {
+    let source = incoming.remote_address().ip();
+    let decision = lock(handshakes).admit(
+        source,
+        incoming.remote_address_validated(),
+        incoming.may_retry(),
+    );
+    match decision {
+        Admit::Accept => Some((
+            incoming,
+            Slot {
+                handshakes: handshakes.clone(),
+                source,
+            },
+        )),
+        Admit::Retry => {
+            stats.handshake_retries.fetch_add(1, Ordering::Relaxed);
+            // may_retry was true, so this cannot fail; if it did, the
+            // Incoming is dropped, which refuses it.
+            let _ = incoming.retry();
+            None
+        }
+        Admit::RefuseFull => {
+            stats
+                .handshakes_refused_full
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(source = %source, "refused a handshake: every slot is busy");
+            incoming.refuse();
+            None
+        }
+        Admit::IgnoreSource => {
+            stats
+                .handshakes_ignored_per_source
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(source = %source, "ignored a handshake: its source holds its share of slots");
+            incoming.ignore();
+            None
+        }
     }
 }
 

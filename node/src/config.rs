@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
+use ringkv_gossip::transport::admission::HandshakeLimits;
 use serde::Deserialize;
 
 use crate::handoff::HandoffConfig;
@@ -92,6 +93,15 @@ pub(crate) struct NodeArgs {
     /// serving reads, and takes writes again once space is freed.
     #[arg(long, env = "RINGKV_MIN_FREE_SPACE", value_parser = parse_bytes)]
     min_free_space: Option<u64>,
+    /// Most QUIC handshakes in progress at once (default 64); beyond it
+    /// new ones are refused, and past half of it unvalidated sources get a
+    /// Retry first. See docs/security.md.
+    #[arg(long, env = "RINGKV_HANDSHAKES_MAX", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    handshakes_max: Option<u32>,
+    /// Most QUIC handshakes in progress from one IP address (default 8);
+    /// more Initials from it are ignored until one finishes.
+    #[arg(long, env = "RINGKV_HANDSHAKES_PER_SOURCE", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    handshakes_per_source: Option<u32>,
     /// Seed of the peer's random choices (default: from the OS).
     #[arg(long, env = "RINGKV_SEED")]
     seed: Option<u64>,
@@ -124,7 +134,8 @@ pub(crate) struct NodeArgs {
     /// TOML file with any of the settings above (keys as the flags, with
     /// underscores: data, listen, advertise, join = [..], name, weight,
     /// zone, dead_grace = "30s", tombstone_grace = "1d", max_clock_offset =
-    /// "500ms", min_free_space = "64MB", cluster_key_file, admin,
+    /// "500ms", min_free_space = "64MB", handshakes_max,
+    /// handshakes_per_source, cluster_key_file, admin,
     /// admin_token_file, admin_header_timeout = "10s",
     /// admin_max_connections, metrics_key_names = true,
     /// seed, resp, resp_password, resp_consistency = "quorum",
@@ -212,6 +223,8 @@ struct FileConfig {
     tombstone_grace: Option<String>,
     max_clock_offset: Option<String>,
     min_free_space: Option<String>,
+    handshakes_max: Option<u32>,
+    handshakes_per_source: Option<u32>,
     #[serde(default)]
     handoff: HandoffFile,
     resp: Option<String>,
@@ -254,6 +267,9 @@ pub struct Settings {
     pub(crate) max_clock_offset: Duration,
     /// The data dir's free-space floor (`--min-free-space`).
     pub(crate) min_free_space: u64,
+    /// Limits on incoming QUIC handshakes (`--handshakes-max`,
+    /// `--handshakes-per-source`; validated).
+    pub(crate) handshakes: HandshakeLimits,
     /// Handoff and anti-entropy.
     pub(crate) handoff: HandoffConfig,
     /// The RESP server, when served (validated).
@@ -348,6 +364,7 @@ impl Settings {
             key.cluster_key_file.clone_from(&file.cluster_key_file);
         }
         let resp = resp_settings(args, &file)?;
+        let handshakes = handshake_limits(args, &file)?;
         let admin = layer(args.admin, file.admin, "admin", typed)?;
         let admin_http = admin_http(args, &file, admin)?;
         let join = if args.join.is_empty() {
@@ -390,6 +407,7 @@ impl Settings {
                 |t| parse_bytes(&t),
             )?
             .unwrap_or(crate::disk::MIN_FREE_DEFAULT),
+            handshakes,
             handoff: handoff_config(&args.handoff, file.handoff)?,
             resp,
             key,
@@ -397,6 +415,36 @@ impl Settings {
             ready_file: args.ready_file.clone(),
         })
     }
+}
+
+/// The handshake limits: the two given (flag, else file, else default),
+/// Retries past half the slots, checked together.
+fn handshake_limits(args: &NodeArgs, file: &FileConfig) -> Result<HandshakeLimits> {
+    let d = HandshakeLimits::default();
+    let max = layer(
+        args.handshakes_max,
+        file.handshakes_max,
+        "handshakes_max",
+        typed,
+    )?
+    .map_or(d.handshakes_max, |n| n as usize);
+    let per_source = layer(
+        args.handshakes_per_source,
+        file.handshakes_per_source,
+        "handshakes_per_source",
+        typed,
+    )?
+    .map_or(d.per_source_max.min(max), |n| n as usize);
+    let limits = HandshakeLimits {
+        handshakes_max: max,
+        validate_above: max / 2,
+        per_source_max: per_source,
+        ..d
+    };
+    limits
+        .validate()
+        .map_err(|e| anyhow::anyhow!("handshake limits: {}: {}", e.field, e.reason))?;
+    Ok(limits)
 }
 
 fn max_clock_offset(given: Option<Duration>) -> Result<Duration> {

@@ -106,7 +106,10 @@ impl Store {
     }
 
     /// The keys and versions of up to `max` records of `range` after the
-    /// cursor, and the cursor of the next page (`None` at the end).
+    /// cursor, and the cursor of the next page (`None` at the end). Reads
+    /// only each record's version: values are neither decoded nor copied,
+    /// so listing a range of large values costs about what listing small
+    /// ones does.
     ///
     /// # Errors
     /// As [`page`](Self::page).
@@ -116,13 +119,23 @@ impl Store {
         after: Option<&[u8]>,
         max: usize,
     ) -> Result<VersionPage, StoreError> {
-        let page = self.page(range, after, max, usize::MAX)?;
-        let versions = page
-            .records
-            .into_iter()
-            .map(|(k, r)| (k, r.version))
-            .collect();
-        Ok((versions, page.next))
+        let max = max.max(1);
+        let mut versions = Vec::new();
+        let mut last: Option<Vec<u8>> = None;
+        for item in self.range_iter(range, after) {
+            if versions.len() >= max {
+                return Ok((versions, last));
+            }
+            let (stored, value) = item?;
+            let (_, key) = keys::decode(&stored).ok_or_else(|| StoreError::Corrupt {
+                what: describe_key("record", &stored),
+                reason: "record key shorter than its position".to_owned(),
+            })?;
+            let version = codec::decode_record_version(&value, || describe_key("record", &stored))?;
+            versions.push((key.to_vec(), version));
+            last = Some(stored.to_vec());
+        }
+        Ok((versions, None))
     }
 
     /// The blake3 summary of `range`.

@@ -24,7 +24,7 @@ use crate::codec;
 use crate::error::StoreError;
 use crate::hints::HintTree;
 use crate::keys;
-use crate::record::{Hlc, Record};
+use crate::record::{Hlc, Record, Version};
 
 const RECORDS: &str = "records";
 const HINTS: &str = "hints";
@@ -213,6 +213,20 @@ impl Store {
             .records
             .get(&stored)?
             .map(|v| codec::decode_record(&v, || describe(&stored)))
+            .transpose()
+    }
+
+    /// The version of the record of `key`, if any, read without decoding
+    /// or copying its value.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn version_of(&self, key: &[u8]) -> Result<Option<Version>, StoreError> {
+        let stored = keys::encode(key);
+        self.inner
+            .records
+            .get(&stored)?
+            .map(|v| codec::decode_record_version(&v, || describe(&stored)))
             .transpose()
     }
 

@@ -250,6 +250,16 @@ fn record_gossip(st: &GossipStats, transport: &TransportStats) {
         .absolute(transport.connect_timeouts.load(Relaxed));
     metrics::counter!("ringkv_inbox_dropped_total").absolute(transport.inbox_dropped.load(Relaxed));
     metrics::counter!("ringkv_unsent_total").absolute(transport.unsent.load(Relaxed));
+    metrics::counter!("ringkv_quic_handshakes_refused_total", "reason" => "full")
+        .absolute(transport.handshakes_refused_full.load(Relaxed));
+    metrics::counter!("ringkv_quic_handshakes_refused_total", "reason" => "per_source")
+        .absolute(transport.handshakes_ignored_per_source.load(Relaxed));
+    metrics::counter!("ringkv_quic_handshake_timeouts_total")
+        .absolute(transport.handshake_timeouts.load(Relaxed));
+    metrics::counter!("ringkv_quic_connects_refused_total")
+        .absolute(transport.connects_refused.load(Relaxed));
+    metrics::counter!("ringkv_quic_retries_total")
+        .absolute(transport.handshake_retries.load(Relaxed));
 }
 
 /// This peer's health, incarnation, view agreement and ring rebuilds.

@@ -146,3 +146,34 @@ fn a_non_loopback_admin_without_a_token_refuses_to_start() {
     );
     assert!(err.contains("cannot read"), "{err}");
 }
+
+#[test]
+fn handshake_limits_layer_and_are_checked_together() {
+    let base = || args(&["--data", "/d", "--listen", "127.0.0.1:0"]);
+    let s = Settings::layered(&base(), FileConfig::default()).expect("settings");
+    assert_eq!(s.handshakes, HandshakeLimits::default());
+    let s = Settings::layered(
+        &args(&[
+            "--data",
+            "/d",
+            "--listen",
+            "127.0.0.1:0",
+            "--handshakes-max",
+            "16",
+        ]),
+        file("handshakes_max = 100\nhandshakes_per_source = 4\n"),
+    )
+    .expect("settings");
+    assert_eq!(s.handshakes.handshakes_max, 16);
+    assert_eq!(s.handshakes.validate_above, 8);
+    assert_eq!(s.handshakes.per_source_max, 4);
+    // A small total lowers the default per-source share with it.
+    let s = Settings::layered(&base(), file("handshakes_max = 4\n")).expect("settings");
+    assert_eq!(s.handshakes.per_source_max, 4);
+    let err = Settings::layered(
+        &base(),
+        file("handshakes_max = 4\nhandshakes_per_source = 5\n"),
+    )
+    .expect_err("per source above the total");
+    assert!(format!("{err:#}").contains("per_source_max"), "{err:#}");
+}

@@ -440,6 +440,7 @@ impl Serve {
             endpoint: endpoint.clone(),
             client_config: client.clone(),
             requests: req_tx,
+            handshakes: settings.handshakes.clone(),
         };
         let (handle, runner_task, runner_stop) = gossip_rt.spawn_runner(parts);
         let peers = Peers::new(

@@ -112,8 +112,8 @@ pub(super) fn ring_builder(
 }
 
 /// Says, once in a while, why this peer has not joined yet: nobody
-/// answering (seeds down or wrong addresses) or seeds refusing our
-/// certificate (another cluster's key).
+/// answering (seeds down or wrong addresses), seeds refusing connections
+/// (overloaded), or seeds refusing our certificate (another cluster's key).
 pub(super) fn join_watch(tasks: &mut Tasks, handle: Handle, seeds: Vec<SocketAddr>) {
     use std::sync::atomic::Ordering::Relaxed;
     tasks.spawn("join watch", async move {
@@ -125,7 +125,9 @@ pub(super) fn join_watch(tasks: &mut Tasks, handle: Handle, seeds: Vec<SocketAdd
             }
             let seeds: Vec<String> = seeds.iter().map(ToString::to_string).collect();
             let t = &handle.transport;
-            if t.handshake_failures.load(Relaxed) > 0 {
+            if t.connects_refused.load(Relaxed) > 0 {
+                warn!(seeds = %seeds.join(","), "not joined yet: the seeds are overloaded (they refused the connection: too many handshakes in progress there); still retrying");
+            } else if t.handshake_failures.load(Relaxed) > 0 {
                 warn!(seeds = %seeds.join(","), "not joined yet: the seeds refused the handshake; is --cluster-key the key of their cluster?");
             } else if t.connect_timeouts.load(Relaxed) > 0 {
                 warn!(seeds = %seeds.join(","), "not joined yet: no seed answers; are they running, and are these their --listen addresses? still retrying");

@@ -23,7 +23,9 @@
 //!
 //! Planning and routing are pure (ring crate, `coordinator::plan`); this is
 //! the IO: this file holds the engine and its loop, `transfer.rs` the
-//! pulls, `anti_entropy.rs` the comparisons, `serve.rs` the serving side.
+//! pulls, `check.rs` the (pure) checks every received page passes before
+//! it is applied, `anti_entropy.rs` the comparisons, `serve.rs` the
+//! serving side.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -43,6 +45,7 @@ use crate::rpc::codec;
 use crate::shared::Kv;
 
 mod anti_entropy;
+mod check;
 mod phase;
 mod serve;
 mod transfer;

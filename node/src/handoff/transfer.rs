@@ -21,6 +21,7 @@ use crate::readiness::{holder, Holder};
 use crate::rpc::api::{RangePageReply, Reply, Request, SummaryReply, VersionsReply, REPLY_MAX};
 use crate::rpc::codec;
 
+use super::check::{accept_page, check_page};
 use super::phase::plan_pulls;
 use super::{stored_ready_ring, Handoff, Transfer, PAGE_MAX, PULL_PREFIX, RANGE_TIMEOUT};
 
@@ -253,16 +254,19 @@ impl Handoff {
                     started: Instant::now(),
                 },
             );
+        let max_bytes = u32::try_from(self.cfg.page_bytes.min(PAGE_MAX)).unwrap_or(u32::MAX);
         let fetch = |after: Option<Vec<u8>>| {
             let (kv, addr) = (self.kv.clone(), source.addr);
             let req = Request::RangePage {
                 range: *range,
                 after,
-                max_bytes: u32::try_from(self.cfg.page_bytes.min(PAGE_MAX)).unwrap_or(u32::MAX),
+                max_bytes,
             };
             tokio::spawn(async move { kv.peers.request_within(addr, &req, RANGE_TIMEOUT).await })
         };
-        let mut next = Some(fetch(cp.cursor.clone()));
+        // The cursor the page in flight was asked from.
+        let mut asked = cp.cursor.clone();
+        let mut next = Some(fetch(asked.clone()));
         let mut flushing: Option<Flushing> = None;
         while let Some(pending) = next.take() {
             let bytes = pending
@@ -272,14 +276,13 @@ impl Handoff {
                 Reply::Ok(p) => p,
                 Reply::Err { message, .. } => bail!("{}: {message}", source.name),
             };
-            if *blake3::hash(&page.batch).as_bytes() != page.check {
-                bail!("a page from {} failed its blake3 check", source.name);
-            }
+            let records = accept_page(range, asked.as_deref(), &page, max_bytes as usize)
+                .map_err(|e| anyhow!("{}: {e:#}", source.name))?;
             if let Some(after) = &page.next {
                 next = Some(fetch(Some(after.clone())));
+                asked = Some(after.clone());
             }
             self.throttle(page.batch.len()).await;
-            let records: Vec<(Vec<u8>, Record)> = codec::decode(&page.batch, REPLY_MAX)?;
             let n = records.len() as u64;
             let store = self.kv.store.clone();
             tokio::task::spawn_blocking(move || {
@@ -356,10 +359,23 @@ impl Handoff {
                     },
                 )
                 .await?;
+            check_page(
+                range,
+                after.as_deref(),
+                &page.versions,
+                page.next.as_deref(),
+            )
+            .map_err(|e| {
+                anyhow!(
+                    "{} sent a bad listing of range {range}, nothing of it was used: {e}",
+                    source.name
+                )
+            })?;
             let mut want = Vec::new();
             for (key, version) in page.versions {
-                let here = self.kv.store.get(&key)?;
-                if here.is_none_or(|r| r.version < version) {
+                // The version alone: the value here is not needed to tell.
+                let here = self.kv.store.version_of(&key)?;
+                if here.is_none_or(|v| v < version) {
                     want.push(key);
                 }
             }

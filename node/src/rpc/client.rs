@@ -17,7 +17,7 @@ use ringkv_gossip::{ClusterKey, NodeIdentity};
 use serde::de::DeserializeOwned;
 use tokio::time::{timeout_at, Instant};
 
-use crate::rpc::api::{Reply, Request, RequestError, REPLY_MAX};
+use crate::rpc::api::{ErrorKind, Reply, Request, RequestError, REPLY_MAX};
 use crate::rpc::codec;
 
 /// Why an exchange with a peer failed, and what that means for the
@@ -307,7 +307,10 @@ impl Client {
 
 /// One request from outside the cluster (a CLI command): a client of its
 /// own, one call, closed after. Errors read for people; a peer's error
-/// answer keeps its kind (a [`RequestError`] in the chain).
+/// answer keeps its kind (a [`RequestError`] in the chain), and so does a
+/// connection the peer refused: [`ErrorKind::Refused`] for our credentials
+/// (another cluster's key), [`ErrorKind::Overloaded`] for its handshake
+/// limits. A peer that does not answer at all has no kind.
 ///
 /// # Errors
 /// Any [`CallError`], as text.
@@ -323,30 +326,62 @@ pub(crate) async fn request<T: DeserializeOwned>(
     match outcome {
         Ok(v) => Ok(v),
         Err(CallError::Answered(e)) => Err(e.into()),
-        Err(CallError::Peer(PeerError::Unreachable(e) | PeerError::Unknown(e))) => Err(e),
+        Err(CallError::Peer(PeerError::Unreachable(e) | PeerError::Unknown(e))) => {
+            Err(with_kind(e))
+        }
+    }
+}
+
+/// Why a peer refused a connection, when it said: kept at the root of a
+/// [`PeerError`]'s error so a client from outside can report it by kind.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    /// The TLS handshake failed on a certificate: one side holds another
+    /// cluster's key. Nothing was handled.
+    #[error("{0}")]
+    Credentials(String),
+    /// The peer refused the connection (`CONNECTION_REFUSED`): every
+    /// handshake slot was busy. Nothing was handled.
+    #[error("{0}")]
+    Overloaded(String),
+}
+
+/// `e`, or the [`RequestError`] of the kind its [`Refusal`] stands for.
+fn with_kind(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast_ref::<Refusal>() {
+        Some(Refusal::Credentials(m)) => RequestError::new(ErrorKind::Refused, m.clone()).into(),
+        Some(Refusal::Overloaded(m)) => RequestError::new(ErrorKind::Overloaded, m.clone()).into(),
+        None => e,
     }
 }
 
 fn no_connection(peer: SocketAddr, timeout: Duration) -> PeerError {
     PeerError::Unreachable(anyhow!(
-        "no connection to peer {peer} within {:.1} s (is it running, and is that its --listen address?)",
+        "no answer from peer {peer} within {:.1} s: it is down, unreachable, or too busy to take new connections (is it running, and is that its --listen address?)",
         timeout.as_secs_f64()
     ))
 }
 
 /// A connection that failed: a TLS alert (a closing code 0x100 to 0x1ff)
-/// means the peer refused our certificate, that is, another cluster's key,
-/// so it handled nothing we sent; anything else means the peer went away,
-/// after the request went out if `sent`.
+/// means one side refused the other's certificate, that is, another
+/// cluster's key; `CONNECTION_REFUSED` means the peer's handshake limits
+/// turned us away. Either way it handled nothing we sent. Anything else
+/// means the peer went away, after the request went out if `sent`.
 fn connection_failed(peer: SocketAddr, e: &quinn::ConnectionError, sent: bool) -> PeerError {
     let tls_alert = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
-    let refused = match e {
-        quinn::ConnectionError::ConnectionClosed(c) => tls_alert(c.error_code),
-        quinn::ConnectionError::TransportError(t) => tls_alert(t.code),
-        _ => false,
+    let code = match e {
+        quinn::ConnectionError::ConnectionClosed(c) => Some(c.error_code),
+        quinn::ConnectionError::TransportError(t) => Some(t.code),
+        _ => None,
     };
-    if refused {
-        PeerError::Unreachable(anyhow!("peer {peer} refused the connection ({e}); check --cluster-key: it must be the key of the cluster that peer belongs to"))
+    if code.is_some_and(tls_alert) {
+        PeerError::Unreachable(anyhow::Error::new(Refusal::Credentials(format!(
+            "credentials refused: peer {peer} and this client do not share a cluster key (the TLS handshake failed on a certificate: {e}); check --cluster-key: it must be the key of the cluster that peer belongs to"
+        ))))
+    } else if code == Some(quinn::TransportErrorCode::CONNECTION_REFUSED) {
+        PeerError::Unreachable(anyhow::Error::new(Refusal::Overloaded(format!(
+            "peer {peer} is overloaded: it refused the connection, too many handshakes are in progress there ({e}); retry later"
+        ))))
     } else if sent {
         lost(peer, &e.to_string())
     } else {
@@ -448,6 +483,53 @@ mod tests {
         // The connection may lead to a dead process: the next call dials.
         assert_eq!(client.cached(addr), None);
         client.close();
+        server.close(0u32.into(), b"done");
+        task.abort();
+    }
+
+    /// A bare QUIC server that refuses every connection, as a peer whose
+    /// handshake slots are all busy does.
+    fn refusing_server(key: &ClusterKey) -> (quinn::Endpoint, tokio::task::JoinHandle<()>) {
+        let identity = NodeIdentity::generate().expect("an identity");
+        let config = server_config(key, &identity).expect("a server config");
+        let endpoint = quinn::Endpoint::server(config, loopback()).expect("a server endpoint");
+        let accepting = endpoint.clone();
+        let task = tokio::spawn(async move {
+            while let Some(incoming) = accepting.accept().await {
+                incoming.refuse();
+            }
+        });
+        (endpoint, task)
+    }
+
+    fn kind_of(e: &anyhow::Error) -> Option<ErrorKind> {
+        e.chain()
+            .find_map(|c| c.downcast_ref::<RequestError>())
+            .map(|r| r.kind)
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_overloaded_and_another_key_is_refused_credentials() {
+        let key = test_key();
+        let (server, task) = refusing_server(&key);
+        let addr = server.local_addr().expect("its address");
+        let e = request::<MembersReply>(addr, &key, &Request::Members, CALL)
+            .await
+            .expect_err("refused");
+        assert_eq!(kind_of(&e), Some(ErrorKind::Overloaded), "{e:#}");
+        assert!(format!("{e:#}").contains("overloaded"), "{e:#}");
+        assert!(!format!("{e:#}").contains("cluster-key"), "{e:#}");
+        server.close(0u32.into(), b"done");
+        task.abort();
+
+        let (server, task) = silent_server(&key);
+        let addr = server.local_addr().expect("its address");
+        let other = ClusterKey::from_bytes([8; 32]);
+        let e = request::<MembersReply>(addr, &other, &Request::Members, CALL)
+            .await
+            .expect_err("another cluster's key");
+        assert_eq!(kind_of(&e), Some(ErrorKind::Refused), "{e:#}");
+        assert!(format!("{e:#}").contains("credentials refused"), "{e:#}");
         server.close(0u32.into(), b"done");
         task.abort();
     }
