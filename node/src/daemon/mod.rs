@@ -280,7 +280,18 @@ fn swim(settings: &Settings, opened: &Opened, meta: Meta) -> Swim<ChaCha8Rng> {
         None => ChaCha8Rng::from_os_rng(),
     };
     let now = tokio::time::Instant::now().into_std();
-    let mut swim = Swim::new(gossip, opened.id, opened.incarnation, meta, rng, now);
+    // Statements are signed with the same Ed25519 key as the certificate.
+    let auth = ringkv_gossip::Ed25519Auth::new(&opened.identity)
+        .expect("the identity loaded and made the certificate, so it signs too");
+    let mut swim = Swim::new(
+        gossip,
+        opened.id,
+        opened.incarnation,
+        meta,
+        rng,
+        Box::new(auth),
+        now,
+    );
     let mut all_seeds = opened.seeds.clone();
     for peer in opened.dir.peers() {
         if !all_seeds.contains(&peer) {
