@@ -134,6 +134,13 @@ pub enum Reject {
     /// An Alive whose key does not hash to its member's id, or differs
     /// from the key already learned for that member.
     KeyMismatch,
+    /// Its incarnation is more than `incarnation_jump_max` above the last
+    /// accepted one for that member, or cannot be outbid.
+    IncarnationJump,
+    /// An Alive whose weight is outside `1..=WEIGHT_MAX`.
+    Weight,
+    /// A new member while the table holds `members_max` already.
+    TableFull,
     /// A push-pull entry that is not an Alive plus an optional later
     /// statement about the same member.
     Malformed,
@@ -144,11 +151,14 @@ pub enum Reject {
 
 impl Reject {
     /// Every reason, in metric order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 9] = [
         Self::Unsigned,
         Self::BadSignature,
         Self::UnknownSigner,
         Self::KeyMismatch,
+        Self::IncarnationJump,
+        Self::Weight,
+        Self::TableFull,
         Self::Malformed,
         Self::PeerMismatch,
     ];
@@ -160,6 +170,9 @@ impl Reject {
             Self::BadSignature => "bad_signature",
             Self::UnknownSigner => "unknown_signer",
             Self::KeyMismatch => "key_mismatch",
+            Self::IncarnationJump => "incarnation_jump",
+            Self::Weight => "weight",
+            Self::TableFull => "table_full",
             Self::Malformed => "malformed",
             Self::PeerMismatch => "peer_mismatch",
         }

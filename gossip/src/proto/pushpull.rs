@@ -131,10 +131,18 @@ impl<R: RngCore> Swim<R> {
         if self.members.contains_key(&member.id) {
             return;
         }
+        if self.members.len() >= self.config.members_max {
+            self.reject(Reject::TableFull);
+            return;
+        }
         if !self.accept(&entry.alive, Source::PushPull) {
             return;
         }
         let latest = entry.latest.as_deref().expect("gone entries have a latest");
+        if !self.within_jump(entry.alive.incarnation(), latest.incarnation()) {
+            self.reject(Reject::IncarnationJump);
+            return;
+        }
         // The Alive's key is not learned yet: check the Left against it.
         let checked = match latest {
             Update::Left { .. } => self.check_with_key(latest, &entry),

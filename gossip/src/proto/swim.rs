@@ -19,7 +19,9 @@
 //! `me_entry` this peer's own.
 //!
 //! Authorship: a statement from the network changes nothing unless its
-//! author signed it (`auth.rs`). Checks run only on
+//! author signed it (`auth.rs`), its incarnation is within
+//! `incarnation_jump_max` of the last accepted one, an Alive's weight is in
+//! `1..=WEIGHT_MAX`, and a new member fits `members_max`. Checks run only on
 //! statements that would change something, so the many repeats gossip
 //! carries cost nothing. Rejections are counted in [`Stats::rejected`].
 
@@ -345,7 +347,9 @@ impl<R: RngCore> Swim<R> {
         if self.left || meta == *self.me.meta {
             return;
         }
-        // Never wraps: at u64::MAX the metadata simply stays.
+        // Never wraps: statements about us are bounded by
+        // `incarnation_jump_max`, so this is out of reach in practice; if
+        // it ever were reached the metadata simply stays.
         let Some(next) = self.me.incarnation.checked_add(1) else {
             return;
         };
@@ -358,14 +362,17 @@ impl<R: RngCore> Swim<R> {
     /// events, nothing queued for gossip. Members already known, and this
     /// peer, are left as they are. Trusted input (this peer's own disk or
     /// the simulator): signatures are not checked here, but badly formed
-    /// entries are still skipped.
+    /// entries and those beyond `members_max` are still skipped.
     pub fn handle_restore(&mut self, now: Instant, entries: Vec<Entry>) {
         self.observe_time(now);
         for entry in entries {
             let Some(member) = entry.is_well_formed().then(|| entry.member()).flatten() else {
                 continue;
             };
-            if member.id != self.me.id && !self.members.contains_key(&member.id) {
+            if member.id != self.me.id
+                && !self.members.contains_key(&member.id)
+                && self.members.len() < self.config.members_max
+            {
                 self.entries.insert(member.id, entry);
                 self.insert_member_quietly(now, member);
             }
@@ -609,6 +616,10 @@ impl<R: RngCore> Swim<R> {
             }
             return false;
         }
+        if !self.within_jump(current.0, incarnation) {
+            self.reject(Reject::IncarnationJump);
+            return false;
+        }
         if !self.accept(&update, source) {
             return false;
         }
@@ -627,6 +638,10 @@ impl<R: RngCore> Swim<R> {
         let Update::Alive { meta, .. } = &update else {
             return false;
         };
+        if self.members.len() >= self.config.members_max {
+            self.reject(Reject::TableFull);
+            return false;
+        }
         if !self.accept(&update, source) {
             return false;
         }
@@ -646,8 +661,9 @@ impl<R: RngCore> Swim<R> {
     /// A statement about this peer: refute suspicion, death or a stale
     /// leave with a higher incarnation. Only statements their author
     /// signed count (a Left or Alive of ours must be ours: an earlier life
-    /// of this peer). A claim at `u64::MAX` cannot be outbid; it is
-    /// ignored rather than wrapped.
+    /// of this peer), and never one this peer could not outbid: a claim
+    /// beyond `incarnation_jump_max` or at `u64::MAX` is dropped, not
+    /// adopted, so nobody can push us where refuting is impossible.
     fn apply_about_me(&mut self, update: Update, source: Source) -> bool {
         let incarnation = update.incarnation();
         let mine = self.me.incarnation;
@@ -660,7 +676,11 @@ impl<R: RngCore> Swim<R> {
         if self.left || !newer {
             return false;
         }
-        let Some(next) = incarnation.checked_add(1) else {
+        let Some(next) = incarnation
+            .checked_add(1)
+            .filter(|_| self.within_jump(mine, incarnation))
+        else {
+            self.reject(Reject::IncarnationJump);
             return false;
         };
         match self.check(&update, source) {

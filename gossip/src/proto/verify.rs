@@ -1,16 +1,18 @@
 //! The authorship checks of `auth.rs`, as the state machine applies them
 //! to what it hears, and the signing of this peer's own statements.
 //!
-//! Order, cheapest first: a signature at all, then the key (an Alive's key
-//! must hash to its member's id and equal the one already learned; any
-//! other statement's author must be a member we know), then the signature
-//! itself. Nothing here changes state but the rejection counters.
+//! Order, cheapest first: weight, then a signature at all, then the key
+//! (an Alive's key must hash to its member's id and equal the one already
+//! learned; any other statement's author must be a member we know), then
+//! the signature itself. The incarnation bound is checked by the caller,
+//! which knows the last accepted incarnation. Nothing here changes state
+//! but the rejection counters.
 
 use rand::RngCore;
 use ringkv_ring::NodeId;
 
 use crate::proto::auth::{self, PublicKey, Reject, Sig};
-use crate::proto::member::Incarnation;
+use crate::proto::member::{Incarnation, WEIGHT_MAX};
 use crate::proto::message::{Entry, Update};
 use crate::proto::swim::{Source, Swim};
 
@@ -30,6 +32,11 @@ impl<R: RngCore> Swim<R> {
         })
     }
 
+    /// Whether `incarnation` is at most `incarnation_jump_max` above `last`.
+    pub(crate) fn within_jump(&self, last: Incarnation, incarnation: Incarnation) -> bool {
+        incarnation <= last.saturating_add(self.config.incarnation_jump_max)
+    }
+
     /// The key learned for `author` (this peer's own included).
     fn key_of(&self, author: &NodeId) -> Option<PublicKey> {
         if *author == self.me.id {
@@ -38,11 +45,16 @@ impl<R: RngCore> Swim<R> {
         self.entries.get(author).and_then(|e| e.key()).copied()
     }
 
-    /// Whether `update` is signed by its author and an Alive's key is
-    /// acceptable. This peer's own statements pass unchecked.
+    /// Whether `update` is signed by its author, and an Alive's key and
+    /// weight are acceptable. This peer's own statements pass unchecked.
     pub(crate) fn check(&self, update: &Update, source: Source) -> Result<(), Reject> {
         if source == Source::Local {
             return Ok(());
+        }
+        if let Update::Alive { meta, .. } = update {
+            if !(1..=WEIGHT_MAX).contains(&meta.weight) {
+                return Err(Reject::Weight);
+            }
         }
         if update.sig().is_none() {
             return Err(Reject::Unsigned);

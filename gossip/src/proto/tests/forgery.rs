@@ -1,5 +1,7 @@
 //! Authorship (issue 14, item 1): statements about a member count only if
-//! their author signed them.
+//! their author signed them, incarnations jump a bounded amount, weights
+//! and the member table are capped, and a peer never adopts a claim about
+//! itself it could not outbid.
 
 use super::*;
 use crate::proto::auth::{Reject, Rejections};
@@ -74,6 +76,12 @@ fn dead_by(i: usize, incarnation: Incarnation, by: usize) -> Update {
     }
 }
 
+fn with_weight(i: usize, incarnation: Incarnation, weight: u32) -> Update {
+    let mut m = meta(i);
+    m.weight = weight;
+    alive_with(i, incarnation, m)
+}
+
 #[test]
 fn forged_left_alive_or_metadata_about_another_member_changes_nothing() {
     let (mut p, now) = holder();
@@ -114,8 +122,9 @@ fn forged_left_alive_or_metadata_about_another_member_changes_nothing() {
     );
     assert!(p.poll_event().is_none());
     assert_eq!(rejected(&p, Reject::BadSignature), 2);
-    assert_eq!(rejected(&p, Reject::Unsigned), 2);
+    assert_eq!(rejected(&p, Reject::Unsigned), 1);
     assert_eq!(rejected(&p, Reject::KeyMismatch), 1);
+    assert_eq!(rejected(&p, Reject::IncarnationJump), 1);
 
     // The real thing, relayed by peer 1, is accepted.
     tell(&mut p, now, vec![signed(left(2, 5))]);
@@ -147,6 +156,69 @@ fn suspect_or_dead_not_signed_by_their_by_is_dropped() {
 
     tell(&mut p, now, vec![signed(suspect_by(2, 1, 1))]);
     assert_eq!(p.member(&id(2)).map(|m| m.state), Some(State::Suspect));
+}
+
+#[test]
+fn weights_outside_1_to_1000_are_rejected() {
+    let (mut p, now) = holder();
+    let before = snapshot(&mut p);
+    tell(
+        &mut p,
+        now,
+        vec![with_weight(2, 2, 0), with_weight(2, 3, 1001)],
+    );
+    // A new member with a wild weight is not added either.
+    tell(&mut p, now, vec![with_weight(5, 1, 1_000_000)]);
+    assert_eq!(snapshot(&mut p), before);
+    assert_eq!(rejected(&p, Reject::Weight), 3);
+
+    tell(&mut p, now, vec![with_weight(2, 4, 1000)]);
+    assert_eq!(p.member(&id(2)).map(|m| m.meta.weight), Some(1000));
+}
+
+#[test]
+fn an_incarnation_jump_beyond_the_bound_is_rejected_even_if_signed() {
+    let (mut p, now) = holder();
+    let max = Config::for_test().incarnation_jump_max;
+    let before = snapshot(&mut p);
+    tell(
+        &mut p,
+        now,
+        vec![alive(2, 1 + max + 1), signed(suspect_by(2, u64::MAX, 1))],
+    );
+    assert_eq!(snapshot(&mut p), before);
+    assert_eq!(rejected(&p, Reject::IncarnationJump), 2);
+
+    tell(&mut p, now, vec![alive(2, 1 + max)]);
+    assert_eq!(p.member(&id(2)).map(|m| m.incarnation), Some(1 + max));
+}
+
+#[test]
+fn a_claim_about_me_at_the_highest_incarnation_is_not_adopted() {
+    let (mut p, now) = holder();
+    tell(
+        &mut p,
+        now,
+        vec![
+            left(0, u64::MAX),
+            signed(left(0, u64::MAX)),
+            signed(suspect_by(0, u64::MAX, 1)),
+            signed(dead_by(0, u64::MAX - 1, 1)),
+            alive(0, u64::MAX),
+        ],
+    );
+    assert_eq!((p.me().state, p.me().incarnation), (State::Alive, 1));
+    assert!(!p.has_left());
+    assert_eq!(p.stats().refutations, 0);
+    assert_eq!(p.stats().rejected.total(), 5);
+
+    // A claim it can outbid, it refutes.
+    tell(&mut p, now, vec![signed(suspect_by(0, 1, 1))]);
+    assert_eq!((p.me().state, p.me().incarnation), (State::Alive, 2));
+    // A Left of ours that we never signed is refused, not refuted.
+    tell(&mut p, now, vec![signed_by(1, left(0, 2))]);
+    assert_eq!(p.me().incarnation, 2);
+    assert_eq!(rejected(&p, Reject::BadSignature), 1);
 }
 
 #[test]
@@ -231,11 +303,27 @@ fn push_pull_entries_are_checked_like_gossip() {
 }
 
 #[test]
+fn new_members_beyond_members_max_are_rejected_and_counted() {
+    let config = Config {
+        members_max: 3,
+        ..Config::for_test()
+    };
+    let (mut p, now) = holder_with(config);
+    tell(&mut p, now, vec![alive(3, 1), alive(4, 1), alive(5, 1)]);
+    assert!(p.member(&id(3)).is_some());
+    assert!(p.member(&id(4)).is_none() && p.member(&id(5)).is_none());
+    assert_eq!(rejected(&p, Reject::TableFull), 2);
+    // Known members still update.
+    tell(&mut p, now, vec![alive(1, 2)]);
+    assert_eq!(p.member(&id(1)).map(|m| m.incarnation), Some(2));
+}
+
+#[test]
 fn own_statements_pass_and_rejections_have_labels() {
     let (mut p, now) = holder();
     assert!(p.apply(now, signed(suspect_by(1, 1, 0)), Source::Local));
     let mut r = Rejections::default();
-    r.count(Reject::KeyMismatch);
+    r.count(Reject::Weight);
     let labels: Vec<_> = r.iter().filter(|(_, n)| *n > 0).collect();
-    assert_eq!(labels, vec![("key_mismatch", 1)]);
+    assert_eq!(labels, vec![("weight", 1)]);
 }
