@@ -215,3 +215,115 @@ async fn a_forged_left_from_a_cluster_key_holder_changes_nobodys_view() {
             .unwrap_or_else(|_| panic!("{name} stops in time"));
     }
 }
+
+/// Issue 14, item 3, gossip side: p1 learns member x (a real, signed
+/// Alive) at an address where another node listens. p1's connection there
+/// presents the wrong certificate, so it is dropped and counted, and
+/// nothing meant for x reaches the impostor (x ends up dead at p1: it is
+/// never reached).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gossip_to_a_member_goes_only_to_a_node_with_its_certificate() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use ringkv_gossip::transport::tls::server_config;
+    use ringkv_gossip::Meta;
+
+    subscribe();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p1 = daemon::start(settings(dir.path(), "p1", None), Listeners::default())
+        .await
+        .expect("p1 starts");
+    let key_text = std::fs::read_to_string(dir.path().join("p1/cluster.key")).expect("key file");
+    let key = ClusterKey::parse(key_text.trim()).expect("a cluster key");
+
+    // The impostor: a cluster peer of its own identity, counting whatever
+    // it receives.
+    let impostor = NodeIdentity::generate().expect("an identity");
+    let server = quinn::Endpoint::server(
+        server_config(&key, &impostor).expect("server config"),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .expect("server endpoint");
+    let received = Arc::new(AtomicU64::new(0));
+    let handshakes = Arc::new(AtomicU64::new(0));
+    let accepting = server.clone();
+    let (counter, shaken) = (received.clone(), handshakes.clone());
+    let task = tokio::spawn(async move {
+        while let Some(incoming) = accepting.accept().await {
+            let Ok(conn) = incoming.await else { continue };
+            shaken.fetch_add(1, Ordering::Relaxed);
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        d = conn.read_datagram() => match d {
+                            Ok(_) => { counter.fetch_add(1, Ordering::Relaxed); }
+                            Err(_) => break,
+                        },
+                        s = conn.accept_uni() => match s {
+                            Ok(_) => { counter.fetch_add(1, Ordering::Relaxed); }
+                            Err(_) => break,
+                        },
+                    }
+                }
+            });
+        }
+    });
+    let impostor_addr = server.local_addr().expect("bound");
+
+    // x announces itself, properly signed, at the impostor's address.
+    let x = NodeIdentity::generate().expect("an identity");
+    let x_auth = Ed25519Auth::new(&x).expect("a signer");
+    let alive = auth::sign(
+        &x_auth,
+        &key.cluster_id(),
+        Update::Alive {
+            id: x.node_id(),
+            incarnation: 1,
+            meta: Meta::new(impostor_addr, "x").into(),
+            key: ringkv_gossip::Auth::public_key(&x_auth),
+            sig: Sig::NONE,
+        },
+    );
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("endpoint");
+    let env = Envelope {
+        cluster: key.cluster_id(),
+        from: x.node_id(),
+        from_addr: impostor_addr,
+        view: 0,
+        body: Body::Gossip,
+        updates: vec![alive],
+    };
+    let config = client_config(&key, &x).expect("client config");
+    send_as_gossip(&client, config, p1.addrs().quic, &env).await;
+    eventually("p1 knows x", || state_of(&p1, "x").is_some()).await;
+
+    // p1 keeps trying x and never reaches it, so it declares x dead, and
+    // then pings it now and then to find healed partitions: several
+    // handshakes with the impostor, and nothing sent on any of them.
+    eventually("p1 declares the unreachable x dead", || {
+        state_of(&p1, "x").is_some_and(|(s, _)| s == State::Dead)
+    })
+    .await;
+    let shaken = handshakes.load(Ordering::Relaxed);
+    eventually(
+        "p1 dialled the impostor twice more, or sent it something",
+        || handshakes.load(Ordering::Relaxed) >= shaken + 2 || received.load(Ordering::Relaxed) > 0,
+    )
+    .await;
+    assert_eq!(
+        received.load(Ordering::Relaxed),
+        0,
+        "the impostor received gossip meant for x"
+    );
+    let transport = p1.transport();
+    assert!(transport.peer_mismatch.load(Ordering::Relaxed) >= shaken + 2);
+
+    client.close(0u32.into(), b"done");
+    server.close(0u32.into(), b"done");
+    task.abort();
+    tokio::time::timeout(WAIT, p1.shutdown(std::future::pending()))
+        .await
+        .expect("p1 stops in time");
+}

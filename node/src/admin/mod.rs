@@ -247,6 +247,12 @@ fn record_gossip(st: &GossipStats, transport: &TransportStats) {
     // Membership statements dropped: unsigned, forged, wild incarnations or
     // weights, a full member table, a connection to the wrong peer.
     for (reason, n) in st.rejected.iter() {
+        // The transport counts connections to the wrong node itself.
+        let n = if reason == ringkv_gossip::Reject::PeerMismatch.as_str() {
+            n + transport.peer_mismatch.load(Relaxed)
+        } else {
+            n
+        };
         metrics::counter!("ringkv_gossip_rejected_total", "reason" => reason).absolute(n);
     }
     metrics::counter!("ringkv_handshake_failures_total")

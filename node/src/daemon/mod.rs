@@ -91,6 +91,11 @@ impl Peer {
     pub fn view(&self) -> tokio::sync::watch::Receiver<Arc<runner::View>> {
         self.handle.view.clone()
     }
+
+    /// The gossip transport's counters.
+    pub fn transport(&self) -> Arc<runner::TransportStats> {
+        self.handle.transport.clone()
+    }
 }
 
 /// Runs `ringkv node` until SIGTERM or Ctrl-C, then leaves gracefully (a
@@ -458,6 +463,7 @@ impl Serve {
             client,
             Duration::from_secs(2),
             handle.commands.clone(),
+            handle.view.clone(),
         );
         let mut tasks = Tasks::new();
         let ring_rx = tasks::ring_builder(&mut tasks, handle.view.clone(), settings.dead_grace);
