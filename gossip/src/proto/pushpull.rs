@@ -101,13 +101,25 @@ impl<R: RngCore> Swim<R> {
                 entry.latest.as_deref().map(Update::state),
                 Some(State::Dead | State::Left)
             );
-            if known || !gone {
+            // What we hold already is most of a full state: skip it
+            // before cloning anything (apply would ignore it too).
+            let inc = entry.alive.incarnation();
+            let stale = if id == self.me.id {
+                inc <= self.me.incarnation
+            } else {
+                self.members
+                    .get(&id)
+                    .is_some_and(|m| !m.is_superseded_by(inc, State::Alive))
+            };
+            if (known || !gone) && !stale {
                 // Known members, and new ones that are alive or suspected:
                 // learn them alive, then hear the rest, so a suspect gets
                 // its full chance to refute here too.
                 self.apply(now, (*entry.alive).clone(), Source::PushPull);
             }
-            later.push((known || !gone, entry));
+            if entry.latest.is_some() {
+                later.push((known || !gone, entry));
+            }
         }
         for (learned, entry) in later {
             let Some(latest) = entry.latest.as_deref().cloned() else {
