@@ -90,6 +90,19 @@ pub struct Config {
     /// Most indirect probes this peer runs for others at once. 256: far
     /// above k per period from every peer, so a flood cannot grow memory.
     pub forward_probes_max: usize,
+    /// A statement about a member whose incarnation is more than this above
+    /// the last one accepted for it is dropped, signed or not. A member
+    /// raises its own incarnation by one per refutation or metadata change,
+    /// so 2^20 (a million) is far beyond any honest gap, while a peer that
+    /// signs a wild Suspect cannot push anyone near `u64::MAX`, where it
+    /// could no longer refute.
+    pub incarnation_jump_max: u64,
+    /// Most members (live, dead and left) this peer holds; statements about
+    /// new members beyond it are dropped and counted. 20,000: well above
+    /// the 1,000-peer clusters the defaults are tuned for and inside what
+    /// a push-pull stream holds, yet a process that invents members cannot
+    /// grow this peer's memory, probe list or ring without bound.
+    pub members_max: usize,
 }
 
 impl Default for Config {
@@ -117,6 +130,8 @@ impl Default for Config {
             join_retry_max: Duration::from_secs(30),
             broadcast_queue_max: 8192,
             forward_probes_max: 256,
+            incarnation_jump_max: 1 << 20,
+            members_max: 20_000,
         }
     }
 }
@@ -194,6 +209,12 @@ impl Config {
         }
         if self.broadcast_queue_max == 0 || self.forward_probes_max == 0 {
             return bad("broadcast_queue_max", "queue limits must be at least 1");
+        }
+        if self.incarnation_jump_max == 0 || self.incarnation_jump_max > 1 << 40 {
+            return bad("incarnation_jump_max", "must be between 1 and 2^40");
+        }
+        if self.members_max == 0 {
+            return bad("members_max", "must be at least 1");
         }
         Ok(())
     }

@@ -17,8 +17,10 @@ pub mod transport;
 
 pub use config::Config;
 pub use error::{CodecError, ConfigError};
+pub use proto::auth::{Auth, InsecureAuth, PublicKey, Reject, Rejections, Sig};
 pub use proto::member::{Incarnation, Member, Meta, NodeStatus, State};
-pub use proto::message::{Body, ClusterId, Envelope, Update};
+pub use proto::message::{Body, ClusterId, Entry, Envelope, Update};
 pub use proto::swim::{Channel, Event, Stats, Swim, Transmit};
 pub use ringkv_ring::NodeId;
+pub use transport::sign::Ed25519Auth;
 pub use transport::tls::{ClusterKey, NodeIdentity, TlsError};

@@ -127,6 +127,10 @@ pub struct TransportStats {
     /// Incoming handshakes answered with a Retry (address validation)
     /// because more than half the slots were busy.
     pub handshake_retries: AtomicU64,
+    /// Connections dropped because the certificate's node id was not the
+    /// member at the address dialled (or, accepted, the member at the
+    /// address they came from).
+    pub peer_mismatch: AtomicU64,
 }
 
 /// What the runner's owner holds.
@@ -323,6 +327,17 @@ impl Runner {
                 }
             }
             Input::Connected(addr, conn) => {
+                if !self.is_member_at(addr, &conn) {
+                    self.stats.peer_mismatch.fetch_add(1, Ordering::Relaxed);
+                    warn!(peer = %addr, "dropped a connection: not the member at that address");
+                    conn.close(0u32.into(), b"not the member expected at this address");
+                    if let Some(queue) = self.pending.remove(&addr) {
+                        self.stats
+                            .unsent
+                            .fetch_add(queue.len() as u64, Ordering::Relaxed);
+                    }
+                    return;
+                }
                 self.spawn_reader(conn.clone());
                 self.conns.insert(addr, conn);
                 if let Some(queue) = self.pending.remove(&addr) {
@@ -334,8 +349,14 @@ impl Runner {
             Input::Accepted(addr, conn) => {
                 // Only members' connections are worth pooling; a CLI's
                 // throwaway address would stay in the map for ever.
+                // And only if it is the member at that address: another
+                // node must not receive what we send to that member.
                 if self.swim.members().any(|m| m.meta.addr == addr) {
-                    self.conns.insert(addr, conn);
+                    if self.is_member_at(addr, &conn) {
+                        self.conns.insert(addr, conn);
+                    } else {
+                        self.stats.peer_mismatch.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 self.conns.retain(|_, c| c.close_reason().is_none());
             }
@@ -414,6 +435,21 @@ impl Runner {
             self.view_tx
                 .send_modify(|v| *v = Arc::new(snapshot(swim, index)));
         }
+    }
+
+    /// Whether `conn` (to or from `addr`) presents the certificate of a
+    /// member we hold at `addr`, in any state (a ping to a dead member must
+    /// reach that member, not whoever took its address). An address with
+    /// no member (a seed not joined yet) accepts any cluster peer: what it
+    /// says is checked statement by statement (`proto/verify.rs`).
+    fn is_member_at(&self, addr: SocketAddr, conn: &quinn::Connection) -> bool {
+        let got = peer_node_id(conn);
+        let mut wanted = self
+            .swim
+            .members()
+            .filter(|m| m.meta.addr == addr)
+            .peekable();
+        wanted.peek().is_none() || wanted.any(|m| Some(m.id) == got)
     }
 
     /// A member that died, left or came back may be a new process behind

@@ -12,8 +12,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use ringkv_gossip::proto::codec::{self, decode, encode};
 use ringkv_gossip::{
-    Body, Channel, ClusterId, CodecError, Config, Envelope, Event, Member, Meta, NodeId,
-    NodeStatus, State, Swim, Update,
+    Auth, Body, Channel, ClusterId, CodecError, Config, Entry, Envelope, Event, InsecureAuth, Meta,
+    NodeId, NodeStatus, Sig, State, Swim, Update,
 };
 
 /// The limit the brief's callers use for arbitrary input.
@@ -81,42 +81,57 @@ fn arb_meta() -> impl Strategy<Value = Meta> {
         )
 }
 
-fn arb_member() -> impl Strategy<Value = Member> {
-    (arb_node_id(), any::<u64>(), arb_state(), arb_meta()).prop_map(
-        |(id, incarnation, state, meta)| Member {
-            id,
-            incarnation,
-            state,
-            meta: meta.into(),
-        },
-    )
+fn arb_sig() -> impl Strategy<Value = Sig> {
+    (any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(a, b)| {
+        let mut sig = [0; 64];
+        sig[..32].copy_from_slice(&a);
+        sig[32..].copy_from_slice(&b);
+        Sig(sig)
+    })
+}
+
+fn arb_entry() -> impl Strategy<Value = Entry> {
+    (arb_update(), proptest::option::of(arb_update()))
+        .prop_map(|(alive, latest)| Entry::new(alive, latest))
 }
 
 fn arb_update() -> impl Strategy<Value = Update> {
     prop_oneof![
-        (arb_node_id(), any::<u64>(), arb_meta()).prop_map(|(id, incarnation, meta)| {
-            Update::Alive {
+        (
+            arb_node_id(),
+            any::<u64>(),
+            arb_meta(),
+            any::<[u8; 32]>(),
+            arb_sig()
+        )
+            .prop_map(|(id, incarnation, meta, key, sig)| Update::Alive {
                 id,
                 incarnation,
                 meta: meta.clone().into(),
-            }
-        }),
-        (arb_node_id(), any::<u64>(), arb_node_id()).prop_map(|(id, incarnation, by)| {
-            Update::Suspect {
+                key,
+                sig,
+            }),
+        (arb_node_id(), any::<u64>(), arb_node_id(), arb_sig()).prop_map(
+            |(id, incarnation, by, sig)| Update::Suspect {
                 id,
                 incarnation,
                 by,
+                sig,
             }
-        }),
-        (arb_node_id(), any::<u64>(), arb_node_id()).prop_map(|(id, incarnation, by)| {
-            Update::Dead {
+        ),
+        (arb_node_id(), any::<u64>(), arb_node_id(), arb_sig()).prop_map(
+            |(id, incarnation, by, sig)| Update::Dead {
                 id,
                 incarnation,
                 by,
+                sig,
             }
+        ),
+        (arb_node_id(), any::<u64>(), arb_sig()).prop_map(|(id, incarnation, sig)| Update::Left {
+            id,
+            incarnation,
+            sig
         }),
-        (arb_node_id(), any::<u64>())
-            .prop_map(|(id, incarnation)| Update::Left { id, incarnation }),
     ]
 }
 
@@ -136,7 +151,7 @@ fn arb_body() -> impl Strategy<Value = Body> {
         (
             any::<bool>(),
             any::<bool>(),
-            proptest::collection::vec(arb_member(), 0..4)
+            proptest::collection::vec(arb_entry(), 0..4)
         )
             .prop_map(|(join, reply, members)| Body::PushPull {
                 join,
@@ -193,37 +208,88 @@ fn arb_who() -> impl Strategy<Value = usize> {
     0..WORLD
 }
 
+/// Signed by its author nine times in ten, by someone else otherwise.
+fn world_sign(update: Update, signer: Option<usize>) -> Update {
+    let author = signer.map_or_else(|| ringkv_gossip::proto::auth::author(&update), world_id);
+    ringkv_gossip::proto::auth::sign(
+        &InsecureAuth::for_id(author),
+        &Config::for_test().cluster,
+        update,
+    )
+}
+
+fn arb_signer() -> impl Strategy<Value = Option<usize>> {
+    prop_oneof![9 => Just(None), 1 => arb_who().prop_map(Some)]
+}
+
+fn world_alive(i: usize, incarnation: u64, v: u8) -> Update {
+    Update::Alive {
+        id: world_id(i),
+        incarnation,
+        meta: world_meta(i, v).into(),
+        key: InsecureAuth::for_id(world_id(i)).public_key(),
+        sig: Sig::NONE,
+    }
+}
+
 fn arb_world_update() -> impl Strategy<Value = Update> {
-    prop_oneof![
-        (arb_who(), arb_inc(), any::<u8>()).prop_map(|(i, incarnation, v)| Update::Alive {
-            id: world_id(i),
+    let unsigned = prop_oneof![
+        (arb_who(), arb_inc(), any::<u8>()).prop_map(|(i, incarnation, v)| world_alive(
+            i,
             incarnation,
-            meta: world_meta(i, v).into()
-        }),
+            v
+        )),
         (arb_who(), arb_inc(), arb_who()).prop_map(|(i, incarnation, by)| Update::Suspect {
             id: world_id(i),
             incarnation,
-            by: world_id(by)
+            by: world_id(by),
+            sig: Sig::NONE,
         }),
         (arb_who(), arb_inc(), arb_who()).prop_map(|(i, incarnation, by)| Update::Dead {
             id: world_id(i),
             incarnation,
-            by: world_id(by)
+            by: world_id(by),
+            sig: Sig::NONE,
         }),
         (arb_who(), arb_inc()).prop_map(|(i, incarnation)| Update::Left {
             id: world_id(i),
-            incarnation
+            incarnation,
+            sig: Sig::NONE,
         }),
-    ]
+    ];
+    (unsigned, arb_signer()).prop_map(|(u, signer)| world_sign(u, signer))
 }
 
-fn arb_world_member() -> impl Strategy<Value = Member> {
-    (arb_who(), arb_inc(), arb_state(), any::<u8>()).prop_map(|(i, incarnation, state, v)| Member {
-        id: world_id(i),
-        incarnation,
-        state,
-        meta: world_meta(i, v).into(),
-    })
+fn arb_world_member() -> impl Strategy<Value = Entry> {
+    (arb_who(), arb_inc(), arb_state(), any::<u8>(), arb_who()).prop_map(
+        |(i, incarnation, state, v, by)| {
+            let (id, by, sig) = (world_id(i), world_id(by), Sig::NONE);
+            let latest = match state {
+                State::Alive => None,
+                State::Suspect => Some(Update::Suspect {
+                    id,
+                    incarnation,
+                    by,
+                    sig,
+                }),
+                State::Dead => Some(Update::Dead {
+                    id,
+                    incarnation,
+                    by,
+                    sig,
+                }),
+                State::Left => Some(Update::Left {
+                    id,
+                    incarnation,
+                    sig,
+                }),
+            };
+            Entry::new(
+                world_sign(world_alive(i, incarnation, v), None),
+                latest.map(|u| world_sign(u, None)),
+            )
+        },
+    )
 }
 
 fn arb_world_body() -> impl Strategy<Value = Body> {
@@ -304,6 +370,7 @@ fn fresh_peer(seed: u64, t0: Instant) -> Peer {
         1,
         world_meta(0, 0),
         ChaCha8Rng::seed_from_u64(seed),
+        Box::new(InsecureAuth::for_id(world_id(0))),
         t0,
     );
     p.handle_join(t0, vec![world_addr(1)]);
@@ -351,7 +418,7 @@ proptest! {
     fn decoding_arbitrary_bodies_behind_a_valid_header_never_panics(
         body in proptest::collection::vec(any::<u8>(), 0..2048),
     ) {
-        let bytes = [b"RG\x01".as_slice(), &body].concat();
+        let bytes = [b"RG\x02".as_slice(), &body].concat();
         let _ = decode(&bytes, LIMIT);
     }
 
@@ -371,7 +438,7 @@ proptest! {
     #[test]
     fn encode_then_decode_round_trips(env in arb_envelope()) {
         let bytes = encode(&env).expect("encodes");
-        prop_assert_eq!(&bytes[..3], b"RG\x01");
+        prop_assert_eq!(&bytes[..3], b"RG\x02");
         prop_assert_eq!(decode(&bytes, bytes.len()).expect("decodes"), env);
         prop_assert_eq!(
             decode(&bytes, bytes.len() - 1),
@@ -461,12 +528,17 @@ proptest! {
 fn header_only_and_empty_inputs_are_errors() {
     assert_eq!(decode(b"", LIMIT), Err(CodecError::BadMagic));
     assert_eq!(decode(b"RG", LIMIT), Err(CodecError::BadMagic));
+    // Version 1 (before statements were signed) is no longer spoken.
     assert_eq!(
-        decode(b"RG\x02", LIMIT),
-        Err(CodecError::UnsupportedVersion(2))
+        decode(b"RG\x01", LIMIT),
+        Err(CodecError::UnsupportedVersion(1))
+    );
+    assert_eq!(
+        decode(b"RG\x03", LIMIT),
+        Err(CodecError::UnsupportedVersion(3))
     );
     assert!(matches!(
-        decode(b"RG\x01", LIMIT),
+        decode(b"RG\x02", LIMIT),
         Err(CodecError::Malformed(_))
     ));
     assert_eq!(codec::MAGIC, *b"RG");

@@ -116,6 +116,7 @@ mod tests {
         Update::Left {
             id: NodeId::from_name(n),
             incarnation: inc,
+            sig: crate::proto::auth::Sig::NONE,
         }
     }
 

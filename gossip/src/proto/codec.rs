@@ -17,8 +17,10 @@ use crate::proto::message::Envelope;
 
 /// First bytes of every gossip message.
 pub const MAGIC: [u8; 2] = *b"RG";
-/// Wire version this build speaks.
-pub const VERSION: u8 = 1;
+/// Wire version this build speaks. 2: statements carry signatures and
+/// Alive statements their author's public key; push-pull sends signed
+/// entries (`auth.rs`).
+pub const VERSION: u8 = 2;
 const HEADER: usize = 3;
 /// Allocation cap inside bincode for the largest messages, whatever the
 /// channel limit: a length prefix claiming more than this fails before
@@ -119,6 +121,16 @@ fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
         )));
     }
     Ok(value)
+}
+
+/// Appends the encoding of one part (the metadata inside a signed
+/// statement, `auth.rs`). Deterministic: the same value gives the same
+/// bytes on every peer, so a relayed signature still checks.
+pub(crate) fn encode_part_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
+    // Our metadata types always encode (no maps with non-string keys, no
+    // sequences of unknown length); a failure would leave the bytes short,
+    // and the signature would then simply not verify anywhere.
+    let _ = bincode::serde::encode_into_std_write(value, out, config());
 }
 
 /// Encoded size of any serializable part, for fitting updates into a

@@ -77,11 +77,7 @@ impl<R: RngCore> Swim<R> {
     /// leaving: that would undo the Left.
     fn rebroadcast_self(&mut self) {
         debug_assert!(!self.left, "a peer that left announces only its Left");
-        self.broadcasts.push(Update::Alive {
-            id: self.me.id,
-            incarnation: self.me.incarnation,
-            meta: self.me.meta.clone(),
-        });
+        self.broadcasts.push((*self.me_entry.alive).clone());
     }
 
     /// The statement to send back to a peer that told us `update`, when
@@ -92,18 +88,18 @@ impl<R: RngCore> Swim<R> {
             return self.correction_about_me(incarnation, state);
         }
         let entry = self.members.get(&id)?;
+        // We answer with the signed statement we hold, never a new one.
+        let ours = || self.entries.get(&id).map(|e| e.current().clone());
         match entry.state {
             // Rule 3: Left is final for its incarnation.
-            State::Left => {
-                (state != State::Left && incarnation <= entry.incarnation).then_some(Update::Left {
-                    id,
-                    incarnation: entry.incarnation,
-                })
-            }
+            State::Left => (state != State::Left && incarnation <= entry.incarnation)
+                .then(ours)
+                .flatten(),
             // Rule 1: the sender missed the refutation.
             State::Alive => (matches!(state, State::Suspect | State::Dead)
                 && incarnation < entry.incarnation)
-                .then(|| Update::of_member(entry, self.me.id)),
+                .then(ours)
+                .flatten(),
             State::Suspect | State::Dead => None,
         }
     }
@@ -117,16 +113,9 @@ impl<R: RngCore> Swim<R> {
         let mine = self.me.incarnation;
         if self.left {
             let stale = incarnation < mine || (incarnation == mine && state != State::Left);
-            return stale.then_some(Update::Left {
-                id: self.me.id,
-                incarnation: mine,
-            });
+            return stale.then(|| self.me_entry.current().clone());
         }
-        (state != State::Alive && incarnation < mine).then(|| Update::Alive {
-            id: self.me.id,
-            incarnation: mine,
-            meta: self.me.meta.clone(),
-        })
+        (state != State::Alive && incarnation < mine).then(|| (*self.me_entry.alive).clone())
     }
 
     /// Sends `updates` straight back to a peer that is behind, ahead of

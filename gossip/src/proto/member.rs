@@ -20,6 +20,13 @@ use serde::{Deserialize, Serialize};
 /// to change metadata, or on restart.
 pub type Incarnation = u64;
 
+/// Highest capacity weight a member may announce; an Alive outside
+/// `1..=WEIGHT_MAX` is dropped. A node of weight w owns `vnodes * w` ring
+/// tokens, so 1,000 (150,000 tokens at the default 150 vnodes) leaves room
+/// for a thousandfold difference in machine size while a single member
+/// cannot blow up every peer's ring, or take it over with a wild weight.
+pub const WEIGHT_MAX: u32 = 1000;
+
 /// Liveness of a member, in precedence order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum State {
@@ -84,7 +91,7 @@ pub struct Meta {
     pub admin: Option<SocketAddr>,
     /// Human name, for tables and logs.
     pub name: String,
-    /// Capacity weight for the ring (at least 1).
+    /// Capacity weight for the ring, `1..=WEIGHT_MAX`.
     pub weight: u32,
     /// Failure zone, if set.
     pub zone: Option<String>,

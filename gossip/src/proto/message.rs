@@ -14,7 +14,12 @@
 //!   `Nack{seq}` when the target stays silent (Lifeguard: a nack proves the
 //!   helper is alive, so silence counts against this peer's health).
 //! - `Gossip`: only piggybacked updates, to a few random peers per round.
-//! - `PushPull{members, join, reply}`: full state one way, full state back.
+//! - `PushPull{members, join, reply}`: full state one way, full state back,
+//!   each member as its signed statements ([`Entry`]).
+//!
+//! Every [`Update`] is signed by its author (`auth.rs`): Alive and Left by
+//! the member itself, Suspect and Dead by their `by`. Relays never change
+//! them.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -23,6 +28,7 @@ use std::sync::Arc;
 use ringkv_ring::NodeId;
 use serde::{Deserialize, Serialize};
 
+use crate::proto::auth::{PublicKey, Sig};
 use crate::proto::member::{Incarnation, Member, Meta, State};
 
 /// Identity of a cluster, derived from its secret.
@@ -93,8 +99,9 @@ pub enum Body {
         join: bool,
         /// This is the answer to a push-pull (do not answer it).
         reply: bool,
-        /// Every member the sender knows, itself included.
-        members: Vec<Member>,
+        /// Every member the sender knows, itself included, each with the
+        /// signed statements behind it.
+        members: Vec<Entry>,
     },
 }
 
@@ -109,6 +116,11 @@ pub enum Update {
         incarnation: Incarnation,
         /// Its metadata.
         meta: Arc<Meta>,
+        /// The member's public key (its id is a hash of it).
+        #[serde(with = "serde_bytes")]
+        key: PublicKey,
+        /// The member's signature.
+        sig: Sig,
     },
     /// `by` suspects the member at this incarnation.
     Suspect {
@@ -118,6 +130,8 @@ pub enum Update {
         incarnation: Incarnation,
         /// The suspecting peer (counted as a Lifeguard confirmation).
         by: NodeId,
+        /// `by`'s signature.
+        sig: Sig,
     },
     /// `by` declared the member dead at this incarnation.
     Dead {
@@ -127,6 +141,8 @@ pub enum Update {
         incarnation: Incarnation,
         /// The peer whose suspicion ran out.
         by: NodeId,
+        /// `by`'s signature.
+        sig: Sig,
     },
     /// The member left gracefully at this incarnation.
     Left {
@@ -134,6 +150,8 @@ pub enum Update {
         id: NodeId,
         /// Incarnation.
         incarnation: Incarnation,
+        /// The member's signature.
+        sig: Sig,
     },
 }
 
@@ -168,26 +186,85 @@ impl Update {
         }
     }
 
-    /// The update that restates what we hold about `m`.
-    pub fn of_member(m: &Member, by: NodeId) -> Self {
-        let (id, incarnation) = (m.id, m.incarnation);
-        match m.state {
-            State::Alive => Self::Alive {
-                id,
-                incarnation,
-                meta: m.meta.clone(),
-            },
-            State::Suspect => Self::Suspect {
-                id,
-                incarnation,
-                by,
-            },
-            State::Dead => Self::Dead {
-                id,
-                incarnation,
-                by,
-            },
-            State::Left => Self::Left { id, incarnation },
+    /// Its signature.
+    pub fn sig(&self) -> &Sig {
+        match self {
+            Self::Alive { sig, .. }
+            | Self::Suspect { sig, .. }
+            | Self::Dead { sig, .. }
+            | Self::Left { sig, .. } => sig,
         }
+    }
+
+    /// Its signature, to fill in.
+    pub fn sig_mut(&mut self) -> &mut Sig {
+        match self {
+            Self::Alive { sig, .. }
+            | Self::Suspect { sig, .. }
+            | Self::Dead { sig, .. }
+            | Self::Left { sig, .. } => sig,
+        }
+    }
+}
+
+/// A member as its signed statements: what push-pull sends, so every
+/// entry of a full state is checked like gossip.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The member's latest accepted Alive (its metadata and key). Shared,
+    /// like `Meta`: every table that holds the statement points at one copy.
+    pub alive: Arc<Update>,
+    /// A later Suspect, Dead or Left about it, when that is its state.
+    pub latest: Option<Arc<Update>>,
+}
+
+impl Entry {
+    /// An entry of `alive` and, when the member is not Alive, `latest`.
+    pub fn new(alive: Update, latest: Option<Update>) -> Self {
+        Self {
+            alive: Arc::new(alive),
+            latest: latest.map(Arc::new),
+        }
+    }
+
+    /// The statement that decides the member's current state.
+    pub fn current(&self) -> &Update {
+        self.latest.as_deref().unwrap_or(&self.alive)
+    }
+
+    /// Its public key, when `alive` is an Alive.
+    pub fn key(&self) -> Option<&PublicKey> {
+        match &*self.alive {
+            Update::Alive { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Whether the entry has the right shape: an Alive, then optionally a
+    /// Suspect, Dead or Left about the same member at no lower incarnation.
+    pub fn is_well_formed(&self) -> bool {
+        if self.alive.state() != State::Alive {
+            return false;
+        }
+        self.latest.as_ref().is_none_or(|l| {
+            l.state() != State::Alive
+                && l.id() == self.alive.id()
+                && l.incarnation() >= self.alive.incarnation()
+        })
+    }
+
+    /// The member this entry describes; `None` when `alive` is not an
+    /// Alive.
+    pub fn member(&self) -> Option<Member> {
+        let current = self.current();
+        let Update::Alive { meta, .. } = &*self.alive else {
+            return None;
+        };
+        Some(Member {
+            id: current.id(),
+            incarnation: current.incarnation(),
+            state: current.state(),
+            meta: meta.clone(),
+        })
     }
 }

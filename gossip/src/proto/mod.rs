@@ -1,6 +1,7 @@
 //! The sans-IO membership core: no sockets, no clock, no OS randomness.
 //! `codec` is the only place messages become bytes.
 
+pub mod auth;
 pub(crate) mod awareness;
 pub(crate) mod broadcast;
 pub mod codec;
@@ -13,6 +14,7 @@ pub(crate) mod pushpull;
 pub(crate) mod suspicion;
 pub mod swim;
 pub(crate) mod timer;
+pub(crate) mod verify;
 
 #[cfg(test)]
 mod tests;

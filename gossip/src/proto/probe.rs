@@ -14,7 +14,7 @@ use rand::{Rng, RngCore};
 use ringkv_ring::NodeId;
 
 use crate::proto::member::{Incarnation, State};
-use crate::proto::message::{Body, Update};
+use crate::proto::message::Body;
 use crate::proto::swim::{Source, Swim};
 use crate::proto::timer::TimerKind;
 
@@ -136,7 +136,9 @@ impl<R: RngCore> Swim<R> {
         let (addr, incarnation) = (member.meta.addr, member.incarnation);
         // Lifeguard: a suspected peer hears it in the probe and refutes at
         // once in its ack.
-        let first = (member.state == State::Suspect).then(|| Update::of_member(member, self.me.id));
+        let first = (member.state == State::Suspect)
+            .then(|| self.entries.get(&target).map(|e| e.current().clone()))
+            .flatten();
         let seq = self.next_seq();
         self.stats.probes += 1;
         let probe = Probe {
@@ -186,11 +188,7 @@ impl<R: RngCore> Swim<R> {
         let (addr, me) = (m.meta.addr, self.me.id);
         match m.state {
             State::Alive => {
-                let update = Update::Suspect {
-                    id: probe.target,
-                    incarnation: probe.incarnation,
-                    by: me,
-                };
+                let update = self.own_suspect(probe.target, probe.incarnation);
                 if self.apply(now, update.clone(), Source::Local) {
                     self.stats.suspicions_raised += 1;
                     // Tell the suspect straight away so it can refute before
@@ -198,7 +196,16 @@ impl<R: RngCore> Swim<R> {
                     self.send_datagram(addr, Body::Gossip, Some(update));
                 }
             }
-            State::Suspect => self.confirm_suspicion(probe.target, me),
+            State::Suspect => {
+                let counts = self
+                    .suspicions
+                    .get(&probe.target)
+                    .is_some_and(|s| s.would_count(&me));
+                if counts {
+                    let update = self.own_suspect(probe.target, probe.incarnation);
+                    self.confirm_suspicion(probe.target, update);
+                }
+            }
             State::Dead | State::Left => {}
         }
     }
@@ -271,7 +278,8 @@ impl<R: RngCore> Swim<R> {
             .members
             .get(&target)
             .filter(|e| e.state == State::Suspect)
-            .map(|e| Update::of_member(e, self.me.id));
+            .and_then(|_| self.entries.get(&target))
+            .map(|e| e.current().clone());
         self.send_datagram(target_addr, Body::Ping { seq: mine, target }, first);
         self.timers.set(
             now + self.config.probe_timeout,
@@ -321,7 +329,8 @@ impl<R: RngCore> Swim<R> {
         let seq = self.next_seq();
         self.dead_pings.insert(seq, id);
         let member = &self.members[&id];
-        let (addr, first) = (member.meta.addr, Update::of_member(member, self.me.id));
-        self.send_datagram(addr, Body::Ping { seq, target: id }, Some(first));
+        let addr = member.meta.addr;
+        let first = self.entries.get(&id).map(|e| e.current().clone());
+        self.send_datagram(addr, Body::Ping { seq, target: id }, first);
     }
 }

@@ -8,16 +8,17 @@ use std::time::Instant;
 use rand::RngCore;
 use ringkv_ring::NodeId;
 
-use crate::proto::member::{Member, State};
-use crate::proto::message::{Body, Update};
+use crate::proto::auth::Reject;
+use crate::proto::member::State;
+use crate::proto::message::{Body, Entry, Update};
 use crate::proto::swim::{Event, Source, Swim};
 use crate::proto::timer::TimerKind;
 
 impl<R: RngCore> Swim<R> {
-    /// This peer and every member it knows.
-    pub(crate) fn full_state(&self) -> Vec<Member> {
-        std::iter::once(self.me.clone())
-            .chain(self.members.values().cloned())
+    /// This peer and every member it knows, as signed entries.
+    pub(crate) fn full_state(&self) -> Vec<Entry> {
+        std::iter::once(self.me_entry.clone())
+            .chain(self.entries.values().cloned())
             .collect()
     }
 
@@ -60,14 +61,11 @@ impl<R: RngCore> Swim<R> {
     pub(crate) fn on_push_pull(
         &mut self,
         now: Instant,
-        from: NodeId,
         from_addr: SocketAddr,
         reply: bool,
-        members: Vec<Member>,
+        entries: Vec<Entry>,
     ) {
-        for member in members {
-            self.merge_member(now, member, from);
-        }
+        self.merge_entries(now, entries);
         if reply {
             if !self.joined {
                 self.joined = true;
@@ -86,39 +84,88 @@ impl<R: RngCore> Swim<R> {
         }
     }
 
-    /// Merges one member of a remote full state.
-    fn merge_member(&mut self, now: Instant, m: Member, from: NodeId) {
-        if m.id == self.me.id || self.members.contains_key(&m.id) {
-            self.apply(now, Update::of_member(&m, from), Source::PushPull);
+    /// Merges a remote full state, every statement checked as if it came
+    /// by gossip. First the Alive statements (so every member's key is
+    /// learned before the suspicions it signed are checked), then the
+    /// later statements.
+    fn merge_entries(&mut self, now: Instant, entries: Vec<Entry>) {
+        let mut later = Vec::new();
+        for entry in entries {
+            if !entry.is_well_formed() {
+                self.reject(Reject::Malformed);
+                continue;
+            }
+            let id = entry.alive.id();
+            let known = id == self.me.id || self.members.contains_key(&id);
+            let gone = matches!(
+                entry.latest.as_deref().map(Update::state),
+                Some(State::Dead | State::Left)
+            );
+            // What we hold already is most of a full state: skip it
+            // before cloning anything (apply would ignore it too).
+            let inc = entry.alive.incarnation();
+            let stale = if id == self.me.id {
+                inc <= self.me.incarnation
+            } else {
+                self.members
+                    .get(&id)
+                    .is_some_and(|m| !m.is_superseded_by(inc, State::Alive))
+            };
+            if (known || !gone) && !stale {
+                // Known members, and new ones that are alive or suspected:
+                // learn them alive, then hear the rest, so a suspect gets
+                // its full chance to refute here too.
+                self.apply(now, (*entry.alive).clone(), Source::PushPull);
+            }
+            if entry.latest.is_some() {
+                later.push((known || !gone, entry));
+            }
+        }
+        for (learned, entry) in later {
+            let Some(latest) = entry.latest.as_deref().cloned() else {
+                continue;
+            };
+            if learned {
+                self.apply(now, latest, Source::PushPull);
+            } else {
+                self.insert_gone(now, entry);
+            }
+        }
+    }
+
+    /// A member dead or gone before we knew it: remember it quietly (it
+    /// may come back from a partition, and the view should match our
+    /// peers'), once both its statements check out.
+    fn insert_gone(&mut self, now: Instant, entry: Entry) {
+        let Some(member) = entry.member() else {
+            return;
+        };
+        if self.members.contains_key(&member.id) {
             return;
         }
-        match m.state {
-            State::Alive => {
-                self.apply(now, Update::of_member(&m, from), Source::PushPull);
-            }
-            State::Suspect => {
-                // Learn it alive, then hear the suspicion, so it gets its
-                // full chance to refute here too.
-                let (id, incarnation) = (m.id, m.incarnation);
-                let alive = Member {
-                    state: State::Alive,
-                    ..m
-                };
-                self.apply(now, Update::of_member(&alive, from), Source::PushPull);
-                self.apply(
-                    now,
-                    Update::Suspect {
-                        id,
-                        incarnation,
-                        by: from,
-                    },
-                    Source::PushPull,
-                );
-            }
-            // Gone before we knew it: remember it quietly (it may come back
-            // from a partition, and the view should match our peers').
-            State::Dead | State::Left => self.insert_member(now, m),
+        if self.members.len() >= self.config.members_max {
+            self.reject(Reject::TableFull);
+            return;
         }
+        if !self.accept(&entry.alive, Source::PushPull) {
+            return;
+        }
+        let latest = entry.latest.as_deref().expect("gone entries have a latest");
+        if !self.within_jump(entry.alive.incarnation(), latest.incarnation()) {
+            self.reject(Reject::IncarnationJump);
+            return;
+        }
+        // The Alive's key is not learned yet: check the Left against it.
+        let checked = match latest {
+            Update::Left { .. } => self.check_with_key(latest, &entry),
+            _ => self.check(latest, Source::PushPull),
+        };
+        if let Err(reason) = checked {
+            self.reject(reason);
+            return;
+        }
+        self.entries.insert(member.id, entry);
+        self.insert_member(now, member);
     }
 
     pub(crate) fn on_push_pull_tick(&mut self, now: Instant) {
@@ -174,6 +221,7 @@ impl<R: RngCore> Swim<R> {
             let Some(member) = self.members.remove(&id) else {
                 continue;
             };
+            self.entries.remove(&id);
             self.digest ^= member.digest_part();
             self.dead.remove(&id);
             self.peer_views.remove(&id);

@@ -51,6 +51,11 @@ impl Suspicion {
         true
     }
 
+    /// Whether a suspicion by `by` would count as a new confirmation.
+    pub(crate) fn would_count(&self, by: &NodeId) -> bool {
+        self.confirmations() < self.expected && !self.confirmers.contains(by)
+    }
+
     /// Who raised the suspicion first.
     pub(crate) fn first_suspecter(&self) -> Option<NodeId> {
         self.confirmers.first().copied()

@@ -14,7 +14,16 @@
 //! Invariants: `members` never holds this peer; `live` holds exactly the
 //! Alive and Suspect members and `dead` the Dead ones; `digest` is the XOR of
 //! every member's digest part, this peer's included; each suspicion belongs
-//! to a Suspect member at the suspicion's incarnation.
+//! to a Suspect member at the suspicion's incarnation; `entries` holds, for
+//! every member, the signed statements behind its state (`auth.rs`), and
+//! `me_entry` this peer's own.
+//!
+//! Authorship: a statement from the network changes nothing unless its
+//! author signed it (`auth.rs`), its incarnation is within
+//! `incarnation_jump_max` of the last accepted one, an Alive's weight is in
+//! `1..=WEIGHT_MAX`, and a new member fits `members_max`. Checks run only on
+//! statements that would change something, so the many repeats gossip
+//! carries cost nothing. Rejections are counted in [`Stats::rejected`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -26,12 +35,13 @@ use ringkv_ring::NodeId;
 
 use crate::config::Config;
 use crate::error::CodecError;
+use crate::proto::auth::{self, Auth, Reject, Rejections};
 use crate::proto::awareness::Awareness;
 use crate::proto::broadcast::Broadcasts;
 use crate::proto::codec;
 use crate::proto::idset::IdSet;
 use crate::proto::member::{digest_part, Incarnation, Member, Meta, State};
-use crate::proto::message::{Body, Envelope, Update};
+use crate::proto::message::{Body, Entry, Envelope, Update};
 use crate::proto::probe::{Forward, Probe};
 use crate::proto::suspicion::Suspicion;
 use crate::proto::timer::{TimerKind, Timers};
@@ -108,6 +118,8 @@ pub struct Stats {
     pub foreign_dropped: u64,
     /// Stalls of this peer's own loop noticed.
     pub stalls: u64,
+    /// Statements dropped, by reason (unsigned, forged, too big a jump...).
+    pub rejected: Rejections,
 }
 
 /// Where an update came from; push-pull states are weaker evidence.
@@ -136,6 +148,12 @@ pub struct Swim<R> {
     pub(crate) me: Member,
     pub(crate) left: bool,
     pub(crate) members: BTreeMap<NodeId, Member>,
+    /// The signed statements behind each member's state (same keys).
+    pub(crate) entries: BTreeMap<NodeId, Entry>,
+    /// This peer's own latest Alive and, once it left, its Left.
+    pub(crate) me_entry: Entry,
+    /// Signs this peer's statements and checks others'.
+    pub(crate) auth: Box<dyn Auth>,
     /// When each Dead or Left member became so (for reaping).
     pub(crate) gone_since: BTreeMap<NodeId, Instant>,
     pub(crate) live: IdSet,
@@ -168,19 +186,26 @@ impl<R: RngCore> Swim<R> {
     /// A peer alone in its cluster, joined to nobody yet.
     ///
     /// `incarnation` must be above any this peer used before (the daemon
-    /// persists it); `rng` is this peer's only source of randomness.
+    /// persists it); `rng` is this peer's only source of randomness; `auth`
+    /// signs this peer's statements (its key must match `id`) and checks
+    /// everyone else's.
     ///
     /// # Panics
-    /// If `config` does not validate.
+    /// If `config` does not validate, or `auth`'s key is not `id`'s.
     pub fn new(
         config: Config,
         id: NodeId,
         incarnation: Incarnation,
         meta: Meta,
         rng: R,
+        auth: Box<dyn Auth>,
         now: Instant,
     ) -> Self {
         config.validate().expect("gossip config must validate");
+        assert!(
+            auth.key_matches(&id, &auth.public_key()),
+            "the signing key must be this node's identity"
+        );
         let me = Member {
             id,
             incarnation,
@@ -188,7 +213,21 @@ impl<R: RngCore> Swim<R> {
             meta: Arc::new(meta),
         };
         let digest = me.digest_part();
+        let alive = auth::sign(
+            auth.as_ref(),
+            &config.cluster,
+            Update::Alive {
+                id,
+                incarnation,
+                meta: me.meta.clone(),
+                key: auth.public_key(),
+                sig: auth::Sig::NONE,
+            },
+        );
         let mut swim = Self {
+            entries: BTreeMap::new(),
+            me_entry: Entry::new(alive, None),
+            auth,
             broadcasts: Broadcasts::new(config.broadcast_queue_max),
             awareness: Awareness::new(config.awareness_max),
             join_backoff: config.probe_interval,
@@ -261,10 +300,12 @@ impl<R: RngCore> Swim<R> {
         }
         self.left = true;
         self.set_self_state(State::Left);
-        let update = Update::Left {
+        let update = self.signed(Update::Left {
             id: self.me.id,
             incarnation: self.me.incarnation,
-        };
+            sig: auth::Sig::NONE,
+        });
+        self.me_entry.latest = Some(Arc::new(update.clone()));
         self.broadcasts.push(update);
         // Tell a few peers at once rather than waiting for the next round.
         self.gossip_round(now, false);
@@ -276,12 +317,14 @@ impl<R: RngCore> Swim<R> {
     /// once one was acknowledged. Draws no randomness, so a simulator that
     /// does not call it replays as before.
     pub fn queue_leave_notices(&mut self, k: usize) {
-        if !self.left {
+        let Some(update) = self
+            .me_entry
+            .latest
+            .as_deref()
+            .cloned()
+            .filter(|_| self.left)
+        else {
             return;
-        }
-        let update = Update::Left {
-            id: self.me.id,
-            incarnation: self.me.incarnation,
         };
         let targets: Vec<SocketAddr> = self
             .members
@@ -304,18 +347,33 @@ impl<R: RngCore> Swim<R> {
         if self.left || meta == *self.me.meta {
             return;
         }
+        // Never wraps: statements about us are bounded by
+        // `incarnation_jump_max`, so this is out of reach in practice; if
+        // it ever were reached the metadata simply stays.
+        let Some(next) = self.me.incarnation.checked_add(1) else {
+            return;
+        };
         self.me.meta = Arc::new(meta);
-        self.bump_incarnation(self.me.incarnation + 1);
+        self.bump_incarnation(next);
     }
 
     /// Loads a view known to be current (a simulator's warm start, or a
     /// restarted peer's saved members) without treating it as news: no
     /// events, nothing queued for gossip. Members already known, and this
-    /// peer, are left as they are.
-    pub fn handle_restore(&mut self, now: Instant, members: Vec<Member>) {
+    /// peer, are left as they are. Trusted input (this peer's own disk or
+    /// the simulator): signatures are not checked here, but badly formed
+    /// entries and those beyond `members_max` are still skipped.
+    pub fn handle_restore(&mut self, now: Instant, entries: Vec<Entry>) {
         self.observe_time(now);
-        for member in members {
-            if member.id != self.me.id && !self.members.contains_key(&member.id) {
+        for entry in entries {
+            let Some(member) = entry.is_well_formed().then(|| entry.member()).flatten() else {
+                continue;
+            };
+            if member.id != self.me.id
+                && !self.members.contains_key(&member.id)
+                && self.members.len() < self.config.members_max
+            {
+                self.entries.insert(member.id, entry);
                 self.insert_member_quietly(now, member);
             }
         }
@@ -389,7 +447,7 @@ impl<R: RngCore> Swim<R> {
                 reply,
                 members,
             } => {
-                self.on_push_pull(now, env.from, env.from_addr, reply, members);
+                self.on_push_pull(now, env.from_addr, reply, members);
             }
         }
     }
@@ -502,6 +560,16 @@ impl<R: RngCore> Swim<R> {
         self.awareness.score()
     }
 
+    /// The signed statements behind member `id` (not this peer).
+    pub fn entry(&self, id: &NodeId) -> Option<&Entry> {
+        self.entries.get(id)
+    }
+
+    /// This peer's own signed statements (its latest Alive, its Left).
+    pub fn me_entry(&self) -> &Entry {
+        &self.me_entry
+    }
+
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
@@ -520,11 +588,12 @@ impl<R: RngCore> Swim<R> {
     // ---- updates --------------------------------------------------------
 
     /// Applies one membership statement, by the precedence rules in
-    /// `member.rs`. Returns whether anything changed.
+    /// `member.rs`, once it passes the authorship checks (`verify.rs`).
+    /// Returns whether anything changed.
     pub(crate) fn apply(&mut self, now: Instant, update: Update, source: Source) -> bool {
         let id = update.id();
         if id == self.me.id {
-            return self.apply_about_me(update);
+            return self.apply_about_me(update, source);
         }
         let (incarnation, mut state) = (update.incarnation(), update.state());
         let Some(entry) = self.members.get(&id) else {
@@ -533,98 +602,121 @@ impl<R: RngCore> Swim<R> {
         let current = (entry.incarnation, entry.state);
         // Push-pull: a peer that believes a member dead makes us suspect it,
         // so it still gets a chance to refute (memberlist does the same).
-        if source == Source::PushPull && state == State::Dead && current.1.is_live() {
+        // That suspicion is ours, so we sign it.
+        let downgrade = source == Source::PushPull && state == State::Dead && current.1.is_live();
+        if downgrade {
             state = State::Suspect;
         }
         if (incarnation, state) <= current {
             if let (Update::Suspect { by, .. }, (inc, State::Suspect)) = (&update, current) {
-                if inc == incarnation {
-                    self.confirm_suspicion(id, *by);
+                let counts = self.suspicions.get(&id).is_some_and(|s| s.would_count(by));
+                if inc == incarnation && counts && self.accept(&update, source) {
+                    self.confirm_suspicion(id, update);
                 }
             }
             return false;
         }
-        let by = match &update {
-            Update::Suspect { by, .. } | Update::Dead { by, .. } => *by,
-            _ => self.me.id,
+        if !self.within_jump(current.0, incarnation) {
+            self.reject(Reject::IncarnationJump);
+            return false;
+        }
+        if !self.accept(&update, source) {
+            return false;
+        }
+        let statement = if downgrade {
+            self.own_suspect(id, incarnation)
+        } else {
+            update
         };
-        let meta = match update {
-            Update::Alive { meta, .. } => Some(meta),
-            _ => None,
-        };
-        self.set_member(now, id, incarnation, state, meta, by);
+        self.set_member(now, statement);
         true
     }
 
     fn apply_unknown(&mut self, now: Instant, update: Update, source: Source) -> bool {
         let (id, incarnation) = (update.id(), update.incarnation());
-        match update {
-            Update::Alive { meta, .. } => {
-                let member = Member {
-                    id,
-                    incarnation,
-                    state: State::Alive,
-                    meta,
-                };
-                self.insert_member(now, member);
-                self.events_push(Event::MemberJoined(id));
-                self.rebroadcast(id);
-                true
-            }
-            // Without metadata we cannot add a member we never saw alive.
-            _ => {
-                let _ = source;
-                false
-            }
+        // Without metadata we cannot add a member we never saw alive.
+        let Update::Alive { meta, .. } = &update else {
+            return false;
+        };
+        if self.members.len() >= self.config.members_max {
+            self.reject(Reject::TableFull);
+            return false;
         }
+        if !self.accept(&update, source) {
+            return false;
+        }
+        let member = Member {
+            id,
+            incarnation,
+            state: State::Alive,
+            meta: meta.clone(),
+        };
+        self.entries.insert(id, Entry::new(update, None));
+        self.insert_member(now, member);
+        self.events_push(Event::MemberJoined(id));
+        self.rebroadcast(id);
+        true
     }
 
     /// A statement about this peer: refute suspicion, death or a stale
-    /// leave with a higher incarnation.
-    fn apply_about_me(&mut self, update: Update) -> bool {
+    /// leave with a higher incarnation. Only statements their author
+    /// signed count (a Left or Alive of ours must be ours: an earlier life
+    /// of this peer), and never one this peer could not outbid: a claim
+    /// beyond `incarnation_jump_max` or at `u64::MAX` is dropped, not
+    /// adopted, so nobody can push us where refuting is impossible.
+    fn apply_about_me(&mut self, update: Update, source: Source) -> bool {
         let incarnation = update.incarnation();
-        match update.state() {
-            // A claim at u64::MAX cannot be outbid; ignore it rather than
-            // wrap (a peer must not be able to crash or rewind us).
-            State::Alive => {
-                let Some(next) = incarnation.checked_add(1) else {
-                    return false;
-                };
-                if incarnation > self.me.incarnation && !self.left {
-                    // Someone remembers a later life of ours (we lost our
-                    // incarnation): move past it.
-                    self.bump_incarnation(next);
-                    return true;
-                }
-                false
-            }
-            State::Suspect | State::Dead | State::Left => {
-                let Some(next) = incarnation.checked_add(1) else {
-                    return false;
-                };
-                if self.left || incarnation < self.me.incarnation {
-                    return false;
-                }
-                self.stats.refutations += 1;
-                self.awareness.apply(1);
-                self.bump_incarnation(next);
-                true
+        let mine = self.me.incarnation;
+        let newer = match update.state() {
+            // Someone remembers a later life of ours (we lost our
+            // incarnation): move past it.
+            State::Alive => incarnation > mine,
+            State::Suspect | State::Dead | State::Left => incarnation >= mine,
+        };
+        if self.left || !newer {
+            return false;
+        }
+        let Some(next) = incarnation
+            .checked_add(1)
+            .filter(|_| self.within_jump(mine, incarnation))
+        else {
+            self.reject(Reject::IncarnationJump);
+            return false;
+        };
+        match self.check(&update, source) {
+            Ok(()) => {}
+            // A suspecter we do not know yet may be known to others, who
+            // would believe it: refuting costs nothing, so refute anyway.
+            Err(Reject::UnknownSigner)
+                if matches!(update.state(), State::Suspect | State::Dead) => {}
+            Err(reason) => {
+                self.reject(reason);
+                return false;
             }
         }
+        if update.state() != State::Alive {
+            self.stats.refutations += 1;
+            self.awareness.apply(1);
+        }
+        self.bump_incarnation(next);
+        true
     }
 
-    /// Raises this peer's incarnation and announces it Alive.
+    /// Raises this peer's incarnation and announces it Alive, signed.
     pub(crate) fn bump_incarnation(&mut self, to: Incarnation) {
         debug_assert!(to > self.me.incarnation, "incarnations only grow");
         self.digest ^= self.me.digest_part();
         self.me.incarnation = to;
         self.digest ^= self.me.digest_part();
         self.events_push(Event::IncarnationChanged(to));
-        let update = Update::Alive {
+        let update = self.signed(Update::Alive {
             id: self.me.id,
             incarnation: to,
             meta: self.me.meta.clone(),
-        };
+            key: self.auth.public_key(),
+            sig: auth::Sig::NONE,
+        });
+        self.me_entry.alive = Arc::new(update.clone());
         self.broadcasts.push(update);
     }
 
@@ -660,16 +752,23 @@ impl<R: RngCore> Swim<R> {
         self.members.insert(id, member);
     }
 
-    /// Moves a known member to `(incarnation, state)` and emits the events.
-    fn set_member(
-        &mut self,
-        now: Instant,
-        id: NodeId,
-        incarnation: Incarnation,
-        state: State,
-        meta: Option<Arc<Meta>>,
-        by: NodeId,
-    ) {
+    /// Moves a known member to the state `statement` (checked, signed)
+    /// asserts, keeps the statement to relay, and emits the events.
+    fn set_member(&mut self, now: Instant, statement: Update) {
+        let (id, incarnation, state) = (statement.id(), statement.incarnation(), statement.state());
+        let (meta, by) = match &statement {
+            Update::Alive { meta, .. } => (Some(meta.clone()), self.me.id),
+            Update::Suspect { by, .. } | Update::Dead { by, .. } => (None, *by),
+            Update::Left { .. } => (None, self.me.id),
+        };
+        if let Some(signed) = self.entries.get_mut(&id) {
+            if state == State::Alive {
+                signed.alive = Arc::new(statement);
+                signed.latest = None;
+            } else {
+                signed.latest = Some(Arc::new(statement));
+            }
+        }
         let entry = self.members.get_mut(&id).expect("caller checked");
         let before = entry.state;
         self.digest ^= entry.digest_part();
@@ -722,17 +821,13 @@ impl<R: RngCore> Swim<R> {
         if meta_changed && state == State::Alive && before.is_live() {
             self.events_push(Event::MetaChanged(id));
         }
-        self.rebroadcast_with(id, by);
+        self.rebroadcast(id);
     }
 
-    /// Queues our current statement about `id` for gossip.
+    /// Queues the signed statement behind our view of `id` for gossip.
     pub(crate) fn rebroadcast(&mut self, id: NodeId) {
-        self.rebroadcast_with(id, self.me.id);
-    }
-
-    fn rebroadcast_with(&mut self, id: NodeId, by: NodeId) {
-        if let Some(entry) = self.members.get(&id) {
-            self.broadcasts.push(Update::of_member(entry, by));
+        if let Some(entry) = self.entries.get(&id) {
+            self.broadcasts.push(entry.current().clone());
         }
     }
 
@@ -761,20 +856,20 @@ impl<R: RngCore> Swim<R> {
         self.timers.set(deadline, TimerKind::Suspicion { id });
     }
 
-    pub(crate) fn confirm_suspicion(&mut self, id: NodeId, by: NodeId) {
+    /// Counts `update` (a checked Suspect of `id` at its suspicion's
+    /// incarnation) as a Lifeguard confirmation, and relays it.
+    pub(crate) fn confirm_suspicion(&mut self, id: NodeId, update: Update) {
+        let Update::Suspect { by, .. } = &update else {
+            return;
+        };
         let Some(s) = self.suspicions.get_mut(&id) else {
             return;
         };
-        if s.confirm(by) {
+        if s.confirm(*by) {
             let deadline = s.deadline();
             self.timers.set(deadline, TimerKind::Suspicion { id });
             // Pass the confirmation on so others count it too.
-            let incarnation = s.incarnation;
-            self.broadcasts.push(Update::Suspect {
-                id,
-                incarnation,
-                by,
-            });
+            self.broadcasts.push(update);
         }
     }
 
@@ -793,16 +888,13 @@ impl<R: RngCore> Swim<R> {
             return;
         }
         let incarnation = s.incarnation;
-        let me = self.me.id;
-        self.apply(
-            now,
-            Update::Dead {
-                id,
-                incarnation,
-                by: me,
-            },
-            Source::Local,
-        );
+        let dead = self.signed(Update::Dead {
+            id,
+            incarnation,
+            by: self.me.id,
+            sig: auth::Sig::NONE,
+        });
+        self.apply(now, dead, Source::Local);
     }
 
     // ---- time -----------------------------------------------------------

@@ -244,6 +244,17 @@ fn record_gossip(st: &GossipStats, transport: &TransportStats) {
     metrics::counter!("ringkv_gossip_decode_errors_total").absolute(st.decode_errors);
     metrics::counter!("ringkv_gossip_foreign_dropped_total").absolute(st.foreign_dropped);
     metrics::counter!("ringkv_stalls_total").absolute(st.stalls);
+    // Membership statements dropped: unsigned, forged, wild incarnations or
+    // weights, a full member table, a connection to the wrong peer.
+    for (reason, n) in st.rejected.iter() {
+        // The transport counts connections to the wrong node itself.
+        let n = if reason == ringkv_gossip::Reject::PeerMismatch.as_str() {
+            n + transport.peer_mismatch.load(Relaxed)
+        } else {
+            n
+        };
+        metrics::counter!("ringkv_gossip_rejected_total", "reason" => reason).absolute(n);
+    }
     metrics::counter!("ringkv_handshake_failures_total")
         .absolute(transport.handshake_failures.load(Relaxed));
     metrics::counter!("ringkv_connect_timeouts_total")

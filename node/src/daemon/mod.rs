@@ -91,6 +91,11 @@ impl Peer {
     pub fn view(&self) -> tokio::sync::watch::Receiver<Arc<runner::View>> {
         self.handle.view.clone()
     }
+
+    /// The gossip transport's counters.
+    pub fn transport(&self) -> Arc<runner::TransportStats> {
+        self.handle.transport.clone()
+    }
 }
 
 /// Runs `ringkv node` until SIGTERM or Ctrl-C, then leaves gracefully (a
@@ -280,7 +285,18 @@ fn swim(settings: &Settings, opened: &Opened, meta: Meta) -> Swim<ChaCha8Rng> {
         None => ChaCha8Rng::from_os_rng(),
     };
     let now = tokio::time::Instant::now().into_std();
-    let mut swim = Swim::new(gossip, opened.id, opened.incarnation, meta, rng, now);
+    // Statements are signed with the same Ed25519 key as the certificate.
+    let auth = ringkv_gossip::Ed25519Auth::new(&opened.identity)
+        .expect("the identity loaded and made the certificate, so it signs too");
+    let mut swim = Swim::new(
+        gossip,
+        opened.id,
+        opened.incarnation,
+        meta,
+        rng,
+        Box::new(auth),
+        now,
+    );
     let mut all_seeds = opened.seeds.clone();
     for peer in opened.dir.peers() {
         if !all_seeds.contains(&peer) {
@@ -448,6 +464,7 @@ impl Serve {
             client,
             Duration::from_secs(2),
             handle.commands.clone(),
+            handle.view.clone(),
         );
         let mut tasks = Tasks::new();
         let ring_rx = tasks::ring_builder(&mut tasks, handle.view.clone(), settings.dead_grace);

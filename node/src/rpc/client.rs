@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
-use ringkv_gossip::transport::tls::{client_config, transport_config, SERVER_NAME};
-use ringkv_gossip::{ClusterKey, NodeIdentity};
+use ringkv_gossip::transport::tls::{client_config, peer_node_id, transport_config, SERVER_NAME};
+use ringkv_gossip::{ClusterKey, NodeId, NodeIdentity};
 use serde::de::DeserializeOwned;
 use tokio::time::{timeout_at, Instant};
 
@@ -67,6 +67,9 @@ impl std::fmt::Display for CallError {
 /// Called with every connection the client dials.
 type OnConnect = Box<dyn Fn(&quinn::Connection) + Send + Sync>;
 
+/// The node ids a connection to an address may present (empty: any).
+type Expect = Box<dyn Fn(SocketAddr) -> Vec<NodeId> + Send + Sync>;
+
 /// The client: cheap to share behind an `Arc`, safe to call from many
 /// tasks at once (each call is a stream of its own).
 pub(crate) struct Client {
@@ -75,6 +78,8 @@ pub(crate) struct Client {
     /// Open connections by peer; a broken one is dropped and redialled.
     conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
     on_connect: Option<OnConnect>,
+    /// Who may answer at an address (a peer: the members there).
+    expect: Option<Expect>,
 }
 
 impl std::fmt::Debug for Client {
@@ -94,7 +99,21 @@ impl Client {
             config,
             conns: Mutex::new(HashMap::new()),
             on_connect: None,
+            expect: None,
         }
+    }
+
+    /// Has every new connection to an address checked against `f(addr)`:
+    /// unless that is empty, the certificate's node id must be one of
+    /// them, or the connection is closed, counted
+    /// (`ringkv_rpc_peer_mismatch_total`) and the call fails as
+    /// unreachable (nothing was sent on it).
+    pub(crate) fn expect_peer(
+        mut self,
+        f: impl Fn(SocketAddr) -> Vec<NodeId> + Send + Sync + 'static,
+    ) -> Self {
+        self.expect = Some(Box::new(f));
+        self
     }
 
     /// Has `f` see every new connection (a peer hands them to its gossip
@@ -175,6 +194,19 @@ impl Client {
             .map_err(|e| PeerError::Unreachable(anyhow!("cannot connect to {peer}: {e}")))?
             .await
             .map_err(|e| connection_failed(peer, &e, false))?;
+        if let Some(expect) = &self.expect {
+            let wanted = expect(peer);
+            let got = peer_node_id(&conn);
+            if !wanted.is_empty() && !got.is_some_and(|id| wanted.contains(&id)) {
+                conn.close(0u32.into(), b"not the member expected at this address");
+                metrics::counter!("ringkv_rpc_peer_mismatch_total").increment(1);
+                let got = got.map_or_else(|| "no node id".to_owned(), |id| id.short());
+                tracing::warn!(peer = %peer, presented = %got, "dropped a connection to the wrong node");
+                return Err(PeerError::Unreachable(anyhow!(
+                    "the node at {peer} is {got}, not the member expected there"
+                )));
+            }
+        }
         self.lock().insert(peer, conn.clone());
         if let Some(f) = &self.on_connect {
             f(&conn);
@@ -448,8 +480,14 @@ mod tests {
     /// A bare QUIC server of the cluster `key` that accepts connections
     /// and streams, reads nothing and never answers.
     fn silent_server(key: &ClusterKey) -> (quinn::Endpoint, tokio::task::JoinHandle<()>) {
-        let identity = NodeIdentity::generate().expect("an identity");
-        let config = server_config(key, &identity).expect("a server config");
+        silent_server_as(key, &NodeIdentity::generate().expect("an identity"))
+    }
+
+    fn silent_server_as(
+        key: &ClusterKey,
+        identity: &NodeIdentity,
+    ) -> (quinn::Endpoint, tokio::task::JoinHandle<()>) {
+        let config = server_config(key, identity).expect("a server config");
         let endpoint = quinn::Endpoint::server(config, loopback()).expect("a server endpoint");
         let accepting = endpoint.clone();
         let task = tokio::spawn(async move {
@@ -530,6 +568,38 @@ mod tests {
             .expect_err("another cluster's key");
         assert_eq!(kind_of(&e), Some(ErrorKind::Refused), "{e:#}");
         assert!(format!("{e:#}").contains("credentials refused"), "{e:#}");
+        server.close(0u32.into(), b"done");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_connection_to_another_node_than_the_member_expected_is_dropped() {
+        let key = test_key();
+        let (real, impostor) = (
+            NodeIdentity::generate().expect("an identity"),
+            NodeIdentity::generate().expect("an identity"),
+        );
+        let (server, task) = silent_server_as(&key, &impostor);
+        let addr = server.local_addr().expect("its address");
+        let want = real.node_id();
+        let client = Client::for_cluster(&key, addr)
+            .expect("a client")
+            .expect_peer(move |_| vec![want]);
+        let result = client.connect(addr, CALL).await;
+        let Err(PeerError::Unreachable(e)) = result else {
+            panic!("connected to the impostor: {result:?}");
+        };
+        assert!(e.to_string().contains("not the member expected"), "{e}");
+        assert_eq!(client.cached(addr), None);
+        client.close();
+
+        // The same server, expected under its own id, is fine.
+        let id = impostor.node_id();
+        let client = Client::for_cluster(&key, addr)
+            .expect("a client")
+            .expect_peer(move |_| vec![id]);
+        client.connect(addr, CALL).await.expect("the expected node");
+        client.close();
         server.close(0u32.into(), b"done");
         task.abort();
     }

@@ -20,16 +20,28 @@ pub(crate) struct Peers {
 }
 
 impl Peers {
+    /// `view` says which member lives at which address: a connection must
+    /// present the certificate of a member there (issue 14, item 3).
     pub(crate) fn new(
         endpoint: quinn::Endpoint,
         config: quinn::ClientConfig,
         timeout: Duration,
         runner: tokio::sync::mpsc::Sender<ringkv_gossip::runner::Command>,
+        view: tokio::sync::watch::Receiver<std::sync::Arc<ringkv_gossip::runner::View>>,
     ) -> Self {
-        let client = Client::new(endpoint, config).on_connect(move |conn| {
-            // The peer may send gossip back on this connection: have it read.
-            let _ = runner.try_send(ringkv_gossip::runner::Command::Adopt(conn.clone()));
-        });
+        let client = Client::new(endpoint, config)
+            .on_connect(move |conn| {
+                // The peer may send gossip back on this connection: have it read.
+                let _ = runner.try_send(ringkv_gossip::runner::Command::Adopt(conn.clone()));
+            })
+            .expect_peer(move |addr| {
+                view.borrow()
+                    .members
+                    .iter()
+                    .filter(|m| m.meta.addr == addr)
+                    .map(|m| m.id)
+                    .collect()
+            });
         Self { client, timeout }
     }
 

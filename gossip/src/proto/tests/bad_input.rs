@@ -35,11 +35,12 @@ fn message_from_another_cluster_is_dropped() {
             Body::Gossip,
             vec![
                 alive(2, 1),
-                Update::Suspect {
+                signed(Update::Suspect {
                     id: id(0),
                     incarnation: 1,
                     by: id(2),
-                },
+                    sig: Sig::NONE,
+                }),
             ],
         );
         env.cluster = other.cluster;
@@ -72,7 +73,7 @@ fn garbage_bytes_are_rejected_and_change_nothing() {
             ("two bytes", b"RG".to_vec()),
             ("bad magic", b"XX\x01\x00\x00".to_vec()),
             ("bad version", bad_version),
-            ("header only", b"RG\x01".to_vec()),
+            ("header only", b"RG\x02".to_vec()),
             ("truncated", valid[..valid.len() - 5].to_vec()),
             ("trailing byte", trailing),
             (
@@ -81,7 +82,7 @@ fn garbage_bytes_are_rejected_and_change_nothing() {
                     .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
                     .collect(),
             ),
-            ("too large", [b"RG\x01".as_slice(), &[0u8; 3_000]].concat()),
+            ("too large", [b"RG\x02".as_slice(), &[0u8; 3_000]].concat()),
         ];
         let now = net.now;
         let p = net.p_mut(0);
@@ -123,16 +124,13 @@ fn garbage_bytes_are_rejected_and_change_nothing() {
 fn claims_at_the_highest_incarnation_do_not_panic() {
     let t0 = Instant::now();
     for update in [
-        Update::Suspect {
+        signed(Update::Suspect {
             id: id(0),
             incarnation: u64::MAX,
             by: id(1),
-        },
-        Update::Alive {
-            id: id(0),
-            incarnation: u64::MAX,
-            meta: meta(0).into(),
-        },
+            sig: Sig::NONE,
+        }),
+        alive(0, u64::MAX),
     ] {
         let mut p = peer(0, 1, 20, t0);
         let bytes = codec::encode(&envelope(1, Body::Gossip, vec![update])).expect("encodes");

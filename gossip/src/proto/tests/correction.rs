@@ -27,7 +27,7 @@ fn config() -> Config {
 }
 
 /// A peer at `incarnation` holding `view`, with nothing queued for gossip.
-fn restored(i: usize, incarnation: Incarnation, view: Vec<Member>, seed: u64) -> Peer {
+fn restored(i: usize, incarnation: Incarnation, view: Vec<Entry>, seed: u64) -> Peer {
     let now = Instant::now();
     let mut p = peer_with(config(), i, incarnation, seed, now);
     p.handle_restore(now, view);
@@ -36,7 +36,7 @@ fn restored(i: usize, incarnation: Incarnation, view: Vec<Member>, seed: u64) ->
 
 /// `a` (holds `t` at incarnation 1), `b` (holds `t`'s refutation, long
 /// since gossiped) and `t` (at incarnation 2).
-fn three(seed: u64, t_at_b: Member) -> Vec<Peer> {
+fn three(seed: u64, t_at_b: Entry) -> Vec<Peer> {
     vec![
         restored(
             A,
@@ -55,26 +55,29 @@ fn three(seed: u64, t_at_b: Member) -> Vec<Peer> {
 }
 
 fn suspect(i: usize, incarnation: Incarnation, by: usize) -> Update {
-    Update::Suspect {
+    signed(Update::Suspect {
         id: id(i),
         incarnation,
         by: id(by),
-    }
+        sig: Sig::NONE,
+    })
 }
 
 fn dead(i: usize, incarnation: Incarnation, by: usize) -> Update {
-    Update::Dead {
+    signed(Update::Dead {
         id: id(i),
         incarnation,
         by: id(by),
-    }
+        sig: Sig::NONE,
+    })
 }
 
 fn left(i: usize, incarnation: Incarnation) -> Update {
-    Update::Left {
+    signed(Update::Left {
         id: id(i),
         incarnation,
-    }
+        sig: Sig::NONE,
+    })
 }
 
 /// The puppet tells `p` `updates` in a gossip message; returns the
@@ -162,7 +165,8 @@ fn an_accusation_older_than_the_alive_held_is_answered_with_it() {
 fn a_peer_that_knows_the_refutation_corrects_a_stale_suspecter() {
     for seed in 1..=8 {
         let mut peers = three(seed, member(T, 2, State::Alive));
-        tell(&mut peers[A], vec![suspect(T, 1, PUPPET)]);
+        // By b: a signer a knows (a statement by an unknown signer is dropped).
+        tell(&mut peers[A], vec![suspect(T, 1, B)]);
         assert_eq!(t_at_a(&peers), (1, State::Suspect));
         let cut = |from: usize, to: usize| (from == A && to == T) || (from == T && to == A);
         // The suspicion maximum for 3 peers is 6 x 150 ms; run well past it.
@@ -180,7 +184,7 @@ fn a_peer_that_knows_the_refutation_corrects_a_stale_suspecter() {
 #[test]
 fn a_current_suspicion_is_not_answered_and_a_dead_peer_is_convicted() {
     let mut peers = three(1, member(T, 1, State::Alive));
-    tell(&mut peers[A], vec![suspect(T, 1, PUPPET)]);
+    tell(&mut peers[A], vec![suspect(T, 1, B)]);
     let t_is_dead = |from: usize, to: usize| from == T || to == T;
     let events = run(&mut peers, ms(3_000), t_is_dead);
     assert!(events.contains(&Event::MemberDead(id(T))), "{events:?}");
@@ -206,7 +210,7 @@ fn a_peer_accused_at_an_incarnation_it_refuted_answers_with_its_alive() {
 fn the_suspect_corrects_a_suspicion_of_an_old_incarnation() {
     for seed in 1..=8 {
         let mut peers = three(seed, member(T, 2, State::Alive));
-        tell(&mut peers[A], vec![suspect(T, 1, PUPPET)]);
+        tell(&mut peers[A], vec![suspect(T, 1, B)]);
         let silent_b = |from: usize, to: usize| from == B || to == B;
         let events = run(&mut peers, ms(3_000), silent_b);
         assert!(

@@ -48,7 +48,7 @@ fn datagrams_stay_within_max_datagram_size_with_many_queued_updates() {
         let mut net = Net::joined(3, seed);
         let config = Config::for_test();
         // 150 members with bulky metadata land on n0 at once.
-        let fakes: Vec<Member> = (0..150u16)
+        let fakes: Vec<Entry> = (0..150u16)
             .map(|k| {
                 let mut m = Meta::new(
                     SocketAddr::from(([127, 0, 0, 2], 8000 + k)),
@@ -56,15 +56,13 @@ fn datagrams_stay_within_max_datagram_size_with_many_queued_updates() {
                 );
                 m.tags.insert("padding".into(), "x".repeat(200));
                 m.build = "ringkv 0.1.0 (test build with a long version string)".into();
-                Member {
-                    id: NodeId::from_name(&format!("fake-{k}")),
-                    incarnation: 1,
-                    state: State::Alive,
-                    meta: m.into(),
-                }
+                Entry::new(
+                    alive_of(NodeId::from_name(&format!("fake-{k}")), 1, m),
+                    None,
+                )
             })
             .collect();
-        let fake_ids: BTreeSet<NodeId> = fakes.iter().map(|m| m.id).collect();
+        let fake_ids: BTreeSet<NodeId> = fakes.iter().map(|e| e.alive.id()).collect();
         let start = net.log.len();
         let body = Body::PushPull {
             join: false,

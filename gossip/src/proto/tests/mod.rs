@@ -16,14 +16,16 @@ use rand_chacha::ChaCha8Rng;
 use ringkv_ring::NodeId;
 
 use crate::config::Config;
+use crate::proto::auth::{self, InsecureAuth, Sig};
 use crate::proto::codec;
 use crate::proto::member::{Incarnation, Member, Meta, State};
-use crate::proto::message::{Body, ClusterId, Envelope, Update};
+use crate::proto::message::{Body, ClusterId, Entry, Envelope, Update};
 use crate::proto::swim::{Channel, Event, Swim, Transmit};
 
 mod bad_input;
 mod correction;
 mod dissemination;
+mod forgery;
 mod health;
 mod join;
 mod lifecycle;
@@ -54,7 +56,8 @@ fn meta(i: usize) -> Meta {
 
 fn peer_with(config: Config, i: usize, incarnation: Incarnation, seed: u64, now: Instant) -> Peer {
     let rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000).wrapping_add(i as u64));
-    Swim::new(config, id(i), incarnation, meta(i), rng, now)
+    let auth = Box::new(InsecureAuth::for_id(id(i)));
+    Swim::new(config, id(i), incarnation, meta(i), rng, auth, now)
 }
 
 fn peer(i: usize, incarnation: Incarnation, seed: u64, now: Instant) -> Peer {
@@ -73,21 +76,61 @@ fn envelope(from: usize, body: Body, updates: Vec<Update>) -> Envelope {
     }
 }
 
-fn alive(i: usize, incarnation: Incarnation) -> Update {
-    Update::Alive {
-        id: id(i),
-        incarnation,
-        meta: meta(i).into(),
-    }
+/// `update` signed by its author (the test auth: see `auth.rs`).
+fn signed(update: Update) -> Update {
+    let author = InsecureAuth::for_id(auth::author(&update));
+    auth::sign(&author, &Config::for_test().cluster, update)
 }
 
-fn member(i: usize, incarnation: Incarnation, state: State) -> Member {
-    Member {
-        id: id(i),
+/// The public key of peer `i`.
+fn key(i: usize) -> auth::PublicKey {
+    auth::Auth::public_key(&InsecureAuth::for_id(id(i)))
+}
+
+fn alive(i: usize, incarnation: Incarnation) -> Update {
+    alive_with(i, incarnation, meta(i))
+}
+
+fn alive_with(i: usize, incarnation: Incarnation, meta: Meta) -> Update {
+    alive_of(id(i), incarnation, meta)
+}
+
+/// An Alive of any member, signed by it.
+fn alive_of(id: NodeId, incarnation: Incarnation, meta: Meta) -> Update {
+    signed(Update::Alive {
+        id,
         incarnation,
-        state,
-        meta: meta(i).into(),
-    }
+        meta: meta.into(),
+        key: auth::Auth::public_key(&InsecureAuth::for_id(id)),
+        sig: Sig::NONE,
+    })
+}
+
+/// Member `i` as a push-pull or restore entry; a Suspect or Dead is
+/// by peer 0.
+fn member(i: usize, incarnation: Incarnation, state: State) -> Entry {
+    let (id, by, sig) = (id(i), id(0), Sig::NONE);
+    let latest = match state {
+        State::Alive => None,
+        State::Suspect => Some(Update::Suspect {
+            id,
+            incarnation,
+            by,
+            sig,
+        }),
+        State::Dead => Some(Update::Dead {
+            id,
+            incarnation,
+            by,
+            sig,
+        }),
+        State::Left => Some(Update::Left {
+            id,
+            incarnation,
+            sig,
+        }),
+    };
+    Entry::new(alive(i, incarnation), latest.map(signed))
 }
 
 /// Seeds every scenario runs with; a failure prints its seed.

@@ -57,10 +57,13 @@ fn time_to_dead(seed: u64, confirmers: &[usize]) -> Duration {
     net.run_for(ms(500));
 
     let start = net.now;
-    let suspect = |by: usize| Update::Suspect {
-        id: id(5),
-        incarnation: 1,
-        by: id(by),
+    let suspect = |by: usize| {
+        signed(Update::Suspect {
+            id: id(5),
+            incarnation: 1,
+            by: id(by),
+            sig: Sig::NONE,
+        })
     };
     net.inject(
         0,
@@ -186,11 +189,12 @@ fn own_failed_probe_of_a_suspect_counts_as_a_confirmation() {
         net.inject(0, Channel::Stream, &envelope(1, body, Vec::new()));
         // n1 suspects n5 before n0 ever probes it.
         let start = net.now;
-        let suspect = Update::Suspect {
+        let suspect = signed(Update::Suspect {
             id: id(5),
             incarnation: 1,
             by: id(1),
-        };
+            sig: Sig::NONE,
+        });
         net.inject(
             0,
             Channel::Datagram,
