@@ -56,11 +56,14 @@ const RECONSTRUCTED_MAX: usize = 4;
 
 impl Announced {
     /// Whether the member holds a key's range fully, given whether it is a
-    /// replica of the key in the earlier ring it announced.
+    /// replica of the key in the ring it announced (the current one or an
+    /// earlier one). A member that announced the current ring holds only
+    /// the ranges it replicates there: as a stand-in for another replica
+    /// of a key it does not replicate, it may hold nothing of it (its
+    /// leftovers from older rings are not announced).
     pub(crate) fn holds(self, replica_in_its_ring: bool) -> bool {
         match self {
-            Self::Current => true,
-            Self::Earlier(_) => replica_in_its_ring,
+            Self::Current | Self::Earlier(_) => replica_in_its_ring,
             Self::Nothing => false,
         }
     }
@@ -139,14 +142,21 @@ impl Routing {
         self.members.get(id).map(|(r, _)| r.clone())
     }
 
-    /// Whether `id` holds `key`'s range fully, by the ring it announced:
-    /// the current one, or the one before, whose ranges it still holds
-    /// (`previous_replicas` are that ring's replicas of the key).
-    pub(crate) fn holds(&self, id: &NodeId, earlier_replicas: &[Vec<NodeId>]) -> bool {
+    /// Whether `id` holds a key's range fully, by the ring it announced:
+    /// `current` are the current ring's replicas of the key, and
+    /// `earlier_replicas` each earlier ring's (by [`Announced::Earlier`]
+    /// index).
+    pub(crate) fn holds(
+        &self,
+        id: &NodeId,
+        current: &[NodeId],
+        earlier_replicas: &[Vec<NodeId>],
+    ) -> bool {
         self.members.get(id).is_some_and(|(_, a)| {
             let in_its_ring = match a {
+                Announced::Current => current.contains(id),
                 Announced::Earlier(i) => earlier_replicas.get(*i).is_some_and(|r| r.contains(id)),
-                _ => false,
+                Announced::Nothing => false,
             };
             a.holds(in_its_ring)
         })

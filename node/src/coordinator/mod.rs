@@ -135,8 +135,8 @@ impl Kv {
         let Some(ring) = routing.ring.ring.as_ref() else {
             return Err(RequestError::new(ErrorKind::Definite, "this peer has no ring yet").into());
         };
-        let natural: Vec<Replica> = ring
-            .replicas(key, REPLICAS)
+        let current = ring.replicas(key, REPLICAS);
+        let natural: Vec<Replica> = current
             .iter()
             .filter_map(|id| routing.replica(id))
             .collect();
@@ -160,7 +160,7 @@ impl Kv {
                 .map(|r| r.replicas(key, REPLICAS))
                 .collect()
         };
-        let ready = |r: &Replica| routing.holds(&r.id, &earlier);
+        let ready = |r: &Replica| routing.holds(&r.id, &current, &earlier);
         // Substitutes are looked for only when a replica is not ready.
         let preference: Vec<Replica> = if natural.iter().all(ready) {
             Vec::new()

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use ringkv_gossip::runner::View;
+use ringkv_gossip::State;
 use ringkv_ring::handoff::Pull;
 use ringkv_ring::{Ring, TokenRange};
 use ringkv_storage::Record;
@@ -113,11 +114,19 @@ impl Handoff {
             .progress(&name)?
             .and_then(|b| codec::decode(&b, 1 << 20).ok())
             .unwrap_or_default();
-        let sources: Vec<Holder> = pull
+        // Sources as the view is now, not as it was when the ring's pulls
+        // were planned: a holder that died since is skipped, and a suspect
+        // one is tried last (waiting on a dead source costs the range
+        // timeout, and stalls every range behind it after a kill).
+        let now_view = self.kv.view.borrow().clone();
+        let mut sources: Vec<(Holder, State)> = pull
             .sources
             .iter()
-            .filter_map(|id| holder(view, id).map(|(h, _)| h))
+            .filter_map(|id| holder(&now_view, id).or_else(|| holder(view, id)))
+            .filter(|(_, s)| s.is_live())
             .collect();
+        sources.sort_by_key(|(_, s)| *s != State::Alive);
+        let sources: Vec<Holder> = sources.into_iter().map(|(h, _)| h).collect();
         let mut used = Vec::new();
         if !cp.copied {
             // A peer back from a long absence holds an old copy: diffing
@@ -200,10 +209,11 @@ impl Handoff {
         source: &Holder,
         req: &Request,
     ) -> Result<T> {
-        let bytes = self
+        let request = self
             .kv
             .peers
-            .request_within(source.addr, req, RANGE_TIMEOUT)
+            .request_within(source.addr, req, RANGE_TIMEOUT);
+        let bytes = unless_dead(self.kv.view.clone(), source.id, request)
             .await
             .map_err(|e| anyhow!("{}: {e}", source.name))?;
         match codec::decode::<Reply<T>>(&bytes, REPLY_MAX)? {
@@ -256,13 +266,16 @@ impl Handoff {
             );
         let max_bytes = u32::try_from(self.cfg.page_bytes.min(PAGE_MAX)).unwrap_or(u32::MAX);
         let fetch = |after: Option<Vec<u8>>| {
-            let (kv, addr) = (self.kv.clone(), source.addr);
+            let (kv, addr, id) = (self.kv.clone(), source.addr, source.id);
             let req = Request::RangePage {
                 range: *range,
                 after,
                 max_bytes,
             };
-            tokio::spawn(async move { kv.peers.request_within(addr, &req, RANGE_TIMEOUT).await })
+            tokio::spawn(async move {
+                let request = kv.peers.request_within(addr, &req, RANGE_TIMEOUT);
+                unless_dead(kv.view.clone(), id, request).await
+            })
         };
         // The cursor the page in flight was asked from.
         let mut asked = cp.cursor.clone();
@@ -402,5 +415,27 @@ impl Handoff {
         }
         self.keys_moved.fetch_add(changed, Relaxed);
         Ok(changed)
+    }
+}
+
+/// `request`, unless the view declares `source` dead (or gone) first: a
+/// request to a peer killed mid-transfer would otherwise wait out the
+/// whole range timeout.
+async fn unless_dead<T, E: std::fmt::Display>(
+    mut view: tokio::sync::watch::Receiver<Arc<View>>,
+    source: ringkv_gossip::NodeId,
+    request: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T> {
+    let dead = async move {
+        loop {
+            let gone = holder(&view.borrow_and_update(), &source).is_none_or(|(_, s)| !s.is_live());
+            if gone || view.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        r = request => r.map_err(|e| anyhow!("{e}")),
+        () = dead => Err(anyhow!("the source was declared dead during the transfer")),
     }
 }
