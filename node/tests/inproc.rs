@@ -318,3 +318,39 @@ async fn a_stopped_peer_releases_its_store_and_ports_and_restarts_with_its_data(
     .await;
     stop_all(vec![p1]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_joins_through_a_seed_host_name() {
+    subscribe();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p1 = daemon::start(settings(dir.path(), "p1", None), Listeners::default())
+        .await
+        .expect("p1 starts");
+    let port = p1.addrs().quic.port();
+    let data = dir.path().join("p2");
+    let key = dir.path().join("p1").join("cluster.key");
+    let flags = [
+        "--data".to_owned(),
+        data.display().to_string(),
+        "--listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--name".to_owned(),
+        "p2".to_owned(),
+        "--join".to_owned(),
+        format!("localhost:{port}"),
+        "--cluster-key-file".to_owned(),
+        key.display().to_string(),
+        "--leave-timeout".to_owned(),
+        "10s".to_owned(),
+    ];
+    let p2 = daemon::start(
+        Settings::from_flags(flags).expect("settings"),
+        Listeners::default(),
+    )
+    .await
+    .expect("p2 starts");
+    let peers = vec![p1, p2];
+    converge(&peers).await;
+    assert!(peers[1].view().borrow().joined);
+    stop_all(peers).await;
+}
