@@ -490,7 +490,9 @@ impl Serve {
         let mut tasks = Tasks::new();
         let ring_rx = tasks::ring_builder(&mut tasks, handle.view.clone(), settings.dead_grace);
         tasks::persistence(&mut tasks, handle.view.clone(), opened.dir.clone());
-        tasks::join_watch(&mut tasks, handle.clone(), opened.seeds.clone());
+        let me = handle.view.borrow().me.meta.addr;
+        let seeds_shown = crate::seeds::merge(std::slice::from_ref(&opened.seeds), me);
+        tasks::join_watch(&mut tasks, handle.clone(), seeds_shown);
         seed_watch(&mut tasks, &settings, &opened, &handle);
         let wall = WallClock::new(faults.clone());
         let (kv, handoff, dir) = shared(&settings, opened, wall, &handle, ring_rx.clone(), peers);
