@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # ringkv: a multi-stage build. The builder compiles the release binary on
 # the official Rust image; the runtime is Debian slim (same glibc as the
 # builder), a non-root user, data on the /data volume.
@@ -14,7 +13,8 @@ ARG DEBIAN_RELEASE=bookworm
 
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 WORKDIR /src
-# Manifests first, so a source change does not refetch the dependencies.
+# The workspace's crates (testbed too: the binary embeds its CLI). The
+# registry and target caches (BuildKit) keep rebuilds incremental.
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY ring ring
 COPY gossip gossip
