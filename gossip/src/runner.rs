@@ -78,6 +78,9 @@ pub enum Command {
     },
     /// Replace this peer's metadata.
     UpdateMeta(Meta),
+    /// Fresh seed addresses (seed names resolved again): see
+    /// [`Swim::handle_seeds`].
+    Seeds(Vec<SocketAddr>),
     /// Read datagrams and stream messages from a connection dialed by
     /// someone else on this endpoint (the replica pool): a peer may send
     /// gossip back on any connection between the two.
@@ -381,6 +384,7 @@ impl Runner {
                 self.leaving = Some((tokio::time::Instant::now() + timeout, done));
             }
             Command::UpdateMeta(meta) => self.swim.handle_update_meta(now, meta),
+            Command::Seeds(seeds) => self.swim.handle_seeds(now, seeds),
             Command::Adopt(conn) => self.spawn_reader(conn),
         }
     }

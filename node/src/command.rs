@@ -42,6 +42,9 @@ enum Command {
     /// The keys a peer holds in its own store (not coordinated), in ring
     /// order.
     Keys(cli::handoff::KeysArgs),
+    /// Ask a peer's admin HTTP for /health: exit 0 when healthy, 1 when
+    /// not or no answer (for container health checks).
+    Health(crate::health_check::HealthArgs),
     /// Local clusters and the membership simulator.
     #[command(subcommand)]
     Testbed(ringkv_testbed::cli::TestbedCommand),
@@ -105,6 +108,7 @@ impl Cli {
             Command::Hot(args) => cli::cluster::hot(args).await,
             Command::Handoff(args) => cli::handoff::handoff(args).await,
             Command::Keys(args) => cli::handoff::keys(args).await,
+            Command::Health(args) => crate::health_check::health(args).await,
             Command::Ring(RingArgs {
                 peer: Some(peer), ..
             }) => cli::cluster::ring(peer).await,

@@ -5,7 +5,7 @@
 //! are checked here so a bad setting stops the peer before it binds
 //! anything. Reads the config file, no other IO.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -244,8 +244,9 @@ pub struct Settings {
     pub(crate) listen: SocketAddr,
     /// The address peers use (default: the bound one).
     pub(crate) advertise: Option<SocketAddr>,
-    /// Peers to join through, as given (resolved at start).
-    pub(crate) join: Vec<String>,
+    /// Peers to join through (`host:port`, checked), resolved at start
+    /// and again on each join attempt and after a partition.
+    pub(crate) join: Vec<crate::seeds::SeedName>,
     /// Name shown in tables.
     pub(crate) name: Option<String>,
     /// Capacity weight, 1 to 1000.
@@ -367,11 +368,11 @@ impl Settings {
         let handshakes = handshake_limits(args, &file)?;
         let admin = layer(args.admin, file.admin, "admin", typed)?;
         let admin_http = admin_http(args, &file, admin)?;
-        let join = if args.join.is_empty() {
-            file.join
+        let join = seed_names(if args.join.is_empty() {
+            &file.join
         } else {
-            args.join.clone()
-        };
+            &args.join
+        })?;
         Ok(Self {
             data: layer(args.data.clone(), file.data, "data", typed)?
                 .context("--data is required: the directory where this peer keeps its identity")?,
@@ -611,19 +612,16 @@ fn resp_limits(args: &NodeArgs, file: &FileConfig) -> Result<crate::resp::Client
     })
 }
 
-/// The `--join` addresses, resolved (the first address of each name).
+/// The `--join` seeds, checked: each `host:port` (names are resolved by
+/// the daemon, at start and again on each join attempt).
 ///
 /// # Errors
-/// A seed that is not an address.
-pub(crate) fn resolve_seeds(join: &[String]) -> Result<Vec<SocketAddr>> {
-    let mut out = Vec::new();
-    for seed in join {
-        let addrs = seed
-            .to_socket_addrs()
-            .with_context(|| format!("--join {seed}: not an address like 127.0.0.1:7001"))?;
-        out.extend(addrs.take(1));
-    }
-    Ok(out)
+/// A seed that is not `host:port`.
+pub(crate) fn seed_names(join: &[String]) -> Result<Vec<crate::seeds::SeedName>> {
+    join.iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| crate::seeds::SeedName::parse(s).map_err(anyhow::Error::msg))
+        .collect()
 }
 
 /// A byte rate: a size (see [`parse_bytes`]) per second, `/s` optional.

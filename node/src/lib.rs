@@ -12,6 +12,12 @@
 //!   layered into [`config::Settings`] and checked. IO: reads the file.
 //! - [`daemon`]: start a peer from settings and bound sockets, its
 //!   background tasks, signals and the graceful leave. IO: sockets, store.
+//! - `seeds`: `--join` seed names (host:port) and the plan of when to
+//!   resolve them again and retry the join (bounded, jittered backoff;
+//!   again after a partition). Pure; the resolver and the task that drives
+//!   it are in `daemon`.
+//! - `health_check`: `ringkv health`, a one-shot GET of a peer's
+//!   `/health` for container health checks. IO: TCP.
 //! - `ring_view`: which members the ring is built from, given a view, the
 //!   time and the dead grace. Pure (no clock, no IO).
 //! - `readiness`: the ready tag, who announced which ring, whether the
@@ -59,6 +65,7 @@ pub mod daemon;
 mod datadir;
 mod disk;
 mod handoff;
+mod health_check;
 mod hot;
 mod keyargs;
 mod readiness;
@@ -66,6 +73,7 @@ mod resp;
 mod ring_view;
 mod routing;
 mod rpc;
+mod seeds;
 mod server;
 mod shared;
 mod status;

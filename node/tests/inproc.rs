@@ -318,3 +318,79 @@ async fn a_stopped_peer_releases_its_store_and_ports_and_restarts_with_its_data(
     .await;
     stop_all(vec![p1]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_joins_through_a_seed_host_name() {
+    subscribe();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p1 = daemon::start(settings(dir.path(), "p1", None), Listeners::default())
+        .await
+        .expect("p1 starts");
+    let port = p1.addrs().quic.port();
+    let data = dir.path().join("p2");
+    let key = dir.path().join("p1").join("cluster.key");
+    let flags = [
+        "--data".to_owned(),
+        data.display().to_string(),
+        "--listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--name".to_owned(),
+        "p2".to_owned(),
+        "--join".to_owned(),
+        format!("localhost:{port}"),
+        "--cluster-key-file".to_owned(),
+        key.display().to_string(),
+        "--leave-timeout".to_owned(),
+        "10s".to_owned(),
+    ];
+    let p2 = daemon::start(
+        Settings::from_flags(flags).expect("settings"),
+        Listeners::default(),
+    )
+    .await
+    .expect("p2 starts");
+    let peers = vec![p1, p2];
+    converge(&peers).await;
+    assert!(peers[1].view().borrow().joined);
+    stop_all(peers).await;
+}
+
+/// `ringkv health --admin ADDR`: its exit status and stdout.
+fn health_check(admin: SocketAddr) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["health", "--admin", &admin.to_string(), "--timeout", "5s"])
+        .env_remove("RINGKV_ADMIN")
+        .output()
+        .expect("ringkv runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ringkv_health_exits_zero_for_a_healthy_peer_and_one_otherwise() {
+    subscribe();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p1 = daemon::start(settings(dir.path(), "p1", None), Listeners::default())
+        .await
+        .expect("p1 starts");
+    let admin = p1.addrs().admin.expect("admin");
+    // /health turns 200 once the ring is built: wait for that, through
+    // the command itself.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, out) = blocking(move || health_check(admin)).await;
+        if code == Some(0) {
+            assert!(out.contains("\"ok\""), "{out}");
+            break;
+        }
+        assert_eq!(code, Some(1), "unhealthy is exit 1: {out}");
+        assert!(Instant::now() < deadline, "p1 never healthy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_all(vec![p1]).await;
+    // Nobody answers there any more: exit 1.
+    let (code, _) = blocking(move || health_check(admin)).await;
+    assert_eq!(code, Some(1));
+}

@@ -291,6 +291,44 @@ impl<R: RngCore> Swim<R> {
         self.send_join(now);
     }
 
+    /// Replaces the seed list with fresh addresses (the daemon re-resolves
+    /// seed host names on each join attempt and after a partition). Not
+    /// joined yet: sends each new seed a join at once (the retry timer
+    /// keeps running). Joined: a push-pull to each seed that is not a
+    /// live member, so a peer cut off from its seeds, or whose seeds
+    /// moved to new addresses, merges with them again. An empty list
+    /// (after dropping this peer's own address) keeps the old one.
+    pub fn handle_seeds(&mut self, now: Instant, seeds: Vec<SocketAddr>) {
+        self.observe_time(now);
+        let seeds: Vec<SocketAddr> = seeds
+            .into_iter()
+            .filter(|a| *a != self.me.meta.addr)
+            .collect();
+        if self.left || seeds.is_empty() {
+            return;
+        }
+        self.seeds = seeds;
+        if !self.joined {
+            self.send_join(now);
+            return;
+        }
+        let live: Vec<SocketAddr> = self
+            .live
+            .as_slice()
+            .iter()
+            .map(|id| self.members[id].meta.addr)
+            .collect();
+        let outside: Vec<SocketAddr> = self
+            .seeds
+            .iter()
+            .filter(|s| !live.contains(s))
+            .copied()
+            .collect();
+        for seed in outside {
+            self.push_pull_with(now, seed);
+        }
+    }
+
     /// Leaves gracefully: announces Left and stops probing. Keep driving the
     /// machine until [`Swim::leave_spread`] or a timeout, then stop.
     pub fn handle_leave(&mut self, now: Instant) {

@@ -8,6 +8,7 @@
 #[cfg(test)]
 mod absence_tests;
 mod banner;
+pub(crate) mod seeds;
 mod shutdown;
 mod tasks;
 
@@ -31,7 +32,7 @@ use tracing::{info, warn};
 
 pub use self::shutdown::{ShutdownSignal, Stopped};
 use self::tasks::Tasks;
-use crate::config::{resolve_seeds, NodeArgs, Settings};
+use crate::config::{NodeArgs, Settings};
 use crate::datadir::DataDir;
 use crate::handoff::Handoff;
 use crate::rpc::pool::Peers;
@@ -159,9 +160,9 @@ fn open(settings: &Settings) -> Result<Opened> {
     let dir = DataDir::open(&settings.data)?;
     let identity = dir.identity()?;
     let id = identity.node_id();
-    let seeds = resolve_seeds(&settings.join)?;
+    let seeds = first_seeds(&settings.join);
     let given_key = settings.key.resolve()?;
-    if given_key.is_none() && !seeds.is_empty() && dir.cluster_key()?.is_none() {
+    if given_key.is_none() && !settings.join.is_empty() && dir.cluster_key()?.is_none() {
         bail!("joining a cluster needs its key: pass --cluster-key-file FILE with a copy of its first peer's <DATA>/cluster.key (or set RINGKV_CLUSTER_KEY)");
     }
     let (key, created) = dir.bind_cluster(given_key)?;
@@ -183,6 +184,26 @@ fn open(settings: &Settings) -> Result<Opened> {
         forget_ready: false,
         seeds,
     })
+}
+
+/// The seed names resolved once at start, every address of each (a
+/// name that does not resolve yet is logged and retried later by the
+/// seed watch).
+fn first_seeds(names: &[crate::seeds::SeedName]) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for name in names {
+        match seeds::SystemResolver::resolve_now(name) {
+            Ok(addrs) => {
+                for a in addrs {
+                    if !out.contains(&a) {
+                        out.push(a);
+                    }
+                }
+            }
+            Err(e) => warn!(seed = %name, err = %e, "cannot resolve seed yet; retrying"),
+        }
+    }
+    out
 }
 
 fn bind_udp(
@@ -469,7 +490,10 @@ impl Serve {
         let mut tasks = Tasks::new();
         let ring_rx = tasks::ring_builder(&mut tasks, handle.view.clone(), settings.dead_grace);
         tasks::persistence(&mut tasks, handle.view.clone(), opened.dir.clone());
-        tasks::join_watch(&mut tasks, handle.clone(), opened.seeds.clone());
+        let me = handle.view.borrow().me.meta.addr;
+        let seeds_shown = crate::seeds::merge(std::slice::from_ref(&opened.seeds), me);
+        tasks::join_watch(&mut tasks, handle.clone(), seeds_shown);
+        seed_watch(&mut tasks, &settings, &opened, &handle);
         let wall = WallClock::new(faults.clone());
         let (kv, handoff, dir) = shared(&settings, opened, wall, &handle, ring_rx.clone(), peers);
         for (name, task) in handoff.loops() {
@@ -524,6 +548,34 @@ impl Serve {
             _gossip_rt: gossip_rt,
         })
     }
+}
+
+/// Re-resolves the `--join` names on each join attempt and after a
+/// partition (see [`crate::seeds`]); nothing to do without names.
+fn seed_watch(tasks: &mut Tasks, settings: &Settings, opened: &Opened, handle: &Handle) {
+    if settings.join.is_empty() {
+        return;
+    }
+    let me = handle.view.borrow().me.meta.addr;
+    let rng = match settings.seed {
+        Some(seed) => ChaCha8Rng::seed_from_u64(seed ^ 0x5eed),
+        None => ChaCha8Rng::from_os_rng(),
+    };
+    let watch = seeds::SeedWatch {
+        names: settings.join.clone(),
+        known: opened.dir.peers(),
+        me,
+        first: crate::seeds::merge(std::slice::from_ref(&opened.seeds), me),
+        retry: crate::seeds::SeedRetry::default(),
+        rng,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let resolver: Arc<dyn seeds::Resolve> = Arc::new(seeds::SystemResolver);
+    tasks.spawn(
+        "seed watch",
+        watch.run(resolver, handle.view.clone(), seeds::sighting, tx),
+    );
+    tasks.spawn("seed forward", seeds::forward(rx, handle.commands.clone()));
 }
 
 /// Writes `addrs` and the pid to `path` as one JSON object, atomically

@@ -114,3 +114,38 @@ fn third_peer_joining_through_the_seed_reaches_the_other_peer_by_gossip() {
         net.settle(&[0, 1, 2]);
     });
 }
+
+#[test]
+fn fresh_seed_addresses_redirect_a_join_that_has_not_succeeded() {
+    for_seeds(|seed| {
+        // n1 was told a seed address nobody listens on (n2 is down, as a
+        // seed whose DNS name still points at its old address would be).
+        let mut net = Net::new(3, seed);
+        net.crash(2);
+        net.join(1, 2);
+        net.run_for(ms(500));
+        assert!(!net.p(1).is_joined());
+
+        // The name resolves again, now to n0: the join follows at once.
+        let now = net.now;
+        net.p_mut(1).handle_seeds(now, vec![addr(0)]);
+        net.flush();
+        assert!(net.p(1).is_joined(), "joined through the new address");
+        expect_member(&net, 0, 1, State::Alive, 1);
+    });
+}
+
+#[test]
+fn fresh_seed_addresses_reconnect_a_joined_peer_that_is_alone() {
+    for_seeds(|seed| {
+        // n1 is joined but alone (it never met n0: a cluster of one).
+        let mut net = Net::new(2, seed);
+        assert!(net.p(1).is_joined() && net.p(1).live_count() == 0);
+        let now = net.now;
+        // Its own address is ignored; n0's gets a push-pull.
+        net.p_mut(1).handle_seeds(now, vec![addr(1), addr(0)]);
+        net.flush();
+        expect_member(&net, 0, 1, State::Alive, 1);
+        expect_member(&net, 1, 0, State::Alive, 1);
+    });
+}
