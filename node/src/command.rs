@@ -27,6 +27,9 @@ enum Command {
     Owners(cli::cluster::OwnersArgs),
     /// Print a new cluster key.
     Keygen,
+    /// Client credentials: issue them from the cluster key, for the CLI.
+    #[command(subcommand)]
+    Credentials(cli::credentials::CredentialsCommand),
     /// Store a value through any peer.
     Put(cli::kv::PutArgs),
     /// Read a value through any peer (raw bytes to stdout; exit 1 if absent).
@@ -82,6 +85,7 @@ impl Cli {
             }) => cli::ring::sweep(args),
             Command::Testbed(cmd) => ringkv_testbed::cli::run::<cli::testbed::QuicKv>(cmd),
             Command::Keygen => Ok(cli::cluster::keygen()),
+            Command::Credentials(cmd) => cli::credentials::run_blocking(cmd),
             _ => return None,
         })
     }
