@@ -85,7 +85,9 @@ impl Cli {
             }) => cli::ring::sweep(args),
             Command::Testbed(cmd) => ringkv_testbed::cli::run::<cli::testbed::QuicKv>(cmd),
             Command::Keygen => Ok(cli::cluster::keygen()),
-            Command::Credentials(cmd) => cli::credentials::run_blocking(cmd),
+            Command::Credentials(cli::credentials::CredentialsCommand::Issue(args)) => {
+                cli::credentials::run_blocking(args)
+            }
             _ => return None,
         })
     }
@@ -109,6 +111,9 @@ impl Cli {
             Command::Hot(args) => cli::cluster::hot(args).await,
             Command::Handoff(args) => cli::handoff::handoff(args).await,
             Command::Keys(args) => cli::handoff::keys(args).await,
+            Command::Credentials(cli::credentials::CredentialsCommand::Revoke(args)) => {
+                cli::credentials::revoke(args).await
+            }
             Command::Ring(RingArgs {
                 peer: Some(peer), ..
             }) => cli::cluster::ring(peer).await,

@@ -56,7 +56,7 @@ pub(crate) async fn serve_requests(
                 return;
             };
             let reply = match codec::decode::<api::Request>(&body, api::REQUEST_MAX) {
-                Ok(request) => match refusal(&request, &role) {
+                Ok(request) => match refusal(&request, &role, &view) {
                     None => dispatch(request, &view, &ring, &kv, &handoff).await,
                     Some(why) => {
                         transport
@@ -88,12 +88,16 @@ pub(crate) async fn serve_requests(
 /// that), replica reads and writes, range pages, summaries and versions
 /// (handoff, anti-entropy), batch reads (hint replay and repair) or clock
 /// probes.
-fn refusal(request: &api::Request, role: &Role) -> Option<String> {
+fn refusal(request: &api::Request, role: &Role, view: &View) -> Option<String> {
     use api::Request as R;
     match role {
         Role::Peer => None,
         Role::Nobody => Some(
             "credentials expired or not valid: this connection's certificate no longer verifies (issue new credentials with `ringkv credentials issue`)"
+                .to_owned(),
+        ),
+        Role::Client(tag) if crate::revocation::is_revoked(view, tag) => Some(
+            "credentials revoked: an operator revoked the credentials issued to this name (ask for new ones)"
                 .to_owned(),
         ),
         Role::Client(_) => match request {
@@ -131,6 +135,7 @@ fn kind(request: &api::Request) -> &'static str {
         R::ReadMany { .. } => "batch read",
         R::Handoff => "handoff",
         R::Time => "clock probe",
+        R::Revoke { .. } => "revoke",
     }
 }
 
@@ -167,6 +172,7 @@ async fn dispatch(
         R::Time => reply(Ok(api::TimeReply {
             wall_ms: kv.wall_ms(),
         })),
+        R::Revoke { name } => reply(handoff.revoke(&name, kv.wall_ms() / 1000).await),
         request @ (R::RangePage { .. }
         | R::RangeSummary { .. }
         | R::RangeVersions { .. }

@@ -1,6 +1,7 @@
 //! Issue 14 item 2, roles, end to end: an operator issues client
 //! credentials with `ringkv credentials issue`; the CLI puts and gets with
-//! them; an expired file is refused with "credentials expired" (exit 4);
+//! them; an expired file is refused with "credentials expired" (exit 4),
+//! and so is a revoked one after `ringkv credentials revoke`;
 //! gossip sent on a client credential's connection is dropped unread and
 //! counted, and the member view stays as it was. Real processes and
 //! in-process peers on 127.0.0.1:0, temp dirs, bounded polls, everything
@@ -134,6 +135,29 @@ fn issued_credentials_put_and_get_and_an_expired_file_exits_4() {
         "{}",
         text(&out)
     );
+    // Revoked through the peer by an operator: refused, exit 4.
+    let out = ringkv(&[
+        "credentials",
+        "revoke",
+        "--name",
+        "app",
+        "--peer",
+        &peer,
+        "--cluster-key-file",
+        key_file,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The peer's own view takes the new metadata a moment later: poll.
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let out = ringkv(&["get", "user:1", "--peer", &peer, "--credentials", creds]);
+        if String::from_utf8_lossy(&out.stderr).contains("credentials revoked") {
+            assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+            break;
+        }
+        assert!(Instant::now() < deadline, "still served: {}", text(&out));
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // A file that is not credentials: a clear error, nothing sent.
     let out = ringkv(&["get", "user:1", "--peer", &peer, "--credentials", key_file]);
     assert!(!out.status.success());

@@ -1,6 +1,6 @@
 //! `ringkv credentials issue` and `ringkv credentials revoke`: client
-//! credentials for the CLI, issued from the cluster key (offline), and
-//! revoked through any peer.
+//! credentials for the CLI, issued from the cluster key (offline, IO: the
+//! file), and revoked through any peer (IO: network).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,8 @@ use clap::{Args, Subcommand};
 use ringkv_gossip::transport::credentials::{check_name, ClientCredentials};
 
 use crate::keyargs::{self, KeyArgs};
+use crate::rpc::api::{Request, RevokeReply};
+use crate::rpc::client;
 
 /// `ringkv credentials ...`.
 #[derive(Debug, Subcommand)]
@@ -18,6 +20,41 @@ pub(crate) enum CredentialsCommand {
     /// Issue client credentials (a certificate and key signed by the
     /// cluster's client CA): client requests only, until they expire.
     Issue(IssueArgs),
+    /// Revoke every credential issued to a name so far, through any peer
+    /// (needs the cluster key); every peer refuses them within a few
+    /// gossip rounds. Credentials issued to the name afterwards work.
+    Revoke(RevokeArgs),
+}
+
+/// Arguments of `ringkv credentials revoke`.
+#[derive(Debug, Args)]
+pub(crate) struct RevokeArgs {
+    /// The name the credentials were issued to.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// Any peer's --listen (or --advertise) address.
+    #[arg(long, env = "RINGKV_PEER")]
+    pub(crate) peer: std::net::SocketAddr,
+    #[command(flatten)]
+    pub(crate) key: KeyArgs,
+}
+
+/// `ringkv credentials revoke`: asks one peer, which gossips it on.
+pub(crate) async fn revoke(args: &RevokeArgs) -> Result<String> {
+    check_name(&args.name)?;
+    let key = args.key.require()?;
+    let req = Request::Revoke {
+        name: args.name.clone(),
+    };
+    let reply: RevokeReply =
+        client::request(args.peer, &key, &req, Duration::from_secs(10)).await?;
+    Ok(format!(
+        "revoked the credentials issued to {:?} up to {} (peer {} now lists {} revoked names); every peer refuses them within a few gossip rounds\n",
+        args.name,
+        keyargs::format_secs(reply.before),
+        args.peer,
+        reply.revoked
+    ))
 }
 
 /// Arguments of `ringkv credentials issue`.
@@ -38,11 +75,9 @@ pub(crate) struct IssueArgs {
     pub(crate) key: KeyArgs,
 }
 
-/// Runs a `ringkv credentials` subcommand that needs no network.
-pub(crate) fn run_blocking(cmd: &CredentialsCommand) -> Result<String> {
-    match cmd {
-        CredentialsCommand::Issue(args) => issue(args, keyargs::wall_secs()),
-    }
+/// Runs `ringkv credentials issue`, which needs no network.
+pub(crate) fn run_blocking(args: &IssueArgs) -> Result<String> {
+    issue(args, keyargs::wall_secs())
 }
 
 /// `ringkv credentials issue`: checks everything, then writes the file.

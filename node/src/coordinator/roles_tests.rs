@@ -131,3 +131,59 @@ async fn an_expired_credential_is_refused_at_the_handshake() {
     assert!(format!("{e:#}").contains("credentials expired"), "{e:#}");
     stop(peers).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_credential_is_refused_on_every_peer_after_gossip() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (peers, key) = cluster(dir.path(), 3, &[]).await;
+    let now = wall_secs();
+    let app = Access::Client(ClientCredentials::issue(&key, "app", now - 60, now + 3600).unwrap());
+    let other =
+        Access::Client(ClientCredentials::issue(&key, "other", now - 60, now + 3600).unwrap());
+    for p in &peers {
+        let _: GetReply = client::request(p.addrs().quic, &app, &get(b"k"), CALL)
+            .await
+            .expect("not revoked yet");
+    }
+    let revoke = Request::Revoke {
+        name: "app".to_owned(),
+    };
+    // A client may not revoke (nor un-revoke by flooding): peers only.
+    let e = client::request::<serde::de::IgnoredAny>(peers[0].addrs().quic, &app, &revoke, CALL)
+        .await
+        .expect_err("refused");
+    assert_eq!(kind_of(&e), Some(ErrorKind::Refused), "{e:#}");
+    let bad = Request::Revoke {
+        name: "a b".to_owned(),
+    };
+    let e = client::request::<serde::de::IgnoredAny>(peers[0].addrs().quic, &key, &bad, CALL)
+        .await
+        .expect_err("a bad name");
+    assert_eq!(kind_of(&e), Some(ErrorKind::Refused), "{e:#}");
+
+    let _: crate::rpc::api::RevokeReply =
+        client::request(peers[0].addrs().quic, &key, &revoke, CALL)
+            .await
+            .expect("an operator revokes through p1");
+    let deadline = std::time::Instant::now() + super::test_peers::WAIT;
+    for p in &peers {
+        loop {
+            match client::request::<GetReply>(p.addrs().quic, &app, &get(b"k"), CALL).await {
+                Err(e) if format!("{e:#}").contains("credentials revoked") => {
+                    assert_eq!(kind_of(&e), Some(ErrorKind::Refused), "{e:#}");
+                    break;
+                }
+                other => assert!(
+                    std::time::Instant::now() < deadline,
+                    "{} still serves the revoked credential: {other:?}",
+                    p.addrs().name
+                ),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let _: GetReply = client::request(p.addrs().quic, &other, &get(b"k"), CALL)
+            .await
+            .expect("another name still works");
+    }
+    stop(peers).await;
+}

@@ -480,6 +480,10 @@ impl Serve {
         for (name, task) in handoff.loops() {
             tasks.spawn(name, task);
         }
+        tasks.spawn(
+            "revocations",
+            handoff.clone().revocation_loop(handle.view.clone()),
+        );
         if let Some((listener, config)) = resp {
             let (addr, accept) = crate::resp::serve(listener, kv.clone(), config)?;
             tasks.spawn("RESP server", accept);
