@@ -268,6 +268,27 @@ async fn gossip_on_a_client_credentials_connection_is_dropped_and_counted() {
     assert!(!knows(&p1, "x"), "a client credential added a member");
     assert_eq!(p1.view().borrow().members.len(), members_before);
 
+    // The same bytes from a cluster-key holder do add x: what the client
+    // sent would have changed the view.
+    let me = NodeIdentity::generate().expect("an identity");
+    let peer_conn = tokio::time::timeout(
+        WAIT,
+        endpoint
+            .connect_with(
+                ringkv_gossip::transport::tls::client_config(&key, &me).expect("config"),
+                p1.addrs().quic,
+                SERVER_NAME,
+            )
+            .unwrap(),
+    )
+    .await
+    .expect("connects in time")
+    .expect("handshake");
+    let mut stream = peer_conn.open_uni().await.expect("a uni stream");
+    stream.write_all(&bytes).await.expect("written");
+    stream.finish().expect("finished");
+    eventually("p1 learns x from a peer", || knows(&p1, "x")).await;
+
     // The refusal is exported.
     let admin = p1.addrs().admin.expect("admin");
     let metrics = tokio::task::spawn_blocking(move || ringkv_testbed::http::get(admin, "/metrics"))

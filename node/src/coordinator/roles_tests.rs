@@ -37,6 +37,21 @@ async fn client_credentials_may_put_and_get_but_peer_requests_are_refused() {
         .await
         .expect("and get");
     assert_eq!(got.value.as_deref(), Some(&b"ada"[..]));
+    // The keys listing (`ringkv keys`) is a client request too.
+    let listed: crate::rpc::api::VersionsReply = client::request(
+        p1,
+        &client,
+        &Request::RangeVersions {
+            range: TokenRange::new(Token(0), Token(0)),
+            after: None,
+            max: 10,
+            any: true,
+        },
+        CALL,
+    )
+    .await
+    .expect("a client credential may list keys");
+    assert!(!listed.versions.is_empty());
 
     let record = Record {
         value: Some(b"forged".to_vec()),
