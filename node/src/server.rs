@@ -56,7 +56,7 @@ pub(crate) async fn serve_requests(
                 return;
             };
             let reply = match codec::decode::<api::Request>(&body, api::REQUEST_MAX) {
-                Ok(request) => match refusal(&request, &role, &view) {
+                Ok(request) => match refusal(&request, &role, &view, &handoff) {
                     None => dispatch(request, &view, &ring, &kv, &handoff).await,
                     Some(why) => {
                         transport
@@ -88,7 +88,7 @@ pub(crate) async fn serve_requests(
 /// that), replica reads and writes, range pages, summaries and versions
 /// (handoff, anti-entropy), batch reads (hint replay and repair) or clock
 /// probes.
-fn refusal(request: &api::Request, role: &Role, view: &View) -> Option<String> {
+fn refusal(request: &api::Request, role: &Role, view: &View, handoff: &Handoff) -> Option<String> {
     use api::Request as R;
     match role {
         Role::Peer => None,
@@ -96,7 +96,7 @@ fn refusal(request: &api::Request, role: &Role, view: &View) -> Option<String> {
             "credentials expired or not valid: this connection's certificate no longer verifies (issue new credentials with `ringkv credentials issue`)"
                 .to_owned(),
         ),
-        Role::Client(tag) if crate::revocation::is_revoked(view, tag) => Some(
+        Role::Client(tag) if handoff.revoked(tag) || crate::revocation::is_revoked(view, tag) => Some(
             "credentials revoked: an operator revoked the credentials issued to this name (ask for new ones)"
                 .to_owned(),
         ),

@@ -202,3 +202,60 @@ async fn a_revoked_credential_is_refused_on_every_peer_after_gossip() {
     }
     stop(peers).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_is_refused_at_once_and_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (peers, key) = cluster(dir.path(), 1, &[]).await;
+    let now = wall_secs();
+    let app = Access::Client(ClientCredentials::issue(&key, "app", now - 60, now + 3600).unwrap());
+    let revoke = Request::Revoke {
+        name: "app".to_owned(),
+    };
+    let _: crate::rpc::api::RevokeReply =
+        client::request(peers[0].addrs().quic, &key, &revoke, CALL)
+            .await
+            .expect("revoked");
+    let revoked = |e: &anyhow::Error| format!("{e:#}").contains("credentials revoked");
+    let e = client::request::<GetReply>(peers[0].addrs().quic, &app, &get(b"k"), CALL)
+        .await
+        .expect_err("refused at once by the peer that was told");
+    assert!(revoked(&e), "{e:#}");
+    stop(peers).await;
+
+    let data = dir.path().join("p1").display().to_string();
+    let settings = crate::config::Settings::from_flags(
+        [
+            "--data",
+            &data,
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "p1",
+            "--settle",
+            "200ms",
+        ]
+        .map(String::from),
+    )
+    .expect("settings");
+    let p1 = crate::daemon::start(settings, crate::daemon::Listeners::default())
+        .await
+        .expect("p1 restarts");
+    let addr = p1.addrs().quic;
+    let deadline = std::time::Instant::now() + super::test_peers::WAIT;
+    while client::request::<GetReply>(addr, &key, &get(b"k"), CALL)
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "p1 never served again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let e = client::request::<GetReply>(addr, &app, &get(b"k"), CALL)
+        .await
+        .expect_err("still revoked after the restart");
+    assert!(revoked(&e), "{e:#}");
+    stop(vec![p1]).await;
+}

@@ -140,6 +140,9 @@ pub(crate) struct Handoff {
     commands: mpsc::Sender<Command>,
     /// The metadata this peer announces; every change goes through here.
     meta: tokio::sync::Mutex<Meta>,
+    /// This peer's revocation list as stored and announced (the view
+    /// carries it a moment later): refusals use it at once, from start.
+    revoked: Mutex<Vec<ringkv_gossip::transport::credentials::Revocation>>,
     progress: Mutex<Progress>,
     /// When the rate limit lets the next byte through.
     next_free: tokio::sync::Mutex<Instant>,
@@ -171,7 +174,9 @@ impl Handoff {
         }
         kv.held.write().expect("held lock").ready = stored_ready_ring(&kv);
         let rejoined = forget_ready && !kv.store.is_empty();
+        let revoked = Mutex::new(stored_revocations(&kv).unwrap_or_default());
         Arc::new(Self {
+            revoked,
             kv,
             cfg,
             commands,
@@ -258,6 +263,10 @@ impl Handoff {
                 .store
                 .set_progress(REVOCATIONS, format(&merged).as_bytes())
                 .context("cannot store the revocation list")?;
+            self.revoked
+                .lock()
+                .expect("revoked lock")
+                .clone_from(&merged);
             let _ = self.commands.send(Command::UpdateMeta(meta.clone())).await;
         }
         Ok(n)
@@ -270,15 +279,7 @@ impl Handoff {
     /// refuses the credential within a few gossip rounds.
     pub(crate) async fn revocation_loop(self: Arc<Self>, mut view: watch::Receiver<Arc<View>>) {
         let now = || self.kv.wall_ms() / 1000;
-        if let Some(stored) = self
-            .kv
-            .store
-            .progress(REVOCATIONS)
-            .ok()
-            .flatten()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| crate::revocation::parse(&s))
-        {
+        if let Some(stored) = stored_revocations(&self.kv) {
             if let Err(e) = self.adopt_revocations(&stored, now()).await {
                 warn!(err = %e, "cannot announce the stored revocation list");
             }
@@ -293,6 +294,16 @@ impl Handoff {
             }
             let _ = tokio::time::timeout(Duration::from_secs(1), view.changed()).await;
         }
+    }
+
+    /// Whether this peer's own revocation list covers `tag` (what it
+    /// stored, even before its view carries it).
+    pub(crate) fn revoked(&self, tag: &ringkv_gossip::transport::credentials::ClientTag) -> bool {
+        self.revoked
+            .lock()
+            .expect("revoked lock")
+            .iter()
+            .any(|r| r.covers(tag))
     }
 
     fn announced(&self, view: &View) -> Option<String> {
@@ -578,6 +589,11 @@ fn log_not_handed_over(view: &View, blocked: &[Blocked]) {
 
 /// Progress entry holding this peer's revocation list (the tag's text).
 const REVOCATIONS: &str = "revocations";
+
+fn stored_revocations(kv: &Kv) -> Option<Vec<ringkv_gossip::transport::credentials::Revocation>> {
+    let bytes = kv.store.progress(REVOCATIONS).ok().flatten()?;
+    crate::revocation::parse(std::str::from_utf8(&bytes).ok()?)
+}
 
 fn stored_ready_ring(kv: &Kv) -> Option<Ring> {
     let bytes = kv.store.progress(READY_RING).ok().flatten()?;
