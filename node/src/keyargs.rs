@@ -109,8 +109,8 @@ impl AccessArgs {
     pub(crate) fn require(&self) -> Result<Access> {
         match &self.credentials {
             Some(path) => Ok(Access::Client(read_credentials(path, wall_secs())?)),
-            None => Ok(Access::Peer(self.key.require().context(
-                "or give client credentials: --credentials FILE or RINGKV_CREDENTIALS",
+            None => Ok(Access::Peer(self.key.resolve()?.context(
+                "this command needs client credentials (--credentials FILE or RINGKV_CREDENTIALS, from `ringkv credentials issue`) or, for operators, the cluster key (--cluster-key-file or RINGKV_CLUSTER_KEY)",
             )?)),
         }
     }

@@ -19,8 +19,10 @@ use ringkv_gossip::transport::credentials::{ClientTag, Revocation};
 
 /// The metadata tag holding a peer's revocations.
 pub(crate) const REVOKED_TAG: &str = "revoked";
-/// Most revocations a tag holds.
-pub(crate) const REVOKED_MAX: usize = 32;
+/// Most revocations a tag holds: 16 entries of 27 bytes keep a member's
+/// Alive (which carries all its metadata) well inside one 1,200-byte
+/// gossip datagram beside the other tags.
+pub(crate) const REVOKED_MAX: usize = 16;
 /// After this long past `before`, every credential a revocation covers has
 /// expired (they live at most a year, plus a day of slack for clocks).
 const FORGET_AFTER_SECS: u64 = 366 * 86_400;
