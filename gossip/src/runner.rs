@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use crate::proto::member::{Member, Meta};
 use crate::proto::swim::{Channel, Event, Stats, Swim};
 use crate::transport::admission::{Admit, HandshakeLimits, Handshakes};
+use crate::transport::credentials::{Role, Roles};
 use crate::transport::tls::{peer_node_id, SERVER_NAME};
 
 /// Most received messages waiting for the state machine.
@@ -92,6 +93,9 @@ pub enum Command {
 pub struct Request {
     /// The authenticated peer (or CLI) that opened it.
     pub from: NodeId,
+    /// What its certificate lets it ask: peers anything, clients client
+    /// requests only (checked on the connection's certificate, now).
+    pub role: Role,
     /// Its address.
     pub addr: SocketAddr,
     /// Write the answer here.
@@ -134,6 +138,14 @@ pub struct TransportStats {
     /// member at the address dialled (or, accepted, the member at the
     /// address they came from).
     pub peer_mismatch: AtomicU64,
+    /// Gossip datagrams and stream messages dropped unread because they
+    /// came on a connection whose certificate is not a peer's (a client
+    /// credential).
+    pub gossip_refused_role: AtomicU64,
+    /// Requests refused because the connection's certificate does not
+    /// allow them (a client sending peer requests); counted by the
+    /// runner's owner, which dispatches requests.
+    pub rpc_refused_role: AtomicU64,
 }
 
 /// What the runner's owner holds.
@@ -172,6 +184,8 @@ pub struct RunnerParts {
     pub max_stream_message: usize,
     /// Limits on incoming handshakes in progress.
     pub handshakes: HandshakeLimits,
+    /// Tells peers' connections from clients'.
+    pub roles: Arc<Roles>,
 }
 
 /// Starts the runner task; it stops when `shutdown` resolves or after a
@@ -216,6 +230,7 @@ struct Runner {
     requests: mpsc::Sender<Request>,
     max_stream: usize,
     handshakes: HandshakeLimits,
+    roles: Arc<Roles>,
     conns: BTreeMap<SocketAddr, quinn::Connection>,
     pending: BTreeMap<SocketAddr, VecDeque<(Channel, Vec<u8>)>>,
     inbox_tx: mpsc::Sender<Input>,
@@ -247,6 +262,7 @@ impl Runner {
             requests: parts.requests,
             max_stream: parts.max_stream_message,
             handshakes: parts.handshakes,
+            roles: parts.roles,
             conns: BTreeMap::new(),
             pending: BTreeMap::new(),
             inbox_tx,
@@ -566,6 +582,7 @@ impl Runner {
         let stats = self.stats.clone();
         let max = self.max_stream;
         let limits = self.handshakes.clone();
+        let roles = self.roles.clone();
         tokio::spawn(async move {
             let warned = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let timeout = limits.handshake_timeout;
@@ -581,16 +598,28 @@ impl Runner {
                 let requests = requests.clone();
                 let stats = stats.clone();
                 let warned = warned.clone();
+                let roles = roles.clone();
                 tokio::spawn(async move {
                     let (connecting, slot) = slot;
                     let outcome = tokio::time::timeout(timeout, connecting).await;
                     drop(slot);
                     match outcome {
                         Ok(Ok(conn)) => {
-                            let _ = inbox
-                                .send(Input::Accepted(conn.remote_address(), conn.clone()))
-                                .await;
-                            read_connection(conn, inbox, Some(requests), stats, max).await;
+                            let reader = Reader {
+                                inbox: inbox.clone(),
+                                requests: Some(requests),
+                                stats,
+                                max,
+                                roles: Some(roles.clone()),
+                            };
+                            // Only a peer's connection may carry gossip
+                            // back: a client's is never pooled.
+                            if roles.role_of(&conn).is_peer() {
+                                let _ = inbox
+                                    .send(Input::Accepted(conn.remote_address(), conn.clone()))
+                                    .await;
+                            }
+                            reader.read(conn).await;
                         }
                         Ok(Err(e)) => {
                             stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
@@ -608,14 +637,18 @@ impl Runner {
         });
     }
 
+    /// Reads a connection this endpoint dialled: the other side presented
+    /// a certificate of the cluster CA (the only one the client config
+    /// trusts), so it is a peer.
     fn spawn_reader(&self, conn: quinn::Connection) {
-        tokio::spawn(read_connection(
-            conn,
-            self.inbox_tx.clone(),
-            None,
-            self.stats.clone(),
-            self.max_stream,
-        ));
+        let reader = Reader {
+            inbox: self.inbox_tx.clone(),
+            requests: None,
+            stats: self.stats.clone(),
+            max: self.max_stream,
+            roles: None,
+        };
+        tokio::spawn(reader.read(conn));
     }
 }
 
@@ -718,51 +751,90 @@ fn send_on(conn: &quinn::Connection, channel: Channel, bytes: Vec<u8>) {
     });
 }
 
-/// Reads one connection until it closes: datagrams and unidirectional
-/// streams into the inbox, bidirectional streams (requests) to their owner.
-async fn read_connection(
-    conn: quinn::Connection,
+/// What reading one connection needs.
+struct Reader {
     inbox: mpsc::Sender<Input>,
+    /// Where request streams go (accepted connections only).
     requests: Option<mpsc::Sender<Request>>,
     stats: Arc<TransportStats>,
     max: usize,
-) {
-    let from = peer_node_id(&conn);
-    let addr = conn.remote_address();
-    loop {
-        tokio::select! {
-            d = conn.read_datagram() => match d {
-                Ok(bytes) => {
-                    if inbox.try_send(Input::Datagram(bytes.to_vec())).is_err() {
-                        stats.inbox_dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Err(_) => break,
-            },
-            s = conn.accept_uni() => match s {
-                Ok(mut recv) => {
-                    let inbox = inbox.clone();
-                    let stats = stats.clone();
-                    tokio::spawn(async move {
-                        match recv.read_to_end(max).await {
-                            Ok(bytes) => {
-                                if inbox.try_send(Input::Stream(bytes)).is_err() {
-                                    stats.inbox_dropped.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                            Err(e) => debug!(err = %e, "dropped a stream message"),
+    /// For accepted connections: tells a peer's from a client's. `None`
+    /// for connections this endpoint dialled (always peers).
+    roles: Option<Arc<Roles>>,
+}
+
+impl Reader {
+    /// The role of the other side of `conn`, now.
+    fn role(&self, conn: &quinn::Connection) -> Role {
+        self.roles.as_ref().map_or(Role::Peer, |r| r.role_of(conn))
+    }
+
+    /// Gossip from a connection that is not a peer's is dropped unread
+    /// and counted.
+    fn gossip_allowed(&self, role: &Role, conn: &quinn::Connection) -> bool {
+        let ok = role.is_peer();
+        if !ok {
+            self.stats
+                .gossip_refused_role
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(peer = %conn.remote_address(), "dropped gossip from a client credential");
+        }
+        ok
+    }
+
+    /// Reads one connection until it closes: datagrams and unidirectional
+    /// streams into the inbox (from peers only), bidirectional streams
+    /// (requests) to their owner, with the role of the sender.
+    async fn read(self, conn: quinn::Connection) {
+        let from = peer_node_id(&conn);
+        let addr = conn.remote_address();
+        // Verified once per connection (a peer's certificate never
+        // expires); a client's again on every request, which sees expiry.
+        let role = self.role(&conn);
+        loop {
+            tokio::select! {
+                d = conn.read_datagram() => match d {
+                    Ok(bytes) => {
+                        if !self.gossip_allowed(&role, &conn) {
+                            continue;
                         }
-                    });
-                }
-                Err(_) => break,
-            },
-            b = conn.accept_bi(), if requests.is_some() => match b {
-                Ok((send, recv)) => {
-                    let (Some(requests), Some(from)) = (&requests, from) else { continue };
-                    let _ = requests.try_send(Request { from, addr, send, recv });
-                }
-                Err(_) => break,
-            },
+                        if self.inbox.try_send(Input::Datagram(bytes.to_vec())).is_err() {
+                            self.stats.inbox_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => break,
+                },
+                s = conn.accept_uni() => match s {
+                    Ok(mut recv) => {
+                        if !self.gossip_allowed(&role, &conn) {
+                            let _ = recv.stop(0u32.into());
+                            continue;
+                        }
+                        let inbox = self.inbox.clone();
+                        let stats = self.stats.clone();
+                        let max = self.max;
+                        tokio::spawn(async move {
+                            match recv.read_to_end(max).await {
+                                Ok(bytes) => {
+                                    if inbox.try_send(Input::Stream(bytes)).is_err() {
+                                        stats.inbox_dropped.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                                Err(e) => debug!(err = %e, "dropped a stream message"),
+                            }
+                        });
+                    }
+                    Err(_) => break,
+                },
+                b = conn.accept_bi(), if self.requests.is_some() => match b {
+                    Ok((send, recv)) => {
+                        let (Some(requests), Some(from)) = (&self.requests, from) else { continue };
+                        let role = if role.is_peer() { Role::Peer } else { self.role(&conn) };
+                        let _ = requests.try_send(Request { from, role, addr, send, recv });
+                    }
+                    Err(_) => break,
+                },
+            }
         }
     }
 }

@@ -27,6 +27,9 @@ enum Command {
     Owners(cli::cluster::OwnersArgs),
     /// Print a new cluster key.
     Keygen,
+    /// Client credentials: issue them from the cluster key, for the CLI.
+    #[command(subcommand)]
+    Credentials(cli::credentials::CredentialsCommand),
     /// Store a value through any peer.
     Put(cli::kv::PutArgs),
     /// Read a value through any peer (raw bytes to stdout; exit 1 if absent).
@@ -85,6 +88,9 @@ impl Cli {
             }) => cli::ring::sweep(args),
             Command::Testbed(cmd) => ringkv_testbed::cli::run::<cli::testbed::QuicKv>(cmd),
             Command::Keygen => Ok(cli::cluster::keygen()),
+            Command::Credentials(cli::credentials::CredentialsCommand::Issue(args)) => {
+                cli::credentials::run_blocking(args)
+            }
             _ => return None,
         })
     }
@@ -109,6 +115,9 @@ impl Cli {
             Command::Handoff(args) => cli::handoff::handoff(args).await,
             Command::Keys(args) => cli::handoff::keys(args).await,
             Command::Health(args) => crate::health_check::health(args).await,
+            Command::Credentials(cli::credentials::CredentialsCommand::Revoke(args)) => {
+                cli::credentials::revoke(args).await
+            }
             Command::Ring(RingArgs {
                 peer: Some(peer), ..
             }) => cli::cluster::ring(peer).await,

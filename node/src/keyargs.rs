@@ -1,12 +1,16 @@
-//! The cluster key as every command that talks to peers takes it, and small
-//! argument parsers.
+//! The cluster key as every command that talks to peers takes it, client
+//! credentials as the client commands take them, and small argument
+//! parsers.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
+use ringkv_gossip::transport::credentials::{ClientCredentials, CREDENTIALS_FILE_MAX};
 use ringkv_gossip::ClusterKey;
+
+use crate::rpc::api::{ErrorKind, RequestError};
 
 /// The environment variable a cluster key may come from.
 pub(crate) const KEY_ENV: &str = "RINGKV_CLUSTER_KEY";
@@ -60,6 +64,108 @@ impl KeyArgs {
     pub(crate) fn require(&self) -> Result<ClusterKey> {
         self.resolve()?.context("this command needs the cluster key: --cluster-key-file (a copy of a peer's <DATA>/cluster.key) or RINGKV_CLUSTER_KEY")
     }
+}
+
+/// The environment variable a client credentials file may come from.
+pub(crate) const CREDENTIALS_ENV: &str = "RINGKV_CREDENTIALS";
+
+/// How a client command authenticates: `--credentials FILE` (or
+/// `RINGKV_CREDENTIALS`), a client credential that may send client
+/// requests only; else the cluster key, which makes the command a peer
+/// (for operators). Credentials win when both are given.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct AccessArgs {
+    /// A client credentials file from `ringkv credentials issue`: client
+    /// requests only (put, get, del, members, ring, owners, hot, handoff,
+    /// keys). Used instead of the cluster key when both are given.
+    #[arg(long, env = CREDENTIALS_ENV)]
+    pub(crate) credentials: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) key: KeyArgs,
+}
+
+/// What a client command connects with.
+#[derive(Debug, Clone)]
+pub(crate) enum Access {
+    /// The cluster key: a throwaway peer identity (operators).
+    Peer(ClusterKey),
+    /// Client credentials.
+    Client(ClientCredentials),
+}
+
+impl From<ClusterKey> for Access {
+    fn from(key: ClusterKey) -> Self {
+        Self::Peer(key)
+    }
+}
+
+impl AccessArgs {
+    /// The credentials if given, else the cluster key, which the command
+    /// cannot do without.
+    ///
+    /// # Errors
+    /// Neither is given, or the file cannot be read, is malformed, or has
+    /// expired (a [`RequestError`] of kind `Refused`: exit status 4).
+    pub(crate) fn require(&self) -> Result<Access> {
+        match &self.credentials {
+            Some(path) => Ok(Access::Client(read_credentials(path, wall_secs())?)),
+            None => Ok(Access::Peer(self.key.resolve()?.context(
+                "this command needs client credentials (--credentials FILE or RINGKV_CREDENTIALS, from `ringkv credentials issue`) or, for operators, the cluster key (--cluster-key-file or RINGKV_CLUSTER_KEY)",
+            )?)),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub(crate) fn wall_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Reads a credentials file: its size is checked before it is read, then
+/// its fields, then its expiry against `now` (Unix seconds).
+///
+/// # Errors
+/// Unreadable, too large or malformed (naming the file and the problem),
+/// or expired: "credentials expired", of kind `Refused`.
+pub(crate) fn read_credentials(path: &std::path::Path, now: u64) -> Result<ClientCredentials> {
+    use std::io::Read as _;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let len = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    if len > CREDENTIALS_FILE_MAX as u64 {
+        bail!(
+            "{} is {len} bytes: not a credentials file (those are at most {CREDENTIALS_FILE_MAX})",
+            path.display()
+        );
+    }
+    let mut text = String::new();
+    file.take(CREDENTIALS_FILE_MAX as u64 + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("{} is not a credentials file (not text)", path.display()))?;
+    let creds = ClientCredentials::parse(&text).with_context(|| path.display().to_string())?;
+    if creds.expires() <= now {
+        return Err(RequestError::new(
+            ErrorKind::Refused,
+            format!(
+                "credentials expired: {} (issued to {:?}) expired at {}; ask an operator for new ones (ringkv credentials issue)",
+                path.display(),
+                creds.name(),
+                format_secs(creds.expires())
+            ),
+        )
+        .into());
+    }
+    Ok(creds)
+}
+
+/// Unix seconds as an RFC 3339 UTC time.
+pub(crate) fn format_secs(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
 /// What `--cluster-key` on the command line logs.

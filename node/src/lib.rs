@@ -26,6 +26,8 @@
 //!   it holds, per view and ring (cached). Pure.
 //! - `shared`: the state a peer's tasks share (`Kv`). No IO of its own.
 //! - `status`: members, ring and owners replies. Pure.
+//! - `revocation`: the revoked client credentials carried in gossip
+//!   metadata: parse, merge, check. Pure.
 //! - `coordinator`: quorum reads and writes, read repair, hints (async
 //!   fan-out; pure decisions in `coordinator::plan`). IO: network.
 //! - `handoff`: ranges follow the ring: pulls, anti-entropy, cleanup, the
@@ -70,6 +72,7 @@ mod hot;
 mod keyargs;
 mod readiness;
 mod resp;
+mod revocation;
 mod ring_view;
 mod routing;
 mod rpc;

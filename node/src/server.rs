@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use ringkv_gossip::runner::{Handle, Request as StreamRequest, View};
+use ringkv_gossip::transport::credentials::Role;
 use tokio::sync::{mpsc, watch};
 
 use crate::handoff::Handoff;
@@ -40,17 +41,34 @@ pub(crate) async fn serve_requests(
         let ring = ring.borrow().clone();
         let kv = kv.clone();
         let handoff = handoff.clone();
+        let transport = handle.transport.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let StreamRequest {
-                mut send, mut recv, ..
+                mut send,
+                mut recv,
+                role,
+                addr,
+                ..
             } = req;
             let read = recv.read_to_end(api::REQUEST_MAX);
             let Ok(Ok(body)) = tokio::time::timeout(Duration::from_secs(10), read).await else {
                 return;
             };
             let reply = match codec::decode::<api::Request>(&body, api::REQUEST_MAX) {
-                Ok(request) => dispatch(request, &view, &ring, &kv, &handoff).await,
+                Ok(request) => match refusal(&request, &role, &view, &handoff) {
+                    None => dispatch(request, &view, &ring, &kv, &handoff).await,
+                    Some(why) => {
+                        transport
+                            .rpc_refused_role
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(client = %addr, request = kind(&request), "refused a request: {why}");
+                        codec::encode(&Reply::<()>::error(RequestError::new(
+                            ErrorKind::Refused,
+                            why,
+                        )))
+                    }
+                },
                 Err(e) => codec::encode(&Reply::<()>::error(RequestError::new(
                     ErrorKind::Refused,
                     format!("bad request: {e:#}"),
@@ -60,6 +78,64 @@ pub(crate) async fn serve_requests(
                 let _ = send.finish();
             }
         });
+    }
+}
+
+/// Why `role` may not send `request`, or `None` if it may. Peers may send
+/// anything; client credentials only what the CLI sends: put, get and
+/// delete, members, ring, owners, hot keys, handoff status and the keys
+/// listing (`RangeVersions` with `any`). Never gossip (the runner drops
+/// that), replica reads and writes, range pages, summaries and versions
+/// (handoff, anti-entropy), batch reads (hint replay and repair) or clock
+/// probes.
+fn refusal(request: &api::Request, role: &Role, view: &View, handoff: &Handoff) -> Option<String> {
+    use api::Request as R;
+    match role {
+        Role::Peer => None,
+        Role::Nobody => Some(
+            "credentials expired or not valid: this connection's certificate no longer verifies (issue new credentials with `ringkv credentials issue`)"
+                .to_owned(),
+        ),
+        Role::Client(tag) if handoff.revoked(tag) || crate::revocation::is_revoked(view, tag) => Some(
+            "credentials revoked: an operator revoked the credentials issued to this name (ask for new ones)"
+                .to_owned(),
+        ),
+        Role::Client(_) => match request {
+            R::Members
+            | R::Ring
+            | R::Owners { .. }
+            | R::Put { .. }
+            | R::Get { .. }
+            | R::Hot
+            | R::Handoff
+            | R::RangeVersions { any: true, .. } => None,
+            other => Some(format!(
+                "client credentials may not send {} requests: they are for peers only",
+                kind(other)
+            )),
+        },
+    }
+}
+
+/// A request's kind, for logs and refusals (never its contents).
+fn kind(request: &api::Request) -> &'static str {
+    use api::Request as R;
+    match request {
+        R::Members => "members",
+        R::Ring => "ring",
+        R::Owners { .. } => "owners",
+        R::Put { .. } => "put",
+        R::Get { .. } => "get",
+        R::ReplicaApply { .. } => "replica write",
+        R::ReplicaRead { .. } => "replica read",
+        R::Hot => "hot",
+        R::RangePage { .. } => "range page",
+        R::RangeSummary { .. } => "range summary",
+        R::RangeVersions { .. } => "range versions",
+        R::ReadMany { .. } => "batch read",
+        R::Handoff => "handoff",
+        R::Time => "clock probe",
+        R::Revoke { .. } => "revoke",
     }
 }
 
@@ -96,6 +172,7 @@ async fn dispatch(
         R::Time => reply(Ok(api::TimeReply {
             wall_ms: kv.wall_ms(),
         })),
+        R::Revoke { name } => reply(handoff.revoke(&name, kv.wall_ms() / 1000).await),
         request @ (R::RangePage { .. }
         | R::RangeSummary { .. }
         | R::RangeVersions { .. }

@@ -16,8 +16,12 @@
 //!   never the process-wide default provider; TLS 1.3 only, ALPN [`ALPN`].
 //! - Session resumption is off, so every connection's peer identity comes
 //!   from a full certificate verification.
-//! - Certificates never expire (validity 1975 to 4096): revoking access
-//!   means rotating the cluster secret.
+//! - Peer certificates never expire (validity 1975 to 4096): revoking a
+//!   peer means rotating the cluster secret.
+//! - Servers also trust a second CA derived from the secret, the client CA
+//!   ([`crate::transport::credentials`]): its certificates expire, can be
+//!   revoked, and serve client requests only. The client config trusts the
+//!   cluster CA alone, so a client credential cannot pose as a peer.
 //!
 //! This module does no IO itself; it builds configs for quinn endpoints.
 
@@ -51,6 +55,7 @@ const KEY_TEXT_PREFIX: &str = "rkv1-";
 /// Key-derivation contexts (blake3 `derive_key`); changing one splits clusters.
 const CLUSTER_ID_CONTEXT: &str = "ringkv 2026 cluster id";
 const CLUSTER_CA_CONTEXT: &str = "ringkv 2026 cluster ca";
+const CLIENT_CA_CONTEXT: &str = "ringkv 2026 client ca";
 const NODE_ID_CONTEXT: &str = "ringkv 2026 node id";
 
 /// Subject common name of the cluster CA; the same on every peer.
@@ -80,6 +85,10 @@ pub enum TlsError {
         /// What is wrong with the text.
         reason: String,
     },
+    /// A client credentials file or name is malformed (the reason never
+    /// repeats the private key). Nothing was written.
+    #[error("invalid client credentials: {0}")]
+    BadCredentials(String),
     /// Bytes given as a node's private key are not a PKCS#8 Ed25519 key.
     #[error("invalid node identity key: {0}")]
     BadIdentity(String),
@@ -164,7 +173,17 @@ impl ClusterKey {
     /// The cluster CA's PKCS#8 v1 key: the Ed25519 seed is
     /// `blake3::derive_key("ringkv 2026 cluster ca", secret)`.
     fn ca_pkcs8(&self) -> Vec<u8> {
-        let seed = blake3::derive_key(CLUSTER_CA_CONTEXT, &self.0);
+        self.derived_pkcs8(CLUSTER_CA_CONTEXT)
+    }
+
+    /// The client CA's PKCS#8 v1 key: the Ed25519 seed is
+    /// `blake3::derive_key("ringkv 2026 client ca", secret)`.
+    pub(crate) fn client_ca_pkcs8(&self) -> Vec<u8> {
+        self.derived_pkcs8(CLIENT_CA_CONTEXT)
+    }
+
+    fn derived_pkcs8(&self, context: &str) -> Vec<u8> {
+        let seed = blake3::derive_key(context, &self.0);
         let mut der = Vec::with_capacity(ED25519_PKCS8_V1_PREFIX.len() + seed.len());
         der.extend_from_slice(&ED25519_PKCS8_V1_PREFIX);
         der.extend_from_slice(&seed);
@@ -267,7 +286,9 @@ pub fn node_id_of_public_key(public_key: &[u8]) -> NodeId {
 }
 
 /// The quinn server config for this node: presents `me`'s certificate,
-/// requires a client certificate, and verifies it against the cluster CA.
+/// requires a client certificate, and verifies it against the cluster CA
+/// or the client CA (which one, [`crate::transport::credentials::Roles`]
+/// tells after the handshake).
 /// It uses [`transport_config`].
 ///
 /// # Errors
@@ -277,12 +298,13 @@ pub fn node_id_of_public_key(public_key: &[u8]) -> NodeId {
 pub fn server_config(key: &ClusterKey, me: &NodeIdentity) -> Result<quinn::ServerConfig, TlsError> {
     let credentials = Credentials::new(key, me)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = WebPkiClientVerifier::builder_with_provider(
-        Arc::new(credentials.roots()?),
-        provider.clone(),
-    )
-    .build()
-    .map_err(rustls_error)?;
+    let mut roots = credentials.roots()?;
+    roots
+        .add(crate::transport::credentials::client_ca_cert(key)?)
+        .map_err(rustls_error)?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(rustls_error)?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(rustls_error)?
@@ -311,13 +333,27 @@ pub fn client_config(key: &ClusterKey, me: &NodeIdentity) -> Result<quinn::Clien
 }
 
 fn client_config_for(credentials: Credentials) -> Result<quinn::ClientConfig, TlsError> {
+    client_config_from(
+        credentials.ca_cert,
+        credentials.node_cert,
+        credentials.node_key,
+    )
+}
+
+/// A client config trusting `ca` for servers and presenting `cert`.
+pub(crate) fn client_config_from(
+    ca: CertificateDer<'static>,
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+) -> Result<quinn::ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = credentials.roots()?;
+    let mut roots = RootCertStore::empty();
+    roots.add(ca).map_err(rustls_error)?;
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(rustls_error)?
         .with_root_certificates(roots)
-        .with_client_auth_cert(vec![credentials.node_cert], credentials.node_key)
+        .with_client_auth_cert(vec![cert], key)
         .map_err(rustls_error)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     // Every connection verifies the full chain, so `peer_node_id` always
@@ -390,9 +426,27 @@ impl Credentials {
     }
 }
 
+/// The cluster CA's self-signed certificate.
+pub(crate) fn cluster_ca_cert(key: &ClusterKey) -> Result<CertificateDer<'static>, TlsError> {
+    let ca_key = ed25519_key_pair(&key.ca_pkcs8()).map_err(certificate_error)?;
+    let cert = ca_params()
+        .self_signed(&ca_key)
+        .map_err(certificate_error)?;
+    Ok(cert.der().clone())
+}
+
+/// `me`'s peer certificate, signed by the cluster CA (tests).
+#[cfg(test)]
+pub(crate) fn node_cert(
+    key: &ClusterKey,
+    me: &NodeIdentity,
+) -> Result<CertificateDer<'static>, TlsError> {
+    Ok(Credentials::new(key, me)?.node_cert)
+}
+
 /// The cluster CA's certificate parameters: all fixed, so every peer builds
 /// a byte-identical CA certificate from the same secret.
-fn ca_params() -> CertificateParams {
+pub(crate) fn ca_params() -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params
@@ -425,7 +479,7 @@ fn node_params(me: &NodeIdentity) -> Result<CertificateParams, TlsError> {
     Ok(params)
 }
 
-fn ed25519_key_pair(pkcs8: &[u8]) -> Result<KeyPair, rcgen::Error> {
+pub(crate) fn ed25519_key_pair(pkcs8: &[u8]) -> Result<KeyPair, rcgen::Error> {
     KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(pkcs8), &PKCS_ED25519)
 }
 
@@ -444,7 +498,7 @@ fn first_16(hash: &[u8; 32]) -> [u8; 16] {
     out
 }
 
-fn hex_value(c: u8) -> Option<u8> {
+pub(crate) fn hex_value(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),

@@ -257,6 +257,10 @@ fn record_gossip(st: &GossipStats, transport: &TransportStats) {
     }
     metrics::counter!("ringkv_handshake_failures_total")
         .absolute(transport.handshake_failures.load(Relaxed));
+    metrics::counter!("ringkv_rpc_refused_total", "reason" => "role")
+        .absolute(transport.rpc_refused_role.load(Relaxed));
+    metrics::counter!("ringkv_gossip_refused_total", "reason" => "role")
+        .absolute(transport.gossip_refused_role.load(Relaxed));
     metrics::counter!("ringkv_connect_timeouts_total")
         .absolute(transport.connect_timeouts.load(Relaxed));
     metrics::counter!("ringkv_inbox_dropped_total").absolute(transport.inbox_dropped.load(Relaxed));

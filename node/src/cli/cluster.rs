@@ -11,7 +11,7 @@ use clap::Args;
 use ringkv_gossip::ClusterKey;
 
 use super::table::{pct, Align, Table};
-use crate::keyargs::KeyArgs;
+use crate::keyargs::{Access, AccessArgs};
 use crate::rpc::api::{MembersReply, OwnersReply, Request, RingReply};
 use crate::rpc::client;
 
@@ -25,7 +25,7 @@ pub(crate) struct PeerArgs {
     #[arg(long, env = "RINGKV_PEER")]
     pub(crate) peer: SocketAddr,
     #[command(flatten)]
-    pub(crate) key: KeyArgs,
+    pub(crate) key: AccessArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
@@ -72,7 +72,7 @@ pub(crate) async fn members(args: &MembersArgs) -> Result<String> {
 /// Prints one line per change of any member's state, polling the peer.
 async fn watch_members(
     peer: SocketAddr,
-    key: &ClusterKey,
+    key: &Access,
     first: MembersReply,
     json: bool,
 ) -> Result<String> {

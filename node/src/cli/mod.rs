@@ -2,6 +2,7 @@
 
 pub(crate) mod bench;
 pub(crate) mod cluster;
+pub(crate) mod credentials;
 pub(crate) mod handoff;
 pub(crate) mod kv;
 pub(crate) mod ring;

@@ -14,6 +14,8 @@ pub(crate) mod plan;
 mod real_time_tests;
 mod replica;
 #[cfg(test)]
+mod roles_tests;
+#[cfg(test)]
 mod test_peers;
 
 use std::sync::Arc;

@@ -471,6 +471,10 @@ impl Serve {
             faults,
         } = self;
         let (req_tx, req_rx) = tokio::sync::mpsc::channel(256);
+        let roles = Arc::new(
+            ringkv_gossip::transport::credentials::Roles::new(&opened.key)
+                .context("cannot build the role check")?,
+        );
         let parts = RunnerParts {
             max_stream_message: GossipConfig::default().max_stream_message,
             swim,
@@ -478,6 +482,7 @@ impl Serve {
             client_config: client.clone(),
             requests: req_tx,
             handshakes: settings.handshakes.clone(),
+            roles,
         };
         let (handle, runner_task, runner_stop) = gossip_rt.spawn_runner(parts);
         let peers = Peers::new(
@@ -499,6 +504,10 @@ impl Serve {
         for (name, task) in handoff.loops() {
             tasks.spawn(name, task);
         }
+        tasks.spawn(
+            "revocations",
+            handoff.clone().revocation_loop(handle.view.clone()),
+        );
         if let Some((listener, config)) = resp {
             let (addr, accept) = crate::resp::serve(listener, kv.clone(), config)?;
             tasks.spawn("RESP server", accept);

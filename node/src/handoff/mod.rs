@@ -32,10 +32,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use ringkv_gossip::runner::{Command, View};
 use ringkv_gossip::{Meta, NodeId, NodeStatus, State};
 use ringkv_ring::{NodeSpec, Ring, TokenRange, DEFAULT_VNODES};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::readiness::{holder, ring_tag, READY_TAG};
@@ -139,6 +140,9 @@ pub(crate) struct Handoff {
     commands: mpsc::Sender<Command>,
     /// The metadata this peer announces; every change goes through here.
     meta: tokio::sync::Mutex<Meta>,
+    /// This peer's revocation list as stored and announced (the view
+    /// carries it a moment later): refusals use it at once, from start.
+    revoked: Mutex<Vec<ringkv_gossip::transport::credentials::Revocation>>,
     progress: Mutex<Progress>,
     /// When the rate limit lets the next byte through.
     next_free: tokio::sync::Mutex<Instant>,
@@ -170,7 +174,9 @@ impl Handoff {
         }
         kv.held.write().expect("held lock").ready = stored_ready_ring(&kv);
         let rejoined = forget_ready && !kv.store.is_empty();
+        let revoked = Mutex::new(stored_revocations(&kv).unwrap_or_default());
         Arc::new(Self {
+            revoked,
             kv,
             cfg,
             commands,
@@ -192,6 +198,112 @@ impl Handoff {
         let mut meta = self.meta.lock().await;
         f(&mut meta);
         let _ = self.commands.send(Command::UpdateMeta(meta.clone())).await;
+    }
+
+    /// Adds a revocation of `name` up to `now` (Unix seconds) to this
+    /// peer's announced list ([`crate::revocation`]).
+    ///
+    /// # Errors
+    /// A bad name, or the list is full; nothing changed.
+    pub(crate) async fn revoke(
+        &self,
+        name: &str,
+        now: u64,
+    ) -> anyhow::Result<crate::rpc::api::RevokeReply> {
+        use ringkv_gossip::transport::credentials::{check_name, name_hash, Revocation};
+        check_name(name).map_err(|e| {
+            crate::rpc::api::RequestError::new(crate::rpc::api::ErrorKind::Refused, e.to_string())
+        })?;
+        let add = Revocation {
+            name_hash: name_hash(name),
+            before: now,
+        };
+        let revoked = self.adopt_revocations(&[add], now).await?;
+        self.kv
+            .store
+            .sync()
+            .await
+            .context("cannot flush the revocation list")?;
+        info!(client = name, before = now, "revoked client credentials");
+        Ok(crate::rpc::api::RevokeReply {
+            before: now,
+            revoked,
+        })
+    }
+
+    /// Merges `add` into this peer's announced revocations (dropping
+    /// those expired at `now`); announces the result if it changed.
+    /// Returns how many names the list holds.
+    ///
+    /// # Errors
+    /// The list would be full; nothing changed.
+    pub(crate) async fn adopt_revocations(
+        &self,
+        add: &[ringkv_gossip::transport::credentials::Revocation],
+        now: u64,
+    ) -> anyhow::Result<usize> {
+        use crate::revocation::{format, merge, parse, REVOKED_TAG};
+        let mut meta = self.meta.lock().await;
+        let own = meta
+            .tags
+            .get(REVOKED_TAG)
+            .and_then(|v| parse(v))
+            .unwrap_or_default();
+        let merged = merge(&own, add, now).map_err(|e| {
+            crate::rpc::api::RequestError::new(crate::rpc::api::ErrorKind::Refused, e)
+        })?;
+        let n = merged.len();
+        if merged != own {
+            if merged.is_empty() {
+                meta.tags.remove(REVOKED_TAG);
+            } else {
+                meta.tags.insert(REVOKED_TAG.to_owned(), format(&merged));
+            }
+            self.kv
+                .store
+                .set_progress(REVOCATIONS, format(&merged).as_bytes())
+                .context("cannot store the revocation list")?;
+            self.revoked
+                .lock()
+                .expect("revoked lock")
+                .clone_from(&merged);
+            let _ = self.commands.send(Command::UpdateMeta(meta.clone())).await;
+        }
+        Ok(n)
+    }
+
+    /// Announces the revocations stored by an earlier run, then adopts,
+    /// whenever the view changes (and at least every second, which also
+    /// forgets expired entries), every revocation a live member announces:
+    /// so a revocation outlives the peer it was sent to, and every peer
+    /// refuses the credential within a few gossip rounds.
+    pub(crate) async fn revocation_loop(self: Arc<Self>, mut view: watch::Receiver<Arc<View>>) {
+        let now = || self.kv.wall_ms() / 1000;
+        if let Some(stored) = stored_revocations(&self.kv) {
+            if let Err(e) = self.adopt_revocations(&stored, now()).await {
+                warn!(err = %e, "cannot announce the stored revocation list");
+            }
+        }
+        let mut warned = false;
+        loop {
+            let all = crate::revocation::announced(&view.borrow_and_update());
+            if let Err(e) = self.adopt_revocations(&all, now()).await {
+                if !std::mem::replace(&mut warned, true) {
+                    warn!(err = %e, "cannot adopt the revocations other peers announce");
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), view.changed()).await;
+        }
+    }
+
+    /// Whether this peer's own revocation list covers `tag` (what it
+    /// stored, even before its view carries it).
+    pub(crate) fn revoked(&self, tag: &ringkv_gossip::transport::credentials::ClientTag) -> bool {
+        self.revoked
+            .lock()
+            .expect("revoked lock")
+            .iter()
+            .any(|r| r.covers(tag))
     }
 
     fn announced(&self, view: &View) -> Option<String> {
@@ -255,7 +367,7 @@ impl Handoff {
     /// first.
     async fn sync_until_changed(
         self: &Arc<Self>,
-        ring_rx: &mut tokio::sync::watch::Receiver<Arc<RingState>>,
+        ring_rx: &mut watch::Receiver<Arc<RingState>>,
         ring: &Ring,
         tag: &str,
     ) -> Synced {
@@ -473,6 +585,14 @@ fn log_not_handed_over(view: &View, blocked: &[Blocked]) {
         first = %shown.join("; "),
         "handoff incomplete: these ranges of this peer are not held by live replicas"
     );
+}
+
+/// Progress entry holding this peer's revocation list (the tag's text).
+const REVOCATIONS: &str = "revocations";
+
+fn stored_revocations(kv: &Kv) -> Option<Vec<ringkv_gossip::transport::credentials::Revocation>> {
+    let bytes = kv.store.progress(REVOCATIONS).ok().flatten()?;
+    crate::revocation::parse(std::str::from_utf8(&bytes).ok()?)
 }
 
 fn stored_ready_ring(kv: &Kv) -> Option<Ring> {

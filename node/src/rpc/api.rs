@@ -83,6 +83,20 @@ pub(crate) enum Request {
     Handoff,
     /// This peer's wall clock (clock offset probes).
     Time,
+    /// Revoke every client credential issued to `name` until now: this
+    /// peer announces it in its metadata, and gossip spreads it (peers
+    /// only: an operator with the cluster key).
+    Revoke { name: String },
+}
+
+/// Answer to [`Request::Revoke`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RevokeReply {
+    /// Credentials issued to the name at or before this time (Unix
+    /// seconds, this peer's clock) are refused.
+    pub(crate) before: u64,
+    /// Names in this peer's revocation list now.
+    pub(crate) revoked: usize,
 }
 
 /// Answer to [`Request::Time`].

@@ -17,6 +17,7 @@ use ringkv_gossip::{ClusterKey, NodeId, NodeIdentity};
 use serde::de::DeserializeOwned;
 use tokio::time::{timeout_at, Instant};
 
+use crate::keyargs::Access;
 use crate::rpc::api::{ErrorKind, Reply, Request, RequestError, REPLY_MAX};
 use crate::rpc::codec;
 
@@ -133,9 +134,25 @@ impl Client {
     /// # Errors
     /// No identity, TLS config or socket could be made.
     pub(crate) fn for_cluster(key: &ClusterKey, peer: SocketAddr) -> Result<Self> {
-        let identity = NodeIdentity::generate().context("cannot make a client identity")?;
-        let mut config =
-            client_config(key, &identity).context("cannot build the TLS client config")?;
+        Self::with_access(&Access::Peer(key.clone()), peer)
+    }
+
+    /// A client from outside the cluster with `access`: the cluster key (a
+    /// throwaway peer identity, as [`for_cluster`](Self::for_cluster)) or
+    /// client credentials.
+    ///
+    /// # Errors
+    /// No identity, TLS config or socket could be made.
+    pub(crate) fn with_access(access: &Access, peer: SocketAddr) -> Result<Self> {
+        let mut config = match access {
+            Access::Peer(key) => {
+                let identity = NodeIdentity::generate().context("cannot make a client identity")?;
+                client_config(key, &identity).context("cannot build the TLS client config")?
+            }
+            Access::Client(creds) => creds
+                .client_config()
+                .context("cannot build the TLS client config from the credentials")?,
+        };
         config.transport_config(Arc::new(transport_config()));
         let bind = if peer.is_ipv4() {
             SocketAddr::from(([0, 0, 0, 0], 0))
@@ -348,11 +365,11 @@ impl Client {
 /// Any [`CallError`], as text.
 pub(crate) async fn request<T: DeserializeOwned>(
     peer: SocketAddr,
-    key: &ClusterKey,
+    access: &impl AsAccess,
     req: &Request,
     timeout: Duration,
 ) -> Result<T> {
-    let client = Client::for_cluster(key, peer)?;
+    let client = Client::with_access(&access.as_access(), peer)?;
     let outcome = client.call(peer, req, timeout).await;
     client.close();
     match outcome {
@@ -361,6 +378,24 @@ pub(crate) async fn request<T: DeserializeOwned>(
         Err(CallError::Peer(PeerError::Unreachable(e) | PeerError::Unknown(e))) => {
             Err(with_kind(e))
         }
+    }
+}
+
+/// What [`request`] connects with: a cluster key or an [`Access`].
+pub(crate) trait AsAccess {
+    /// As an [`Access`].
+    fn as_access(&self) -> Access;
+}
+
+impl AsAccess for ClusterKey {
+    fn as_access(&self) -> Access {
+        Access::Peer(self.clone())
+    }
+}
+
+impl AsAccess for Access {
+    fn as_access(&self) -> Access {
+        self.clone()
     }
 }
 
@@ -399,6 +434,11 @@ fn no_connection(peer: SocketAddr, timeout: Duration) -> PeerError {
 /// cluster's key; `CONNECTION_REFUSED` means the peer's handshake limits
 /// turned us away. Either way it handled nothing we sent. Anything else
 /// means the peer went away, after the request went out if `sent`.
+/// TLS alert `certificate_expired` (RFC 8446 section 6).
+const CERTIFICATE_EXPIRED: u8 = 45;
+/// TLS alert `certificate_revoked`.
+const CERTIFICATE_REVOKED: u8 = 44;
+
 fn connection_failed(peer: SocketAddr, e: &quinn::ConnectionError, sent: bool) -> PeerError {
     let tls_alert = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
     let code = match e {
@@ -406,7 +446,15 @@ fn connection_failed(peer: SocketAddr, e: &quinn::ConnectionError, sent: bool) -
         quinn::ConnectionError::TransportError(t) => Some(t.code),
         _ => None,
     };
-    if code.is_some_and(tls_alert) {
+    if code == Some(quinn::TransportErrorCode::crypto(CERTIFICATE_EXPIRED)) {
+        PeerError::Unreachable(anyhow::Error::new(Refusal::Credentials(format!(
+            "credentials expired: peer {peer} refused this client's certificate as expired ({e}); ask an operator for new credentials (ringkv credentials issue)"
+        ))))
+    } else if code == Some(quinn::TransportErrorCode::crypto(CERTIFICATE_REVOKED)) {
+        PeerError::Unreachable(anyhow::Error::new(Refusal::Credentials(format!(
+            "credentials revoked: peer {peer} refused this client's certificate ({e})"
+        ))))
+    } else if code.is_some_and(tls_alert) {
         PeerError::Unreachable(anyhow::Error::new(Refusal::Credentials(format!(
             "credentials refused: peer {peer} and this client do not share a cluster key (the TLS handshake failed on a certificate: {e}); check --cluster-key: it must be the key of the cluster that peer belongs to"
         ))))
