@@ -11,6 +11,7 @@ use ringkv_gossip::transport::credentials::{ClientCredentials, CREDENTIALS_FILE_
 use ringkv_gossip::ClusterKey;
 
 use crate::rpc::api::{ErrorKind, RequestError};
+pub(crate) use crate::rpc::client::Access;
 
 /// The environment variable a cluster key may come from.
 pub(crate) const KEY_ENV: &str = "RINGKV_CLUSTER_KEY";
@@ -82,21 +83,6 @@ pub(crate) struct AccessArgs {
     pub(crate) credentials: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) key: KeyArgs,
-}
-
-/// What a client command connects with.
-#[derive(Debug, Clone)]
-pub(crate) enum Access {
-    /// The cluster key: a throwaway peer identity (operators).
-    Peer(ClusterKey),
-    /// Client credentials.
-    Client(ClientCredentials),
-}
-
-impl From<ClusterKey> for Access {
-    fn from(key: ClusterKey) -> Self {
-        Self::Peer(key)
-    }
 }
 
 impl AccessArgs {

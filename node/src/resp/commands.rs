@@ -5,9 +5,10 @@
 //! the [`Session`]) or [`store`](super::store) (run through the
 //! coordinator). No IO.
 
+use super::args::wrong_arity;
 use super::info;
 use super::parse::{Args, Reply};
-use super::session::{auth, client, command, config, hello, select};
+use super::session::{auth, client, config, hello, select};
 use super::store::{store_op, StoreOp};
 use super::{Server, Session};
 
@@ -289,10 +290,6 @@ fn arity_ok(arity: i64, argc: usize) -> bool {
     }
 }
 
-pub(super) fn wrong_arity(name: &str) -> Reply {
-    Reply::err(format!("wrong number of arguments for '{name}' command"))
-}
-
 /// Redis's text for an unknown command, or why a known Redis command is
 /// refused here.
 fn refuse_unknown(name: &str, args: &Args) -> Reply {
@@ -327,16 +324,78 @@ fn refuse_unknown(name: &str, args: &Args) -> Reply {
     ))
 }
 
-pub(super) fn not_integer() -> Reply {
-    Reply::err("value is not an integer or out of range")
+/// COMMAND: the table above, as Redis 7 describes its commands.
+pub(super) fn command(args: &Args) -> Reply {
+    let Some(sub) = args.get(1) else {
+        return Reply::Array(COMMANDS.iter().map(command_info).collect());
+    };
+    let sub = String::from_utf8_lossy(sub).to_ascii_lowercase();
+    let named = |args: &Args| -> Vec<Option<&'static Spec>> {
+        args[2..]
+            .iter()
+            .map(|a| {
+                let n = String::from_utf8_lossy(a).to_ascii_lowercase();
+                COMMANDS.iter().find(|s| s.name == n)
+            })
+            .collect()
+    };
+    match sub.as_str() {
+        "count" => Reply::Int(i64::try_from(COMMANDS.len()).unwrap_or(i64::MAX)),
+        "list" => Reply::Array(COMMANDS.iter().map(|s| Reply::text(s.name)).collect()),
+        "info" if args.len() == 2 => Reply::Array(COMMANDS.iter().map(command_info).collect()),
+        "info" => Reply::Array(
+            named(args)
+                .into_iter()
+                .map(|s| s.map_or(Reply::Null, command_info))
+                .collect(),
+        ),
+        "docs" => {
+            let specs: Vec<&Spec> = if args.len() == 2 {
+                COMMANDS.iter().collect()
+            } else {
+                named(args).into_iter().flatten().collect()
+            };
+            Reply::Map(
+                specs
+                    .into_iter()
+                    .map(|s| (Reply::text(s.name), command_docs(s)))
+                    .collect(),
+            )
+        }
+        _ => Reply::err(format!(
+            "unknown subcommand '{}'. Try COMMAND HELP.",
+            String::from_utf8_lossy(&args[1])
+        )),
+    }
 }
 
-pub(super) fn syntax_error() -> Reply {
-    Reply::err("syntax error")
+/// Redis 7's ten-field command description.
+fn command_info(s: &Spec) -> Reply {
+    Reply::Array(vec![
+        Reply::text(s.name),
+        Reply::Int(s.arity),
+        Reply::Set(
+            s.flags
+                .iter()
+                .map(|f| Reply::Simple((*f).to_owned()))
+                .collect(),
+        ),
+        Reply::Int(s.keys.0),
+        Reply::Int(s.keys.1),
+        Reply::Int(s.keys.2),
+        Reply::Set(Vec::new()),
+        Reply::Set(Vec::new()),
+        Reply::Array(Vec::new()),
+        Reply::Array(Vec::new()),
+    ])
 }
 
-pub(super) fn parse_int(arg: &[u8]) -> Option<i64> {
-    std::str::from_utf8(arg).ok()?.parse().ok()
+fn command_docs(s: &Spec) -> Reply {
+    Reply::Map(vec![
+        (Reply::text("summary"), Reply::text(s.summary)),
+        (Reply::text("since"), Reply::text("1.0.0")),
+        (Reply::text("group"), Reply::text(s.group)),
+    ])
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 //! store command at most [`REQUEST_TIMEOUT`], and [`STORE_KEYS_MAX`] keys
 //! in the coordinator at once; see [`guard`].
 
+mod args;
 mod commands;
 mod conn;
 mod glob;

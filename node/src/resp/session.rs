@@ -4,7 +4,7 @@
 
 use crate::rpc::api::Consistency;
 
-use super::commands::{not_integer, parse_int, syntax_error, wrong_arity, Spec, COMMANDS};
+use super::args::{not_integer, parse_int, syntax_error, wrong_arity};
 use super::guard::Reason;
 use super::parse::{Args, Proto, Reply};
 use super::{glob, info};
@@ -189,79 +189,6 @@ fn parse_consistency(arg: &[u8]) -> Option<Consistency> {
         "all" => Some(Consistency::All),
         _ => None,
     }
-}
-
-pub(super) fn command(args: &Args) -> Reply {
-    let Some(sub) = args.get(1) else {
-        return Reply::Array(COMMANDS.iter().map(command_info).collect());
-    };
-    let sub = String::from_utf8_lossy(sub).to_ascii_lowercase();
-    let named = |args: &Args| -> Vec<Option<&'static Spec>> {
-        args[2..]
-            .iter()
-            .map(|a| {
-                let n = String::from_utf8_lossy(a).to_ascii_lowercase();
-                COMMANDS.iter().find(|s| s.name == n)
-            })
-            .collect()
-    };
-    match sub.as_str() {
-        "count" => Reply::Int(i64::try_from(COMMANDS.len()).unwrap_or(i64::MAX)),
-        "list" => Reply::Array(COMMANDS.iter().map(|s| Reply::text(s.name)).collect()),
-        "info" if args.len() == 2 => Reply::Array(COMMANDS.iter().map(command_info).collect()),
-        "info" => Reply::Array(
-            named(args)
-                .into_iter()
-                .map(|s| s.map_or(Reply::Null, command_info))
-                .collect(),
-        ),
-        "docs" => {
-            let specs: Vec<&Spec> = if args.len() == 2 {
-                COMMANDS.iter().collect()
-            } else {
-                named(args).into_iter().flatten().collect()
-            };
-            Reply::Map(
-                specs
-                    .into_iter()
-                    .map(|s| (Reply::text(s.name), command_docs(s)))
-                    .collect(),
-            )
-        }
-        _ => Reply::err(format!(
-            "unknown subcommand '{}'. Try COMMAND HELP.",
-            String::from_utf8_lossy(&args[1])
-        )),
-    }
-}
-
-/// Redis 7's ten-field command description.
-fn command_info(s: &Spec) -> Reply {
-    Reply::Array(vec![
-        Reply::text(s.name),
-        Reply::Int(s.arity),
-        Reply::Set(
-            s.flags
-                .iter()
-                .map(|f| Reply::Simple((*f).to_owned()))
-                .collect(),
-        ),
-        Reply::Int(s.keys.0),
-        Reply::Int(s.keys.1),
-        Reply::Int(s.keys.2),
-        Reply::Set(Vec::new()),
-        Reply::Set(Vec::new()),
-        Reply::Array(Vec::new()),
-        Reply::Array(Vec::new()),
-    ])
-}
-
-fn command_docs(s: &Spec) -> Reply {
-    Reply::Map(vec![
-        (Reply::text("summary"), Reply::text(s.summary)),
-        (Reply::text("since"), Reply::text("1.0.0")),
-        (Reply::text("group"), Reply::text(s.group)),
-    ])
 }
 
 /// `CONFIG GET parameter...`: the few parameters tools ask for

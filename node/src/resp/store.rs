@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use crate::rpc::api::{Consistency, ErrorKind, RequestError};
 use crate::shared::Kv;
 
-use super::commands::{not_integer, parse_int, syntax_error};
+use super::args::{not_integer, parse_int, syntax_error};
 use super::parse::{Args, Reply};
 
 /// A store command, with everything parsed.

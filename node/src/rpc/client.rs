@@ -12,14 +12,29 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
+use ringkv_gossip::transport::credentials::ClientCredentials;
 use ringkv_gossip::transport::tls::{client_config, peer_node_id, transport_config, SERVER_NAME};
 use ringkv_gossip::{ClusterKey, NodeId, NodeIdentity};
 use serde::de::DeserializeOwned;
 use tokio::time::{timeout_at, Instant};
 
-use crate::keyargs::Access;
 use crate::rpc::api::{ErrorKind, Reply, Request, RequestError, REPLY_MAX};
 use crate::rpc::codec;
+
+/// What a client command connects with.
+#[derive(Debug, Clone)]
+pub(crate) enum Access {
+    /// The cluster key: a throwaway peer identity (operators).
+    Peer(ClusterKey),
+    /// Client credentials.
+    Client(ClientCredentials),
+}
+
+impl From<ClusterKey> for Access {
+    fn from(key: ClusterKey) -> Self {
+        Self::Peer(key)
+    }
+}
 
 /// Why an exchange with a peer failed, and what that means for the
 /// request's effect.
