@@ -515,6 +515,37 @@ fn joiners_killed_before_their_pulls_finish_lose_nothing() {
     }
 }
 
+/// The model catches the bug it guards against (docs/testbed.md, "Does
+/// the checker catch real bugs?"): the scenario above with the clean-up
+/// mutated to drop a range without its replicas' confirmation (the
+/// joiners never finish their pulls) removes the last live copies, and the
+/// model flags it; without the mutation the same steps lose nothing.
+#[test]
+fn a_cleanup_that_deletes_unconfirmed_ranges_is_flagged() {
+    use crate::mutation::{test::set_thread, Mutation};
+    let run = |mutated: bool| -> Result<(), String> {
+        set_thread(Mutation::CleanupUnconfirmed, mutated);
+        let probes: Vec<u64> = (0..64u64)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect();
+        let mut c = Cluster::new(probes);
+        let joins = [3, 4, 5].map(|slot| Op::Join { slot, slow: true });
+        let result = joins.iter().try_for_each(|op| c.apply(op));
+        let result = result.and_then(|()| c.apply(&Op::Wait(20)));
+        let result = result.and_then(|()| {
+            for slot in [3, 4, 5] {
+                c.peers[slot].proc = Proc::Killed(c.now);
+            }
+            c.apply(&Op::Wait(80))
+        });
+        set_thread(Mutation::CleanupUnconfirmed, false);
+        result
+    };
+    let flagged = run(true).expect_err("the mutated clean-up must be flagged");
+    assert!(flagged.contains("last live copy"), "{flagged}");
+    run(false).expect("without the mutation nothing is lost");
+}
+
 /// The model is not vacuous: joiners that finish their pulls let the old
 /// holders drop what they no longer replicate, and every probe keeps
 /// three copies.
