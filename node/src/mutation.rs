@@ -14,6 +14,11 @@ pub(crate) enum Mutation {
     /// answerers): a value one replica holds is returned, and a later read
     /// of the others misses it.
     ReadWithoutWriteBack,
+    /// A put skips the ABD write's first phase (learning the newest
+    /// version a read quorum holds) yet still counts a replica's "I hold a
+    /// newer version" as an acknowledgement: a write acknowledged after
+    /// another can be ordered before it.
+    WriteWithoutFirstPhase,
     /// The clean-up drops a range it no longer replicates without waiting
     /// for the range's replicas to confirm (announce) they hold it.
     CleanupUnconfirmed,

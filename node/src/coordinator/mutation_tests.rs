@@ -171,3 +171,49 @@ async fn a_quorum_read_without_write_back_is_flagged() {
     let (report, _) = read_without_write_back(false).await;
     assert!(report.is_clean(), "{}", report.render(5));
 }
+
+/// Mutation (b): a replica's "I hold a newer version" counted as an
+/// acknowledgement of a put that skipped the first phase. A write stamped
+/// 400 ms ahead (a fast clock, within the maximum offset) is on every
+/// replica; a later put through p4 (which has seen none of the key's
+/// versions) is acknowledged, then a read through p4.
+async fn newer_counted_without_first_phase(mutated: bool) -> (Report, Vec<Op>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (peers, key) = cluster(dir.path(), 4, &[]).await;
+    let (k, replicas) = key_not_on_p4(&peers, &key).await;
+    let p4 = &peers[3];
+    set_peer(p4.addrs().id, Mutation::WriteWithoutFirstPhase, mutated);
+    let mut rec = Recorder::new(&k);
+
+    // Every replica applied it: an acknowledged write.
+    let start = rec.now_us();
+    let mut fast = Clock::new(peers[0].addrs().id, 1, Hlc::default());
+    let ahead = Record::put(
+        b"v1".to_vec(),
+        fast.tick(WallClock::system().now_ms() + 400),
+    );
+    for i in &replicas {
+        apply(&peers[*i], &key, &k, &ahead).await;
+    }
+    let version = Some(format_version(&ahead));
+    let first = &peers[replicas[0]];
+    rec.record(OpKind::Put, Some(b"v1"), version, Outcome::Ok, start, first);
+
+    rec.put(p4, &key, b"v2").await;
+    rec.get(p4, &key).await;
+
+    set_peer(p4.addrs().id, Mutation::WriteWithoutFirstPhase, false);
+    stop(peers).await;
+    (rec.check(), rec.ops)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_version_counted_as_an_acknowledgement_is_flagged() {
+    let (report, ops) = newer_counted_without_first_phase(true).await;
+    let text = format!("{}\n{:#?}", report.render(5), ops);
+    let linear = report.linear.as_ref().expect("checked");
+    assert_eq!(linear.violations.len(), 1, "{text}");
+    assert!(!report.is_clean(), "{text}");
+    let (report, ops) = newer_counted_without_first_phase(false).await;
+    assert!(report.is_clean(), "{}\n{:#?}", report.render(5), ops);
+}
