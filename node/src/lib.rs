@@ -70,6 +70,7 @@ mod handoff;
 mod health_check;
 mod hot;
 mod keyargs;
+mod mutation;
 mod readiness;
 mod resp;
 mod revocation;

@@ -9,6 +9,8 @@ mod availability_tests;
 #[cfg(test)]
 mod disk_tests;
 mod hints;
+#[cfg(test)]
+mod mutation_tests;
 pub(crate) mod plan;
 #[cfg(test)]
 mod real_time_tests;
@@ -32,6 +34,7 @@ use crate::coordinator::plan::{
     needs_repair, required, Announced, ReadDone, ReadPlan, ReadResult, Route, WritePlan,
     WriteResult, WriteRound, WriteStep,
 };
+use crate::mutation::{self, Mutation};
 use crate::rpc::api::{
     ApplyReply, Consistency, ErrorKind, GetReply, PutReply, ReadAnswer, Reply, Request,
     RequestError, KEY_MAX,
@@ -242,9 +245,14 @@ impl Kv {
         // The ABD write's first phase: the newest version a read quorum
         // holds, so this write is stamped past every write acknowledged
         // before it began, whatever the clocks say.
-        let mut newer: Option<Version> = self
-            .newest_version(&key, &route, needed, consistency)
-            .await?;
+        // The mutation (tests only, see crate::mutation) skips it.
+        let mut newer: Option<Version> =
+            if mutation::on_peer(&self.me, Mutation::WriteWithoutFirstPhase) {
+                None
+            } else {
+                self.newest_version(&key, &route, needed, consistency)
+                    .await?
+            };
         if let Some(v) = newer.filter(|v| self.too_far_ahead(v)) {
             return Err(plan.too_far_ahead(&v, self.max_clock_offset).into());
         }
@@ -411,13 +419,16 @@ impl Kv {
                 .expect("clock lock")
                 .observe(&best.version);
         }
-        let blocking = done.must_write_back(consistency, &route, needed);
+        // The mutation (tests only, see crate::mutation) skips the write-back
+        // and the repair of the stale answerers.
+        let unrepaired = mutation::on_peer(&self.me, Mutation::ReadWithoutWriteBack);
+        let blocking = !unrepaired && done.must_write_back(consistency, &route, needed);
         if blocking {
             if let Some(best) = &done.best {
                 self.write_back(&key, best, &done, &route, needed).await?;
             }
         }
-        self.repair_late(key, &done, blocking, tasks);
+        self.repair_late(key, &done, blocking || unrepaired, tasks);
         let version = done.best.as_ref().map(format_version);
         // An expired value reads as absent; its record still won (newest
         // version wins) and was repaired like any other.

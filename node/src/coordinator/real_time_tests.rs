@@ -16,7 +16,7 @@ use crate::wall::WallClock;
 /// A key that p4 does not replicate, and the indexes of its three
 /// replicas: p4 coordinating it holds nothing of it and has seen none of
 /// its versions (a replica's clock observes every version it is sent).
-async fn key_not_on_p4(peers: &[Peer], key: &ClusterKey) -> (Vec<u8>, Vec<usize>) {
+pub(super) async fn key_not_on_p4(peers: &[Peer], key: &ClusterKey) -> (Vec<u8>, Vec<usize>) {
     for i in 0..64 {
         let k = format!("k{i}").into_bytes();
         let owners: OwnersReply = client::request(
@@ -43,7 +43,7 @@ async fn key_not_on_p4(peers: &[Peer], key: &ClusterKey) -> (Vec<u8>, Vec<usize>
     panic!("every one of 64 keys is on p4");
 }
 
-async fn apply(p: &Peer, key: &ClusterKey, k: &[u8], record: &Record) {
+pub(super) async fn apply(p: &Peer, key: &ClusterKey, k: &[u8], record: &Record) {
     let apply = Request::ReplicaApply {
         key: k.to_vec(),
         record: record.clone(),
