@@ -49,6 +49,11 @@ pub struct View {
     pub digest: u64,
     /// `(agreeing, reporting)` live peers.
     pub agreement: (usize, usize),
+    /// Ring-shape digest ([`Swim::shape_digest`]).
+    pub shape: u64,
+    /// `(agreeing, reporting)` live peers on the ring shape
+    /// ([`Swim::ring_agreement`]): blind to metadata-only changes.
+    pub ring_agreement: (usize, usize),
     /// Whether a seed answered (or none was needed).
     pub joined: bool,
     /// Protocol counters.
@@ -216,6 +221,8 @@ fn snapshot(swim: &Swim<ChaCha8Rng>, index: u64) -> View {
         members: swim.members().cloned().collect(),
         digest: swim.view_digest(),
         agreement: swim.agreement(),
+        shape: swim.shape_digest(),
+        ring_agreement: swim.ring_agreement(),
         joined: swim.is_joined(),
         stats: swim.stats().clone(),
         health: swim.health_score(),

@@ -167,17 +167,21 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
         arb_node_id(),
         arb_addr(),
         any::<u64>(),
+        any::<u64>(),
         arb_body(),
         proptest::collection::vec(arb_update(), 0..6),
     )
-        .prop_map(|(cluster, from, from_addr, view, body, updates)| Envelope {
-            cluster: ClusterId(cluster),
-            from,
-            from_addr,
-            view,
-            body,
-            updates,
-        })
+        .prop_map(
+            |(cluster, from, from_addr, view, shape, body, updates)| Envelope {
+                cluster: ClusterId(cluster),
+                from,
+                from_addr,
+                view,
+                shape,
+                body,
+                updates,
+            },
+        )
 }
 
 // ---- a small world for the state machine ----------------------------------------
@@ -327,14 +331,16 @@ fn arb_world_envelope() -> impl Strategy<Value = Envelope> {
         // Now and then claiming to be the peer under test itself.
         prop_oneof![9 => 1..WORLD, 1 => Just(0)],
         any::<u64>(),
+        any::<u64>(),
         arb_world_body(),
         proptest::collection::vec(arb_world_update(), 0..5),
     )
-        .prop_map(|(cluster, from, view, body, updates)| Envelope {
+        .prop_map(|(cluster, from, view, shape, body, updates)| Envelope {
             cluster,
             from: world_id(from),
             from_addr: world_addr(from),
             view,
+            shape,
             body,
             updates,
         })
@@ -418,7 +424,7 @@ proptest! {
     fn decoding_arbitrary_bodies_behind_a_valid_header_never_panics(
         body in proptest::collection::vec(any::<u8>(), 0..2048),
     ) {
-        let bytes = [b"RG\x02".as_slice(), &body].concat();
+        let bytes = [b"RG\x03".as_slice(), &body].concat();
         let _ = decode(&bytes, LIMIT);
     }
 
@@ -438,7 +444,7 @@ proptest! {
     #[test]
     fn encode_then_decode_round_trips(env in arb_envelope()) {
         let bytes = encode(&env).expect("encodes");
-        prop_assert_eq!(&bytes[..3], b"RG\x02");
+        prop_assert_eq!(&bytes[..3], b"RG\x03");
         prop_assert_eq!(decode(&bytes, bytes.len()).expect("decodes"), env);
         prop_assert_eq!(
             decode(&bytes, bytes.len() - 1),
@@ -528,17 +534,22 @@ proptest! {
 fn header_only_and_empty_inputs_are_errors() {
     assert_eq!(decode(b"", LIMIT), Err(CodecError::BadMagic));
     assert_eq!(decode(b"RG", LIMIT), Err(CodecError::BadMagic));
-    // Version 1 (before statements were signed) is no longer spoken.
+    // Version 1 (before statements were signed) and 2 (before envelopes
+    // carried the ring-shape digest) are no longer spoken.
     assert_eq!(
         decode(b"RG\x01", LIMIT),
         Err(CodecError::UnsupportedVersion(1))
     );
     assert_eq!(
-        decode(b"RG\x03", LIMIT),
-        Err(CodecError::UnsupportedVersion(3))
+        decode(b"RG\x02", LIMIT),
+        Err(CodecError::UnsupportedVersion(2))
+    );
+    assert_eq!(
+        decode(b"RG\x04", LIMIT),
+        Err(CodecError::UnsupportedVersion(4))
     );
     assert!(matches!(
-        decode(b"RG\x02", LIMIT),
+        decode(b"RG\x03", LIMIT),
         Err(CodecError::Malformed(_))
     ));
     assert_eq!(codec::MAGIC, *b"RG");

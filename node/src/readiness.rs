@@ -19,9 +19,15 @@ pub(crate) struct Holder {
     pub(crate) addr: SocketAddr,
 }
 
-/// Whether every live peer last reported the view this peer has.
+/// Whether every live peer last reported the ring shape this peer's view
+/// has: the same members in the same states, with the same weights, zones
+/// and statuses (gossip's ring agreement). Metadata-only changes, such as
+/// a peer announcing its ready tag, do not count: they bump the
+/// announcer's incarnation, and so the full view digest, but not the ring
+/// anyone builds, and waiting on them made every announcement restart
+/// every other peer's settle (issue 13 item 5).
 pub(crate) fn views_agree(view: &View) -> bool {
-    let (agreeing, reporting) = view.agreement;
+    let (agreeing, reporting) = view.ring_agreement;
     // `live()` counts this peer too; `agreement` only the others.
     agreeing == reporting && reporting + 1 >= view.live().count()
 }

@@ -156,6 +156,7 @@ async fn a_forged_left_from_a_cluster_key_holder_changes_nobodys_view() {
                 from: me.node_id(),
                 from_addr: endpoint.local_addr().expect("bound"),
                 view: 0,
+                shape: 0,
                 body: Body::Gossip,
                 updates: vec![update.clone()],
             };
@@ -292,6 +293,7 @@ async fn gossip_to_a_member_goes_only_to_a_node_with_its_certificate() {
         from: x.node_id(),
         from_addr: impostor_addr,
         view: 0,
+        shape: 0,
         body: Body::Gossip,
         updates: vec![alive],
     };

@@ -225,6 +225,7 @@ fn alive_of_x(key: &ClusterKey, addr: SocketAddr) -> Vec<u8> {
         from: x.node_id(),
         from_addr: addr,
         view: 0,
+        shape: 0,
         body: Body::Gossip,
         updates: vec![alive],
     })

@@ -19,8 +19,9 @@ use crate::proto::message::Envelope;
 pub const MAGIC: [u8; 2] = *b"RG";
 /// Wire version this build speaks. 2: statements carry signatures and
 /// Alive statements their author's public key; push-pull sends signed
-/// entries (`auth.rs`).
-pub const VERSION: u8 = 2;
+/// entries (`auth.rs`). 3: the envelope carries the sender's ring-shape
+/// digest after its view digest (`message.rs`).
+pub const VERSION: u8 = 3;
 const HEADER: usize = 3;
 /// Allocation cap inside bincode for the largest messages, whatever the
 /// channel limit: a length prefix claiming more than this fails before

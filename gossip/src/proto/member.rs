@@ -143,6 +143,11 @@ impl Member {
     pub(crate) fn digest_part(&self) -> u64 {
         digest_part(&self.id, self.incarnation, self.state)
     }
+
+    /// This member's contribution to the ring-shape digest.
+    pub(crate) fn shape_part(&self) -> u64 {
+        shape_part(&self.id, self.state, &self.meta)
+    }
 }
 
 /// Hash of one member's `(id, incarnation, state)`; the view digest is the
@@ -152,6 +157,37 @@ pub(crate) fn digest_part(id: &NodeId, incarnation: Incarnation, state: State) -
     h.update(id.as_bytes());
     h.update(&incarnation.to_be_bytes());
     h.update(&[state as u8]);
+    let out = h.finalize();
+    u64::from_le_bytes(out.as_bytes()[..8].try_into().expect("32-byte hash"))
+}
+
+/// Hash of what one member gives the ring: `(id, state, weight, zone,
+/// status)`. The ring-shape digest is the XOR of these: unlike the view
+/// digest it leaves out the incarnation and every other metadata field, so
+/// a metadata-only change (a tag, the admin address, the build) leaves it
+/// as it was, while a change of state, weight, zone or status does not.
+pub(crate) fn shape_part(id: &NodeId, state: State, meta: &Meta) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(b"ringkv shape part");
+    h.update(id.as_bytes());
+    h.update(&[state as u8]);
+    h.update(&meta.weight.to_be_bytes());
+    match &meta.zone {
+        None => {
+            h.update(&[0]);
+        }
+        Some(zone) => {
+            h.update(&[1]);
+            h.update(&(zone.len() as u64).to_be_bytes());
+            h.update(zone.as_bytes());
+        }
+    }
+    let status = match meta.status {
+        NodeStatus::Joining => 0u8,
+        NodeStatus::Normal => 1,
+        NodeStatus::Leaving => 2,
+    };
+    h.update(&[status]);
     let out = h.finalize();
     u64::from_le_bytes(out.as_bytes()[..8].try_into().expect("32-byte hash"))
 }
@@ -209,5 +245,37 @@ mod tests {
             digest_part(&id, 1, State::Alive),
             digest_part(&id, 1, State::Suspect)
         );
+    }
+
+    #[test]
+    fn shape_part_ignores_incarnation_and_other_metadata() {
+        let a = member(1, State::Alive);
+        let mut meta = (*a.meta).clone();
+        meta.tags.insert("ready".into(), "abcd".into());
+        meta.build = "next".into();
+        meta.admin = Some("127.0.0.1:2".parse().unwrap());
+        let b = Member {
+            incarnation: 2,
+            meta: meta.into(),
+            ..a.clone()
+        };
+        assert_eq!(a.shape_part(), b.shape_part());
+        assert_ne!(a.digest_part(), b.digest_part());
+    }
+
+    #[test]
+    fn shape_part_distinguishes_state_weight_zone_and_status() {
+        let a = member(1, State::Alive);
+        let with = |f: &dyn Fn(&mut Meta)| {
+            let mut meta = (*a.meta).clone();
+            f(&mut meta);
+            shape_part(&a.id, a.state, &meta)
+        };
+        assert_ne!(a.shape_part(), shape_part(&a.id, State::Suspect, &a.meta));
+        assert_ne!(a.shape_part(), shape_part(&a.id, State::Dead, &a.meta));
+        assert_ne!(a.shape_part(), with(&|m| m.weight = 2));
+        assert_ne!(a.shape_part(), with(&|m| m.zone = Some("z".into())));
+        assert_ne!(a.shape_part(), with(&|m| m.status = NodeStatus::Leaving));
+        assert_ne!(a.shape_part(), with(&|m| m.status = NodeStatus::Joining));
     }
 }

@@ -2,8 +2,19 @@
 //!
 //! Every message is an [`Envelope`]: the cluster id (messages from another
 //! cluster are dropped), the sender's id and address, the sender's view
-//! digest (so divergence shows at once), one [`Body`], and piggybacked
-//! [`Update`]s. Datagrams (probes, acks, gossip) stay under the configured
+//! digest (so divergence shows at once) and ring-shape digest, one
+//! [`Body`], and piggybacked [`Update`]s.
+//!
+//! The two digests: `view` is the XOR over every member of a hash of
+//! `(id, incarnation, state)`, so it changes with every statement,
+//! metadata-only ones included; `shape` (wire version 3) is the XOR over
+//! every member of a hash of `(id, state, weight, zone, status)`, what the
+//! ring is built from, so a tag change (an incarnation bump that carries
+//! only metadata) leaves it as it was. Peers count agreement on each
+//! ([`crate::Swim::agreement`], [`crate::Swim::ring_agreement`]). Both are
+//! fixed-size integers (a varint of at most 9 bytes each), counted in the
+//! datagram budget like the rest of the envelope; the decoder's limits
+//! (`codec.rs`) are unchanged. Datagrams (probes, acks, gossip) stay under the configured
 //! datagram size; push-pull travels on a stream.
 //!
 //! The exchanges:
@@ -56,6 +67,8 @@ pub struct Envelope {
     pub from_addr: SocketAddr,
     /// Sender's membership view digest when it sent this.
     pub view: u64,
+    /// Sender's ring-shape digest when it sent this (wire version 3).
+    pub shape: u64,
     /// The message itself.
     pub body: Body,
     /// Membership updates riding along.

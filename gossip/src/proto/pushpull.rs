@@ -223,6 +223,7 @@ impl<R: RngCore> Swim<R> {
             };
             self.entries.remove(&id);
             self.digest ^= member.digest_part();
+            self.shape ^= member.shape_part();
             self.dead.remove(&id);
             self.peer_views.remove(&id);
             self.events_push(Event::MemberReaped(id));

@@ -40,7 +40,7 @@ use crate::proto::awareness::Awareness;
 use crate::proto::broadcast::Broadcasts;
 use crate::proto::codec;
 use crate::proto::idset::IdSet;
-use crate::proto::member::{digest_part, Incarnation, Member, Meta, State};
+use crate::proto::member::{digest_part, shape_part, Incarnation, Member, Meta, State};
 use crate::proto::message::{Body, Entry, Envelope, Update};
 use crate::proto::probe::{Forward, Probe};
 use crate::proto::suspicion::Suspicion;
@@ -159,7 +159,10 @@ pub struct Swim<R> {
     pub(crate) live: IdSet,
     pub(crate) dead: IdSet,
     pub(crate) digest: u64,
-    pub(crate) peer_views: BTreeMap<NodeId, u64>,
+    /// Ring-shape digest: XOR of every member's [`Member::shape_part`].
+    pub(crate) shape: u64,
+    /// What each peer last reported: `(view digest, ring-shape digest)`.
+    pub(crate) peer_views: BTreeMap<NodeId, (u64, u64)>,
     pub(crate) probe_order: Vec<NodeId>,
     pub(crate) probe_next: usize,
     /// Probes in flight by seq: the round-robin one and suspicion probes.
@@ -213,6 +216,7 @@ impl<R: RngCore> Swim<R> {
             meta: Arc::new(meta),
         };
         let digest = me.digest_part();
+        let shape = me.shape_part();
         let alive = auth::sign(
             auth.as_ref(),
             &config.cluster,
@@ -240,6 +244,7 @@ impl<R: RngCore> Swim<R> {
             live: IdSet::default(),
             dead: IdSet::default(),
             digest,
+            shape,
             peer_views: BTreeMap::new(),
             probe_order: Vec::new(),
             probe_next: 0,
@@ -391,7 +396,9 @@ impl<R: RngCore> Swim<R> {
         let Some(next) = self.me.incarnation.checked_add(1) else {
             return;
         };
+        self.shape ^= self.me.shape_part();
         self.me.meta = Arc::new(meta);
+        self.shape ^= self.me.shape_part();
         self.bump_incarnation(next);
     }
 
@@ -464,7 +471,7 @@ impl<R: RngCore> Swim<R> {
         if self.peer_views.len() < 4 * (self.members.len() + 16)
             || self.peer_views.contains_key(&env.from)
         {
-            self.peer_views.insert(env.from, env.view);
+            self.peer_views.insert(env.from, (env.view, env.shape));
         }
         // Applies them, and answers the stale ones (correction.rs).
         self.apply_gossip(now, env.from_addr, env.updates);
@@ -563,15 +570,34 @@ impl<R: RngCore> Swim<R> {
         self.digest
     }
 
+    /// Digest of what this peer's view gives the ring: every member's
+    /// (id, state, weight, zone, status); see [`Member`]'s metadata. Unlike
+    /// [`Swim::view_digest`] it stays put through metadata-only changes
+    /// (tags, incarnation bumps that carry them).
+    pub fn shape_digest(&self) -> u64 {
+        self.shape
+    }
+
     /// `(agreeing, reporting)`: of the live peers whose digest this peer has
     /// heard, how many last reported the same view as this peer's now.
     pub fn agreement(&self) -> (usize, usize) {
+        self.agreement_by(|(view, _)| view == self.digest)
+    }
+
+    /// Like [`Swim::agreement`], over the ring-shape digest: how many live
+    /// peers last reported the same members, states, weights, zones and
+    /// statuses as this peer holds now, whatever their metadata otherwise.
+    pub fn ring_agreement(&self) -> (usize, usize) {
+        self.agreement_by(|(_, shape)| shape == self.shape)
+    }
+
+    fn agreement_by(&self, same: impl Fn((u64, u64)) -> bool) -> (usize, usize) {
         let mut agree = 0;
         let mut heard = 0;
         for id in self.live.as_slice() {
             if let Some(view) = self.peer_views.get(id) {
                 heard += 1;
-                agree += usize::from(*view == self.digest);
+                agree += usize::from(same(*view));
             }
         }
         (agree, heard)
@@ -760,8 +786,10 @@ impl<R: RngCore> Swim<R> {
 
     fn set_self_state(&mut self, state: State) {
         self.digest ^= self.me.digest_part();
+        self.shape ^= self.me.shape_part();
         self.me.state = state;
         self.digest ^= self.me.digest_part();
+        self.shape ^= self.me.shape_part();
     }
 
     pub(crate) fn insert_member(&mut self, now: Instant, member: Member) {
@@ -775,6 +803,7 @@ impl<R: RngCore> Swim<R> {
     fn insert_member_quietly(&mut self, now: Instant, member: Member) {
         let id = member.id;
         self.digest ^= member.digest_part();
+        self.shape ^= member.shape_part();
         match member.state {
             State::Alive | State::Suspect => {
                 self.live.insert(id);
@@ -810,6 +839,7 @@ impl<R: RngCore> Swim<R> {
         let entry = self.members.get_mut(&id).expect("caller checked");
         let before = entry.state;
         self.digest ^= entry.digest_part();
+        self.shape ^= entry.shape_part();
         let meta_changed = meta.as_ref().is_some_and(|m| *m != entry.meta);
         entry.incarnation = incarnation;
         entry.state = state;
@@ -822,6 +852,7 @@ impl<R: RngCore> Swim<R> {
             self.gone_since.insert(id, now);
         }
         self.digest ^= digest_part(&id, incarnation, state);
+        self.shape ^= shape_part(&id, state, &entry.meta);
 
         if state.is_live() {
             self.dead.remove(&id);
@@ -999,6 +1030,7 @@ impl<R: RngCore> Swim<R> {
             from: self.me.id,
             from_addr: self.me.meta.addr,
             view: self.digest,
+            shape: self.shape,
             body,
             updates: Vec::new(),
         }

@@ -283,6 +283,8 @@ fn record_view(view: &View, ring: &RingState) {
     metrics::gauge!("ringkv_incarnation").set(view.me.incarnation as f64);
     metrics::gauge!("ringkv_view_agreeing_peers").set(view.agreement.0 as f64);
     metrics::gauge!("ringkv_view_reporting_peers").set(view.agreement.1 as f64);
+    // What the handoff settle waits on (`readiness::views_agree`).
+    metrics::gauge!("ringkv_ring_shape_agreeing_peers").set(view.ring_agreement.0 as f64);
     metrics::counter!("ringkv_ring_rebuilds_total").absolute(ring.rebuilds);
 }
 

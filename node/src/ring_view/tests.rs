@@ -21,6 +21,8 @@ fn view(me: Member, members: Vec<Member>) -> View {
         members,
         digest: 0,
         agreement: (0, 0),
+        shape: 0,
+        ring_agreement: (0, 0),
         joined: true,
         stats: Stats::default(),
         health: 0,

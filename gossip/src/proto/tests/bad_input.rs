@@ -73,7 +73,7 @@ fn garbage_bytes_are_rejected_and_change_nothing() {
             ("two bytes", b"RG".to_vec()),
             ("bad magic", b"XX\x01\x00\x00".to_vec()),
             ("bad version", bad_version),
-            ("header only", b"RG\x02".to_vec()),
+            ("header only", b"RG\x03".to_vec()),
             ("truncated", valid[..valid.len() - 5].to_vec()),
             ("trailing byte", trailing),
             (
@@ -82,7 +82,7 @@ fn garbage_bytes_are_rejected_and_change_nothing() {
                     .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
                     .collect(),
             ),
-            ("too large", [b"RG\x02".as_slice(), &[0u8; 3_000]].concat()),
+            ("too large", [b"RG\x03".as_slice(), &[0u8; 3_000]].concat()),
         ];
         let now = net.now;
         let p = net.p_mut(0);

@@ -31,6 +31,7 @@ mod join;
 mod lifecycle;
 mod partitions;
 mod probe;
+mod ring_agreement;
 mod suspicion;
 
 type Peer = Swim<ChaCha8Rng>;
@@ -71,6 +72,7 @@ fn envelope(from: usize, body: Body, updates: Vec<Update>) -> Envelope {
         from: id(from),
         from_addr: addr(from),
         view: 0,
+        shape: 0,
         body,
         updates,
     }

@@ -176,6 +176,8 @@ impl Cluster {
             members,
             digest: 0,
             agreement: (live, live),
+            shape: 0,
+            ring_agreement: (live, live),
             joined: true,
             stats: Stats::default(),
             health: 0,

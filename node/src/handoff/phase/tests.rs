@@ -41,6 +41,8 @@ fn view(me: Member, others: Vec<Member>, agree: bool) -> View {
         members: others,
         digest: 0,
         agreement: if agree { (live, live) } else { (0, live) },
+        shape: 0,
+        ring_agreement: if agree { (live, live) } else { (0, live) },
         joined: true,
         stats: Stats::default(),
         health: 0,
@@ -127,6 +129,46 @@ fn agreement_must_last_the_settle_time_and_a_break_restarts_it() {
     assert_eq!(p.handle_tick(s(40), &yes, &r, None, false), Action::Wait);
     assert_eq!(p.handle_tick(s(59), &yes, &r, None, false), Action::Wait);
     assert!(is_sync(&p.handle_tick(s(60), &yes, &r, None, false)));
+}
+
+#[test]
+fn metadata_only_churn_does_not_restart_the_settle_time() {
+    // Others announcing their ready tags bump their incarnations: the full
+    // view digests keep disagreeing, the ring shapes agree throughout.
+    let (r, t0) = (ring(&["me", "a", "b"]), Instant::now());
+    let mut churning = fresh(true);
+    churning.agreement = (0, 2);
+    let mut p = phase();
+    let ms = Duration::from_millis(1);
+    assert_eq!(p.handle_tick(t0, &churning, &r, None, false), Action::Wait);
+    assert_eq!(
+        p.handle_tick(t0 + ms, &churning, &r, None, false),
+        Action::Wait
+    );
+    churning.agreement = (1, 2);
+    assert_eq!(
+        p.handle_tick(t0 + SETTLE / 2, &churning, &r, None, false),
+        Action::Wait
+    );
+    let a = p.handle_tick(t0 + SETTLE + ms, &churning, &r, None, false);
+    assert!(
+        is_sync(&a),
+        "synced after the settle time, not the wait max: {a:?}"
+    );
+}
+
+#[test]
+fn a_ring_shape_disagreement_holds_the_sync_even_when_the_views_agree() {
+    let (r, t0) = (ring(&["me", "a", "b"]), Instant::now());
+    let mut v = fresh(true);
+    v.ring_agreement = (1, 2);
+    let mut p = phase();
+    assert_eq!(p.handle_tick(t0, &v, &r, None, false), Action::Wait);
+    let just_before = SETTLE + AGREEMENT_WAIT_MAX - Duration::from_millis(1);
+    assert_eq!(
+        p.handle_tick(t0 + just_before, &v, &r, None, false),
+        Action::Wait
+    );
 }
 
 #[test]
