@@ -10,6 +10,10 @@ use ringkv_ring::Ring;
 
 /// Metadata tag carrying the short digest of the ring a peer holds fully.
 pub(crate) const READY_TAG: &str = "ready";
+/// The tag of the ring before the announced one, while this peer still
+/// holds what it replicated there (until its clean-up is complete): a
+/// coordinator may ask it for those keys as a stand-in.
+pub(crate) const PREVIOUS_TAG: &str = "ready-prev";
 
 /// A peer known from the view.
 #[derive(Debug, Clone)]

@@ -56,11 +56,11 @@ const RECONSTRUCTED_MAX: usize = 4;
 
 impl Announced {
     /// Whether the member holds a key's range fully, given whether it is a
-    /// replica of the key in the ring it announced (the current one or an
-    /// earlier one). A member that announced the current ring holds only
-    /// the ranges it replicates there: as a stand-in for another replica
-    /// of a key it does not replicate, it may hold nothing of it (its
-    /// leftovers from older rings are not announced).
+    /// replica of the key in the ring it announced or in the ring before,
+    /// which it announces (`ready-prev`) until its clean-up is complete.
+    /// Anything else it may hold is not announced: as a stand-in for a key
+    /// of neither ring it answers "not held", which costs the read an
+    /// answer (seen in a new cluster's demo), so it is not asked.
     pub(crate) fn holds(self, replica_in_its_ring: bool) -> bool {
         match self {
             Self::Current | Self::Earlier(_) => replica_in_its_ring,
@@ -84,6 +84,9 @@ pub(crate) struct Routing {
     /// peer can neither find nor rebuild: what it holds is unknown, so
     /// "too few holders" may be ignorance, not a new cluster.
     pub(crate) unplaced: bool,
+    /// Members that still hold the ring before the one they announced
+    /// (their `ready-prev` tag), by `Announced::Earlier` index.
+    previous: std::collections::HashMap<NodeId, usize>,
 }
 
 impl Routing {
@@ -97,6 +100,13 @@ impl Routing {
         let reconstructed = reconstruct(&view, tag.as_deref(), &earlier);
         earlier.extend(reconstructed.iter().map(crate::readiness::ring_tag));
         let mut unplaced = false;
+        let previous = std::iter::once(&view.me)
+            .chain(view.members.iter())
+            .filter_map(|m| {
+                let t = m.meta.tags.get(crate::readiness::PREVIOUS_TAG)?;
+                Some((m.id, earlier.iter().position(|e| e == t)?))
+            })
+            .collect();
         let members = std::iter::once(&view.me)
             .chain(view.members.iter())
             .map(|m| {
@@ -129,6 +139,7 @@ impl Routing {
             members,
             reconstructed,
             unplaced,
+            previous,
         }
     }
 
@@ -152,13 +163,15 @@ impl Routing {
         current: &[NodeId],
         earlier_replicas: &[Vec<NodeId>],
     ) -> bool {
+        let in_ring = |i: usize| earlier_replicas.get(i).is_some_and(|r| r.contains(id));
+        let in_previous = self.previous.get(id).is_some_and(|i| in_ring(*i));
         self.members.get(id).is_some_and(|(_, a)| {
             let in_its_ring = match a {
                 Announced::Current => current.contains(id),
-                Announced::Earlier(i) => earlier_replicas.get(*i).is_some_and(|r| r.contains(id)),
+                Announced::Earlier(i) => in_ring(*i),
                 Announced::Nothing => false,
             };
-            a.holds(in_its_ring)
+            a.holds(in_its_ring || in_previous)
         })
     }
 }
@@ -181,9 +194,11 @@ fn reconstruct(view: &View, current: Option<&str>, known: &[String]) -> Vec<Ring
         .filter(|m| m.state != State::Left)
         .collect();
     let tag_of = |m: &Member| m.meta.tags.get(crate::readiness::READY_TAG).cloned();
+    let prev_of = |m: &Member| m.meta.tags.get(crate::readiness::PREVIOUS_TAG).cloned();
     let mut unknown: Vec<String> = all
         .iter()
-        .filter_map(|m| tag_of(m))
+        .flat_map(|m| [tag_of(m), prev_of(m)])
+        .flatten()
         .filter(|t| Some(t.as_str()) != current && !known.contains(t))
         .collect();
     unknown.sort();
@@ -208,7 +223,7 @@ fn reconstruct(view: &View, current: Option<&str>, known: &[String]) -> Vec<Ring
         let same: Vec<&Member> = all
             .iter()
             .copied()
-            .filter(|m| tag_of(m).as_ref() == Some(t))
+            .filter(|m| tag_of(m).as_ref() == Some(t) || prev_of(m).as_ref() == Some(t))
             .collect();
         let found = build(same)
             .filter(|r| crate::readiness::ring_tag(r) == *t)

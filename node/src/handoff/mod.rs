@@ -39,7 +39,7 @@ use ringkv_ring::{NodeSpec, Ring, TokenRange, DEFAULT_VNODES};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::readiness::{holder, ring_tag, READY_TAG};
+use crate::readiness::{holder, ring_tag, PREVIOUS_TAG, READY_TAG};
 use crate::ring_view::RingState;
 use crate::rpc::api::{HandoffReply, TransferRow};
 use crate::rpc::codec;
@@ -425,15 +425,20 @@ impl Handoff {
         if let Err(e) = self.kv.store.sync().await {
             warn!(err = %e, "cannot flush the handoff state");
         }
-        {
+        let previous = {
             let mut held = self.kv.held.write().expect("held lock");
             let before = held.ready.replace(ring.clone());
             if before.as_ref().map(Ring::digest) != Some(ring.digest()) {
                 held.previous = before;
             }
-        }
+            held.previous.as_ref().map(ring_tag)
+        };
         self.update_meta(|m| {
             m.tags.insert(READY_TAG.to_owned(), tag.to_owned());
+            match &previous {
+                Some(p) => m.tags.insert(PREVIOUS_TAG.to_owned(), p.clone()),
+                None => m.tags.remove(PREVIOUS_TAG),
+            };
             if m.status == NodeStatus::Joining {
                 m.status = NodeStatus::Normal;
             }
@@ -463,6 +468,10 @@ impl Handoff {
             Ok(Ok((ranges, records))) => {
                 if complete {
                     self.kv.held.write().expect("held lock").previous = None;
+                    self.update_meta(|m| {
+                        m.tags.remove(PREVIOUS_TAG);
+                    })
+                    .await;
                 }
                 if ranges > 0 {
                     self.ranges_dropped.fetch_add(ranges, Relaxed);

@@ -94,37 +94,40 @@ fn a_ring_nobody_can_rebuild_is_unplaced() {
 }
 
 #[test]
-fn a_member_that_announced_the_current_ring_stands_in_only_for_keys_it_replicates() {
-    // Everyone announced the current ring: each holds its own ranges
-    // only, so none is a stand-in for a key it does not replicate (seen
-    // in the demo: such stand-ins answered "still receiving" and reads
-    // failed that degraded mode would have answered).
-    let names = ["a", "b", "c", "d", "e"];
-    let current = ring(&names);
-    let tag = ring_tag(&current);
+fn a_stand_in_holds_its_own_ranges_and_those_of_the_ring_before_it_announces() {
+    // a, b, c held the old ring; d joined and all four announced the new
+    // one. a still announces the old ring as the one before (its clean-up
+    // is not complete); b does not (complete); d never had one.
+    let old = ring(&["a", "b", "c"]);
+    let new = ring(&["a", "b", "c", "d"]);
+    let (old_tag, new_tag) = (ring_tag(&old), ring_tag(&new));
+    let mut a = member("a", State::Alive, Some(&new_tag));
+    Arc::make_mut(&mut a.meta)
+        .tags
+        .insert(crate::readiness::PREVIOUS_TAG.to_owned(), old_tag.clone());
     let v = view(
-        member("a", State::Alive, Some(&tag)),
-        names[1..]
-            .iter()
-            .map(|n| member(n, State::Alive, Some(&tag)))
-            .collect(),
+        a,
+        vec![
+            member("b", State::Alive, Some(&new_tag)),
+            member("c", State::Alive, Some(&new_tag)),
+            member("d", State::Alive, Some(&new_tag)),
+        ],
     );
     let state = RingState {
-        ring: Some(current.clone()),
+        ring: Some(new.clone()),
         full: None,
-        earlier: Vec::new(),
-        rebuilds: 1,
+        earlier: vec![old.clone()],
+        rebuilds: 2,
     };
     let routing = Routing::new(v, Arc::new(state));
-    for k in 0..50u32 {
+    for k in 0..200u32 {
         let key = format!("k{k}");
-        let replicas = current.replicas(key.as_bytes(), 3);
-        for n in names {
-            assert_eq!(
-                routing.holds(&id(n), &replicas, &[]),
-                replicas.contains(&id(n)),
-                "{n} for {key}"
-            );
-        }
+        let current = new.replicas(key.as_bytes(), 3);
+        let earlier = vec![old.replicas(key.as_bytes(), 3)];
+        let holds = |n: &str| routing.holds(&id(n), &current, &earlier);
+        // a: every key (all of the old ring's); b and d: only their own.
+        assert!(holds("a"), "{key}: a still holds the ring before");
+        assert_eq!(holds("b"), current.contains(&id("b")), "{key}: b");
+        assert_eq!(holds("d"), current.contains(&id("d")), "{key}: d");
     }
 }

@@ -338,7 +338,7 @@ fn a_member_of_the_previous_ring_holds_what_it_replicated_there() {
     assert!(Announced::Current.holds(true));
     assert!(
         !Announced::Current.holds(false),
-        "a key it does not replicate in the current ring: as a stand-in it may hold nothing"
+        "a key of neither the ring it announced nor the one before"
     );
     assert!(Announced::Earlier(0).holds(true));
     assert!(
