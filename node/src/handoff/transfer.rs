@@ -439,3 +439,69 @@ async fn unless_dead<T, E: std::fmt::Display>(
         () = dead => Err(anyhow!("the source was declared dead during the transfer")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ringkv_gossip::runner::View;
+    use ringkv_gossip::{Member, Meta, NodeId, NodeStatus, State, Stats};
+
+    use super::unless_dead;
+
+    fn member(name: &str, state: State) -> Member {
+        let mut meta = Meta::new("127.0.0.1:1".parse().expect("addr"), name);
+        meta.status = NodeStatus::Normal;
+        Member {
+            id: NodeId::from_name(name),
+            incarnation: 1,
+            state,
+            meta: Arc::new(meta),
+        }
+    }
+
+    fn view(source: State) -> Arc<View> {
+        Arc::new(View {
+            me: member("me", State::Alive),
+            members: vec![member("src", source)],
+            digest: 0,
+            agreement: (0, 0),
+            shape: 0,
+            ring_agreement: (0, 0),
+            joined: true,
+            stats: Stats::default(),
+            health: 0,
+            index: 0,
+        })
+    }
+
+    /// A request to a source that dies mid-transfer ends when the view
+    /// says so, not after the range timeout (seen in the demo: every
+    /// range behind a killed source waited its 20 s).
+    #[tokio::test(start_paused = true)]
+    async fn a_request_to_a_source_declared_dead_ends_at_once() {
+        let (tx, rx) = tokio::sync::watch::channel(view(State::Alive));
+        let never = std::future::pending::<Result<(), String>>();
+        let waiting = tokio::spawn(unless_dead(rx, NodeId::from_name("src"), never));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "the source is alive: keep waiting");
+        tx.send(view(State::Suspect)).expect("send");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "suspect is not dead");
+        tx.send(view(State::Dead)).expect("send");
+        let out = tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
+            .await
+            .expect("ended within a second of the source's death")
+            .expect("task");
+        let e = out.expect_err("no answer from a dead source");
+        assert!(e.to_string().contains("declared dead"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_from_a_live_source_is_returned() {
+        let (_tx, rx) = tokio::sync::watch::channel(view(State::Alive));
+        let answer = async { Ok::<_, String>(7) };
+        let got = unless_dead(rx, NodeId::from_name("src"), answer).await;
+        assert_eq!(got.expect("the answer"), 7);
+    }
+}
