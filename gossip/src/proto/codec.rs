@@ -54,7 +54,13 @@ pub(crate) const fn claim_cap(len: usize) -> usize {
 
 const CAPS: [usize; 3] = [32 * 1024, 1024 * 1024, 16 * 1024 * 1024];
 
-fn decode_capped<T: DeserializeOwned>(body: &[u8]) -> Result<(T, usize), CodecError> {
+/// Decodes a bincode `body` with the claim cap its length allows: no
+/// length prefix may claim more than the received bytes can hold. Shared
+/// with node's request codec, whose bodies are bincode too.
+///
+/// # Errors
+/// `Malformed` for a body that does not decode or claims too much.
+pub fn decode_capped<T: DeserializeOwned>(body: &[u8]) -> Result<(T, usize), CodecError> {
     fn with<T: DeserializeOwned, const N: usize>(
         body: &[u8],
     ) -> Result<(T, usize), bincode::error::DecodeError> {

@@ -181,24 +181,29 @@ impl<R: RngCore> Swim<R> {
         }
     }
 
+    /// The seed addresses no live member has: where a partitioned or
+    /// rescheduled part of the cluster may be.
+    pub(crate) fn seeds_outside_view(&self) -> Vec<SocketAddr> {
+        let live: Vec<SocketAddr> = self
+            .live
+            .as_slice()
+            .iter()
+            .map(|id| self.members[id].meta.addr)
+            .collect();
+        self.seeds
+            .iter()
+            .filter(|s| !live.contains(s))
+            .copied()
+            .collect()
+    }
+
     pub(crate) fn on_seed_contact(&mut self, now: Instant) {
         let next = now + self.config.seed_contact_interval;
         self.timers.set(next, TimerKind::SeedContact);
         if self.left || self.seeds.is_empty() {
             return;
         }
-        let live_addrs: Vec<SocketAddr> = self
-            .live
-            .as_slice()
-            .iter()
-            .map(|id| self.members[id].meta.addr)
-            .collect();
-        let outside: Vec<SocketAddr> = self
-            .seeds
-            .iter()
-            .filter(|s| !live_addrs.contains(s))
-            .copied()
-            .collect();
+        let outside = self.seeds_outside_view();
         if outside.is_empty() {
             return;
         }

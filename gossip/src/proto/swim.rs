@@ -317,19 +317,7 @@ impl<R: RngCore> Swim<R> {
             self.send_join(now);
             return;
         }
-        let live: Vec<SocketAddr> = self
-            .live
-            .as_slice()
-            .iter()
-            .map(|id| self.members[id].meta.addr)
-            .collect();
-        let outside: Vec<SocketAddr> = self
-            .seeds
-            .iter()
-            .filter(|s| !live.contains(s))
-            .copied()
-            .collect();
-        for seed in outside {
+        for seed in self.seeds_outside_view() {
             self.push_pull_with(now, seed);
         }
     }

@@ -5,7 +5,8 @@
 //! Two limits, both checked before anything is allocated: the message's
 //! length against the caller's limit for its channel (a request, a reply,
 //! a checkpoint), and, inside bincode, what length prefixes may claim,
-//! scaled to the bytes actually received ([`claim_cap`]): a 100-byte reply
+//! scaled to the bytes actually received (the gossip codec's
+//! `decode_capped`): a 100-byte reply
 //! claiming a 30 MiB value fails at the prefix instead of allocating it.
 
 use anyhow::{bail, Result};
@@ -16,51 +17,11 @@ use serde::Serialize;
 const FORMAT: u8 = 1;
 /// Allocation cap inside bincode for the largest messages.
 const ALLOC_LIMIT: usize = 64 * 1024 * 1024;
-/// bincode counts decoded sizes, not encoded ones (a one-byte varint
-/// `u64` counts 8, a `u128` 16): no valid body of `n` bytes claims more
-/// than `16 * n`.
-const CLAIM_PER_BYTE: usize = 16;
-/// The fixed caps below [`ALLOC_LIMIT`] (bincode's limit is a type
-/// parameter).
-const CAPS: [usize; 3] = [32 * 1024, 1024 * 1024, 16 * 1024 * 1024];
-
-/// What bincode may claim (and so allocate) while decoding a body of `len`
-/// bytes: the smallest cap at or above `CLAIM_PER_BYTE * len`, at most
-/// [`ALLOC_LIMIT`].
-const fn claim_cap(len: usize) -> usize {
-    let want = len.saturating_mul(CLAIM_PER_BYTE);
-    let mut i = 0;
-    while i < CAPS.len() {
-        if want <= CAPS[i] {
-            return CAPS[i];
-        }
-        i += 1;
-    }
-    ALLOC_LIMIT
-}
-
-fn decode_with<T: DeserializeOwned, const N: usize>(
-    body: &[u8],
-) -> Result<(T, usize), bincode::error::DecodeError> {
-    bincode::serde::decode_from_slice::<T, _>(body, bincode::config::standard().with_limit::<N>())
-}
-
-/// Decodes `body` with the claim cap its length allows.
+/// Decodes a bincode `body` with the claim cap its length allows: the
+/// gossip codec's rule (`ringkv_gossip::proto::codec::decode_capped`), the
+/// same bincode underneath.
 fn decode_capped<T: DeserializeOwned>(body: &[u8]) -> Result<(T, usize)> {
-    let cap = claim_cap(body.len());
-    let decoded = match cap {
-        c if c == CAPS[0] => decode_with::<T, { CAPS[0] }>(body),
-        c if c == CAPS[1] => decode_with::<T, { CAPS[1] }>(body),
-        c if c == CAPS[2] => decode_with::<T, { CAPS[2] }>(body),
-        _ => decode_with::<T, ALLOC_LIMIT>(body),
-    };
-    decoded.map_err(|e| match e {
-        bincode::error::DecodeError::LimitExceeded => anyhow::anyhow!(
-            "malformed message: a length prefix claims more than {cap} bytes, beyond what {} received bytes can hold",
-            body.len()
-        ),
-        other => anyhow::anyhow!("malformed message: {other}"),
-    })
+    ringkv_gossip::proto::codec::decode_capped(body).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn config() -> impl bincode::config::Config {
