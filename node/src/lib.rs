@@ -81,4 +81,6 @@ mod seeds;
 mod server;
 mod shared;
 mod status;
+#[cfg(test)]
+mod test_support;
 mod wall;

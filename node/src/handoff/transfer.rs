@@ -445,34 +445,16 @@ mod tests {
     use std::sync::Arc;
 
     use ringkv_gossip::runner::View;
-    use ringkv_gossip::{Member, Meta, NodeId, NodeStatus, State, Stats};
+    use ringkv_gossip::{NodeId, State};
 
     use super::unless_dead;
-
-    fn member(name: &str, state: State) -> Member {
-        let mut meta = Meta::new("127.0.0.1:1".parse().expect("addr"), name);
-        meta.status = NodeStatus::Normal;
-        Member {
-            id: NodeId::from_name(name),
-            incarnation: 1,
-            state,
-            meta: Arc::new(meta),
-        }
-    }
+    use crate::test_support::member;
 
     fn view(source: State) -> Arc<View> {
-        Arc::new(View {
-            me: member("me", State::Alive),
-            members: vec![member("src", source)],
-            digest: 0,
-            agreement: (0, 0),
-            shape: 0,
-            ring_agreement: (0, 0),
-            joined: true,
-            stats: Stats::default(),
-            health: 0,
-            index: 0,
-        })
+        Arc::new(crate::test_support::view(
+            member("me", State::Alive, None),
+            vec![member("src", source, None)],
+        ))
     }
 
     /// A request to a source that dies mid-transfer ends when the view

@@ -1,47 +1,11 @@
 use std::sync::Arc;
 
-use ringkv_gossip::{Meta, NodeStatus, Stats};
-
 use super::*;
-use crate::readiness::{ring_tag, READY_TAG};
-
-fn id(name: &str) -> NodeId {
-    NodeId::from_name(name)
-}
-
-fn ring(names: &[&str]) -> Ring {
-    let mut specs: Vec<NodeSpec> = names.iter().map(|n| NodeSpec::new(id(n))).collect();
-    specs.sort_by_key(|s| s.id);
-    Ring::build(&specs, DEFAULT_VNODES).expect("a ring")
-}
-
-fn member(name: &str, state: State, ready: Option<&str>) -> Member {
-    let mut meta = Meta::new("127.0.0.1:1".parse().expect("addr"), name);
-    meta.status = NodeStatus::Normal;
-    if let Some(tag) = ready {
-        meta.tags.insert(READY_TAG.to_owned(), tag.to_owned());
-    }
-    Member {
-        id: id(name),
-        incarnation: 1,
-        state,
-        meta: Arc::new(meta),
-    }
-}
+use crate::readiness::ring_tag;
+use crate::test_support::{id, member, ring};
 
 fn view(me: Member, members: Vec<Member>) -> Arc<View> {
-    Arc::new(View {
-        me,
-        members,
-        digest: 0,
-        agreement: (0, 0),
-        shape: 0,
-        ring_agreement: (0, 0),
-        joined: true,
-        stats: Stats::default(),
-        health: 0,
-        index: 0,
-    })
+    Arc::new(crate::test_support::view(me, members))
 }
 
 /// A peer that joined after the old holders announced their ring: it

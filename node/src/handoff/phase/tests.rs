@@ -1,52 +1,21 @@
 use std::sync::Arc;
 
-use ringkv_gossip::{Member, Meta, NodeId, NodeStatus, State, Stats};
-use ringkv_ring::{NodeSpec, DEFAULT_VNODES};
+use ringkv_gossip::{Member, NodeStatus, State};
 
 use super::*;
-use crate::readiness::READY_TAG;
+use crate::test_support::{id, member, ring};
 
 const SETTLE: Duration = Duration::from_secs(2);
 const GRACE: Duration = Duration::from_secs(10);
 
-fn id(name: &str) -> NodeId {
-    NodeId::from_name(name)
-}
-
-fn ring(names: &[&str]) -> Ring {
-    let mut specs: Vec<NodeSpec> = names.iter().map(|n| NodeSpec::new(id(n))).collect();
-    specs.sort_by_key(|s| s.id);
-    Ring::build(&specs, DEFAULT_VNODES).expect("a ring")
-}
-
-fn member(name: &str, state: State, ready: Option<&str>) -> Member {
-    let mut meta = Meta::new("127.0.0.1:1".parse().expect("addr"), name);
-    meta.status = NodeStatus::Normal;
-    if let Some(tag) = ready {
-        meta.tags.insert(READY_TAG.to_owned(), tag.to_owned());
-    }
-    Member {
-        id: id(name),
-        incarnation: 1,
-        state,
-        meta: Arc::new(meta),
-    }
-}
-
 /// The view of `me` with `others`; the views agree when `agree`.
 fn view(me: Member, others: Vec<Member>, agree: bool) -> View {
     let live = others.iter().filter(|m| m.state.is_live()).count();
+    let counts = if agree { (live, live) } else { (0, live) };
     View {
-        me,
-        members: others,
-        digest: 0,
-        agreement: if agree { (live, live) } else { (0, live) },
-        shape: 0,
-        ring_agreement: if agree { (live, live) } else { (0, live) },
-        joined: true,
-        stats: Stats::default(),
-        health: 0,
-        index: 0,
+        agreement: counts,
+        ring_agreement: counts,
+        ..crate::test_support::view(me, others)
     }
 }
 
