@@ -51,6 +51,8 @@
 //! - `clock_offset`: the other peers' clock offsets from probe round
 //!   trips, whether this peer's clock is beyond the maximum offset, and
 //!   what a long absence does to its data. Pure.
+//! - `fuzzing` (hidden): one entry point per decoder for the cargo-fuzz
+//!   targets in `fuzz/`; each calls the daemon's own decoder. Pure.
 //! - `keyargs`: the cluster-key flags and small argument parsers, among
 //!   them `parse_duration` (humantime, plain seconds, at most a year). IO:
 //!   reads a key file.
@@ -66,6 +68,8 @@ mod coordinator;
 pub mod daemon;
 mod datadir;
 mod disk;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handoff;
 mod health_check;
 mod hot;

@@ -46,7 +46,7 @@ use crate::rpc::codec;
 use crate::shared::Kv;
 
 mod anti_entropy;
-mod check;
+pub(crate) mod check;
 mod phase;
 mod serve;
 mod transfer;

@@ -23,10 +23,10 @@
 mod args;
 mod commands;
 mod conn;
-mod glob;
+pub(crate) mod glob;
 pub(crate) mod guard;
 mod info;
-mod parse;
+pub(crate) mod parse;
 mod session;
 mod store;
 

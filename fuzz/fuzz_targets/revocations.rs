@@ -1,0 +1,7 @@
+//! See `ringkv_node::fuzzing::revocations`.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = ringkv_node::fuzzing::revocations(data);
+});
