@@ -85,6 +85,7 @@ fn all_rows(reply: &KeyringReply, n: usize, check: impl Fn(&crate::rpc::api::Key
 /// nothing is retried.
 struct Load {
     ops: Arc<AtomicU64>,
+    failures: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -98,7 +99,7 @@ impl Load {
     ) -> Self {
         let ops = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (o, s) = (ops.clone(), stop.clone());
+        let (o, s, f) = (ops.clone(), stop.clone(), failures.clone());
         let task = tokio::spawn(async move {
             let mut i = 0usize;
             while !s.load(Relaxed) {
@@ -123,7 +124,7 @@ impl Load {
                     Ok(()) => {
                         o.fetch_add(1, Relaxed);
                     }
-                    Err(e) => failures
+                    Err(e) => f
                         .lock()
                         .expect("failures")
                         .push(format!("{label} op {i} ({to} then {from}): {e:#}")),
@@ -131,7 +132,12 @@ impl Load {
                 i += 1;
             }
         });
-        Self { ops, stop, task }
+        Self {
+            ops,
+            failures,
+            stop,
+            task,
+        }
     }
 
     /// Waits until this stream has done `n` more operations.
@@ -139,7 +145,10 @@ impl Load {
         let target = self.ops.load(Relaxed) + n;
         let deadline = Instant::now() + WAIT;
         while self.ops.load(Relaxed) < target {
-            assert!(Instant::now() < deadline, "the load stalled");
+            if Instant::now() > deadline {
+                let last = self.failures.lock().expect("failures").last().cloned();
+                panic!("the load stalled; the last failure: {last:?}");
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
