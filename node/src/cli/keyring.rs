@@ -147,7 +147,7 @@ pub(crate) async fn run(cmd: &KeyringCommand) -> Result<String> {
         Ok(out)
     } else {
         bail!(
-            "{out}failed on {}: run it again once they answer (what succeeded stays)",
+            "{out}failed on {}: nothing changed there (the others applied it); fix the cause and run it again",
             failed.join(", ")
         )
     }

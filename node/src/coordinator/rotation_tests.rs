@@ -15,7 +15,7 @@ use ringkv_gossip::transport::credentials::ClientCredentials;
 use ringkv_gossip::transport::keyring::{Fingerprint, Keyring};
 use ringkv_gossip::ClusterKey;
 
-use super::test_peers::{cluster, get, put, stop, CALL, WAIT};
+use super::test_peers::{cluster, get, put, settings, stop, CALL, WAIT};
 use crate::keyargs::{wall_secs, Access};
 use crate::rpc::api::{
     ErrorKind, GetReply, KeyringOp, KeyringReply, MembersReply, PutReply, Request, RequestError,
@@ -287,6 +287,19 @@ async fn five_peers_rotate_the_cluster_key_under_load_without_a_failed_operation
     let _: GetReply = client::request(addrs[0], &Access::Client(fresh), &get(b"k"), CALL)
         .await
         .expect("credentials issued under the new key work");
+
+    // A new peer joins with a copy of a peer's keyring file, which
+    // carries the cluster's original id along with the new key.
+    let mut peers = peers;
+    let p6 = crate::daemon::start(
+        settings(dir.path(), "p6", Some(&peers[0]), &[]),
+        crate::daemon::Listeners::default(),
+    )
+    .await
+    .expect("p6 starts");
+    peers.push(p6);
+    let addrs: Vec<SocketAddr> = peers.iter().map(|p| p.addrs().quic).collect();
+    converged(&addrs, &new_peer).await;
     stop(peers).await;
 }
 
