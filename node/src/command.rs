@@ -27,6 +27,10 @@ enum Command {
     Owners(cli::cluster::OwnersArgs),
     /// Print a new cluster key.
     Keygen,
+    /// The cluster keys every peer holds: install, use, remove, list
+    /// (rotating the cluster key without downtime; fingerprints only).
+    #[command(subcommand)]
+    Keyring(cli::keyring::KeyringCommand),
     /// Client credentials: issue them from the cluster key, for the CLI.
     #[command(subcommand)]
     Credentials(cli::credentials::CredentialsCommand),
@@ -114,6 +118,7 @@ impl Cli {
             Command::Hot(args) => cli::cluster::hot(args).await,
             Command::Handoff(args) => cli::handoff::handoff(args).await,
             Command::Keys(args) => cli::handoff::keys(args).await,
+            Command::Keyring(cmd) => cli::keyring::run(cmd).await,
             Command::Health(args) => crate::health_check::health(args).await,
             Command::Credentials(cli::credentials::CredentialsCommand::Revoke(args)) => {
                 cli::credentials::revoke(args).await

@@ -1,5 +1,5 @@
 //! What a peer keeps in its data directory: its key pair (its identity),
-//! its incarnation (which must only grow), the cluster key (so a restart
+//! its incarnation (which must only grow), the keyring (so a restart
 //! needs no flags), and the addresses of peers it has seen (so a restart
 //! rejoins even when its seeds are gone). Small files, written atomically
 //! (write to a temporary file, then rename).
@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
+use ringkv_gossip::transport::keyring::Keyring;
 use ringkv_gossip::{ClusterKey, NodeIdentity};
 
 const KEY_FILE: &str = "node.key";
@@ -77,17 +78,18 @@ impl DataDir {
         )
     }
 
-    /// Where the cluster key is kept (mode 0600).
+    /// Where the keyring is kept (mode 0600): `cluster.key`, which holds
+    /// the one cluster key until a key is installed.
     pub(crate) fn cluster_key_path(&self) -> PathBuf {
         self.path(CLUSTER_KEY_FILE)
     }
 
-    /// The cluster key stored here, if any.
-    pub(crate) fn cluster_key(&self) -> Result<Option<ClusterKey>> {
+    /// The keyring stored here, if any.
+    pub(crate) fn keyring(&self) -> Result<Option<Keyring>> {
         let path = self.path(CLUSTER_KEY_FILE);
         match fs::read_to_string(&path) {
             Ok(text) => {
-                Ok(Some(ClusterKey::parse(&text).with_context(|| {
+                Ok(Some(Keyring::parse(&text).with_context(|| {
                     format!("{} is corrupt", path.display())
                 })?))
             }
@@ -96,14 +98,18 @@ impl DataDir {
         }
     }
 
-    /// Settles which cluster this directory belongs to: the given key must
-    /// match the stored one; a new directory stores what it is given.
-    pub(crate) fn bind_cluster(&self, given: Option<ClusterKey>) -> Result<(ClusterKey, bool)> {
-        match (self.cluster_key()?, given) {
+    /// Settles which cluster this directory belongs to. A stored keyring
+    /// wins: a key given with it must be one of its keys or name the same
+    /// cluster (a key file from before a rotation), and changes nothing.
+    /// A new directory stores what it is given, or a new key.
+    pub(crate) fn bind_cluster(&self, given: Option<Keyring>) -> Result<(Keyring, bool)> {
+        match (self.keyring()?, given) {
             (Some(stored), Some(given)) => {
-                if stored.cluster_id() != given.cluster_id() {
+                let ours = stored.cluster_id() == given.cluster_id()
+                    || given.keys().iter().any(|k| stored.holds(k));
+                if !ours {
                     bail!(
-                        "data dir {} belongs to another cluster (its key differs from the one given); \
+                        "data dir {} belongs to another cluster (none of its keyring's keys is the one given); \
                          use a fresh --data directory to join this cluster",
                         self.root.display()
                     );
@@ -112,18 +118,20 @@ impl DataDir {
             }
             (Some(stored), None) => Ok((stored, false)),
             (None, Some(given)) => {
-                write_private(
-                    &self.path(CLUSTER_KEY_FILE),
-                    format!("{given}\n").as_bytes(),
-                )?;
+                self.store_keyring(&given)?;
                 Ok((given, false))
             }
             (None, None) => {
-                let key = ClusterKey::generate(&mut rand::rng());
-                write_private(&self.path(CLUSTER_KEY_FILE), format!("{key}\n").as_bytes())?;
-                Ok((key, true))
+                let keyring = Keyring::new(ClusterKey::generate(&mut rand::rng()));
+                self.store_keyring(&keyring)?;
+                Ok((keyring, true))
             }
         }
+    }
+
+    /// Replaces the stored keyring, atomically, mode 0600.
+    pub(crate) fn store_keyring(&self, keyring: &Keyring) -> Result<()> {
+        write_private(&self.path(CLUSTER_KEY_FILE), keyring.to_text().as_bytes())
     }
 
     /// Peer addresses seen before, for rejoining.
@@ -197,5 +205,43 @@ mod tests {
         let second = DataDir::open(&tmp.path().join("b")).expect("open");
         second.bind_cluster(Some(key)).expect("given");
         assert_eq!(mode(&second.cluster_key_path()), 0o600);
+    }
+
+    fn key(n: u8) -> ClusterKey {
+        ClusterKey::from_bytes([n; 32])
+    }
+
+    #[test]
+    fn a_stored_keyring_wins_over_any_key_of_its_cluster_and_refuses_others() {
+        use ringkv_gossip::transport::keyring::Fingerprint;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = DataDir::open(tmp.path()).expect("open");
+        dir.bind_cluster(Some(Keyring::new(key(1))))
+            .expect("new dir");
+        let mut rotated = Keyring::new(key(1));
+        rotated.install(key(2)).expect("room");
+        rotated
+            .use_key(&Fingerprint::of(&key(2)))
+            .expect("installed");
+        rotated
+            .remove(&Fingerprint::of(&key(1)))
+            .expect("secondary");
+        dir.store_keyring(&rotated).expect("stored");
+        assert_eq!(mode(&dir.cluster_key_path()), 0o600);
+        // The old key file, given again on restart, names the same cluster
+        // but does not bring the removed key back.
+        let (kept, _) = dir
+            .bind_cluster(Some(Keyring::new(key(1))))
+            .expect("same cluster");
+        assert_eq!(kept, rotated);
+        let (kept, _) = dir
+            .bind_cluster(Some(Keyring::new(key(2))))
+            .expect("installed key");
+        assert_eq!(kept, rotated);
+        let e = dir
+            .bind_cluster(Some(Keyring::new(key(3))))
+            .expect_err("another cluster");
+        assert!(e.to_string().contains("belongs to another cluster"), "{e}");
+        assert_eq!(dir.keyring().expect("reads"), Some(rotated));
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use ringkv_gossip::transport::credentials::{ClientCredentials, CREDENTIALS_FILE_MAX};
+use ringkv_gossip::transport::keyring::{Keyring, KEYRING_TEXT_MAX};
 use ringkv_gossip::ClusterKey;
 
 use crate::rpc::api::{ErrorKind, RequestError};
@@ -41,21 +42,30 @@ impl KeyArgs {
     }
 
     /// The key, if one was given: `--cluster-key` (with a warning), else
-    /// `--cluster-key-file`, else `RINGKV_CLUSTER_KEY`.
+    /// `--cluster-key-file`, else `RINGKV_CLUSTER_KEY`. A key file may be
+    /// a peer's keyring (`<DATA>/cluster.key` after `ringkv keyring
+    /// install`): its primary key is the key.
     pub(crate) fn resolve(&self) -> Result<Option<ClusterKey>> {
+        Ok(self.resolve_keyring()?.map(|k| k.primary().clone()))
+    }
+
+    /// As [`resolve`](Self::resolve), the whole keyring a key file holds
+    /// (a peer starting on a new data dir takes all of it, with the
+    /// cluster id); a key on its own is a keyring of one.
+    pub(crate) fn resolve_keyring(&self) -> Result<Option<Keyring>> {
         if let Some(text) = &self.cluster_key {
             tracing::warn!("{ARGV_WARNING}");
-            return ClusterKey::parse(text).map(Some).context("--cluster-key");
+            return ClusterKey::parse(text)
+                .map(|k| Some(Keyring::new(k)))
+                .context("--cluster-key");
         }
         if let Some(path) = &self.cluster_key_file {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            return ClusterKey::parse(&text)
-                .map(Some)
-                .with_context(|| format!("{} holds no cluster key", path.display()));
+            return read_keyring(path).map(Some);
         }
         match std::env::var(KEY_ENV) {
-            Ok(text) => ClusterKey::parse(&text).map(Some).context(KEY_ENV),
+            Ok(text) => ClusterKey::parse(&text)
+                .map(|k| Some(Keyring::new(k)))
+                .context(KEY_ENV),
             Err(std::env::VarError::NotPresent) => Ok(None),
             Err(std::env::VarError::NotUnicode(_)) => bail!("{KEY_ENV} is not text"),
         }
@@ -65,6 +75,21 @@ impl KeyArgs {
     pub(crate) fn require(&self) -> Result<ClusterKey> {
         self.resolve()?.context("this command needs the cluster key: --cluster-key-file (a copy of a peer's <DATA>/cluster.key) or RINGKV_CLUSTER_KEY")
     }
+}
+
+/// Reads a key file or a keyring file (its size is checked first).
+///
+/// # Errors
+/// Unreadable, too large, or no keyring (naming the file, never a key).
+pub(crate) fn read_keyring(path: &std::path::Path) -> Result<Keyring> {
+    use std::io::Read as _;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut text = String::new();
+    file.take(KEYRING_TEXT_MAX as u64 + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("{} holds no cluster key (not text)", path.display()))?;
+    Keyring::parse(&text).with_context(|| format!("{} holds no cluster key", path.display()))
 }
 
 /// The environment variable a client credentials file may come from.

@@ -28,6 +28,9 @@
 //! - `status`: members, ring and owners replies. Pure.
 //! - `revocation`: the revoked client credentials carried in gossip
 //!   metadata: parse, merge, check. Pure.
+//! - `keyring`: the peer's keyring (install, use, remove cluster keys),
+//!   on this peer or fanned out to every live member. IO: data dir,
+//!   network.
 //! - `coordinator`: quorum reads and writes, read repair, hints (async
 //!   fan-out; pure decisions in `coordinator::plan`). IO: network.
 //! - `handoff`: ranges follow the ring: pulls, anti-entropy, cleanup, the
@@ -74,6 +77,7 @@ mod handoff;
 mod health_check;
 mod hot;
 mod keyargs;
+mod keyring;
 mod mutation;
 mod readiness;
 mod resp;

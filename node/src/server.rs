@@ -136,6 +136,7 @@ fn kind(request: &api::Request) -> &'static str {
         R::Handoff => "handoff",
         R::Time => "clock probe",
         R::Revoke { .. } => "revoke",
+        R::Keyring { .. } => "keyring",
     }
 }
 
@@ -173,6 +174,9 @@ async fn dispatch(
             wall_ms: kv.wall_ms(),
         })),
         R::Revoke { name } => reply(handoff.revoke(&name, kv.wall_ms() / 1000).await),
+        R::Keyring { op, cluster } => {
+            within(async { reply(crate::keyring::handle(kv, view, op, cluster).await) }).await
+        }
         request @ (R::RangePage { .. }
         | R::RangeSummary { .. }
         | R::RangeVersions { .. }

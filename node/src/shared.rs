@@ -56,6 +56,8 @@ pub(crate) struct Kv {
     /// What routing needs from the current view and ring, built once per
     /// change of either rather than once per request.
     pub(crate) routing: Mutex<Option<Arc<Routing>>>,
+    /// This peer's keyring (`None` only in tests that build a bare `Kv`).
+    pub(crate) keyring: Option<crate::keyring::PeerKeyring>,
 }
 
 impl Kv {
@@ -89,6 +91,7 @@ impl Kv {
             hot: Mutex::new(crate::hot::HotKeys::new(HOT_KEYS_TRACKED)),
             held: RwLock::default(),
             routing: Mutex::new(None),
+            keyring: None,
         }
     }
 }

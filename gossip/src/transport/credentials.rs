@@ -193,6 +193,12 @@ impl ClientCredentials {
         })
     }
 
+    /// The certificate chain these credentials present (tests).
+    #[cfg(test)]
+    pub(crate) fn chain_for_tests(&self) -> Vec<CertificateDer<'static>> {
+        vec![CertificateDer::from(self.cert.clone())]
+    }
+
     /// The name it was issued to.
     pub fn name(&self) -> &str {
         &self.name
@@ -287,8 +293,18 @@ impl ClientCredentials {
 /// Tells peers from clients by which CA verifies a connection's
 /// certificate.
 pub struct Roles {
-    peer: Arc<dyn ClientCertVerifier>,
-    client: Arc<dyn ClientCertVerifier>,
+    source: RoleSource,
+}
+
+/// Where [`Roles`] gets its verifiers.
+enum RoleSource {
+    /// One key's, fixed.
+    Fixed {
+        peer: Arc<dyn ClientCertVerifier>,
+        client: Arc<dyn ClientCertVerifier>,
+    },
+    /// A keyring's, as it is at each check.
+    Live(Arc<crate::transport::live::TlsKeys>),
 }
 
 impl std::fmt::Debug for Roles {
@@ -305,9 +321,19 @@ impl Roles {
     /// built.
     pub fn new(key: &ClusterKey) -> Result<Self, TlsError> {
         Ok(Self {
-            peer: verifier(tls::cluster_ca_cert(key)?)?,
-            client: verifier(client_ca_cert(key)?)?,
+            source: RoleSource::Fixed {
+                peer: verifier(tls::cluster_ca_cert(key)?)?,
+                client: verifier(client_ca_cert(key)?)?,
+            },
         })
+    }
+
+    /// The verifiers of every key installed in `keys` at the time of each
+    /// check: once a key is removed, certificates under it have no role.
+    pub fn live(keys: Arc<crate::transport::live::TlsKeys>) -> Self {
+        Self {
+            source: RoleSource::Live(keys),
+        }
     }
 
     /// The role of the verified certificate `chain` (end entity first) at
@@ -316,10 +342,14 @@ impl Roles {
         let Some((end, rest)) = chain.split_first() else {
             return Role::Nobody;
         };
-        if self.peer.verify_client_cert(end, rest, now).is_ok() {
+        let (peer, client) = match &self.source {
+            RoleSource::Fixed { peer, client } => (peer.clone(), client.clone()),
+            RoleSource::Live(keys) => keys.role_verifiers(),
+        };
+        if peer.verify_client_cert(end, rest, now).is_ok() {
             return Role::Peer;
         }
-        if self.client.verify_client_cert(end, rest, now).is_ok() {
+        if client.verify_client_cert(end, rest, now).is_ok() {
             if let Some(tag) = client_tag(end) {
                 return Role::Client(tag);
             }

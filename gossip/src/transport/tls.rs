@@ -103,11 +103,11 @@ pub enum TlsError {
     Rustls(String),
 }
 
-fn certificate_error(e: rcgen::Error) -> TlsError {
+pub(crate) fn certificate_error(e: rcgen::Error) -> TlsError {
     TlsError::Certificate(e.to_string())
 }
 
-fn rustls_error(e: impl fmt::Display) -> TlsError {
+pub(crate) fn rustls_error(e: impl fmt::Display) -> TlsError {
     TlsError::Rustls(e.to_string())
 }
 
@@ -172,7 +172,7 @@ impl ClusterKey {
 
     /// The cluster CA's PKCS#8 v1 key: the Ed25519 seed is
     /// `blake3::derive_key("ringkv 2026 cluster ca", secret)`.
-    fn ca_pkcs8(&self) -> Vec<u8> {
+    pub(crate) fn ca_pkcs8(&self) -> Vec<u8> {
         self.derived_pkcs8(CLUSTER_CA_CONTEXT)
     }
 
@@ -268,7 +268,7 @@ impl NodeIdentity {
         node_id_of_public_key(&self.public_key)
     }
 
-    fn key_pair(&self) -> Result<KeyPair, TlsError> {
+    pub(crate) fn key_pair(&self) -> Result<KeyPair, TlsError> {
         ed25519_key_pair(&self.pkcs8).map_err(|e| TlsError::BadIdentity(e.to_string()))
     }
 }
@@ -463,7 +463,7 @@ pub(crate) fn ca_params() -> CertificateParams {
 
 /// A node certificate's parameters: DNS name [`SERVER_NAME`], usable as
 /// both TLS server and client, common name naming the node id.
-fn node_params(me: &NodeIdentity) -> Result<CertificateParams, TlsError> {
+pub(crate) fn node_params(me: &NodeIdentity) -> Result<CertificateParams, TlsError> {
     let mut params =
         CertificateParams::new(vec![SERVER_NAME.to_owned()]).map_err(certificate_error)?;
     params.distinguished_name = DistinguishedName::new();

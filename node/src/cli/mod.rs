@@ -4,6 +4,7 @@ pub(crate) mod bench;
 pub(crate) mod cluster;
 pub(crate) mod credentials;
 pub(crate) mod handoff;
+pub(crate) mod keyring;
 pub(crate) mod kv;
 pub(crate) mod ring;
 pub(crate) mod table;

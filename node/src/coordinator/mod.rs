@@ -18,6 +18,8 @@ mod replica;
 #[cfg(test)]
 mod roles_tests;
 #[cfg(test)]
+mod rotation_tests;
+#[cfg(test)]
 mod test_peers;
 
 use std::sync::Arc;

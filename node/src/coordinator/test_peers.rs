@@ -15,7 +15,7 @@ use crate::rpc::client;
 pub(super) const WAIT: Duration = Duration::from_secs(30);
 pub(super) const CALL: Duration = Duration::from_secs(5);
 
-fn settings(dir: &Path, name: &str, seed: Option<&Peer>, extra: &[&str]) -> Settings {
+pub(super) fn settings(dir: &Path, name: &str, seed: Option<&Peer>, extra: &[&str]) -> Settings {
     let data = dir.join(name).display().to_string();
     let mut flags: Vec<String> = ["--data", &data, "--listen", "127.0.0.1:0", "--name", name]
         .iter()

@@ -21,10 +21,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use ringkv_gossip::runner::{self, Handle, RunnerParts};
-use ringkv_gossip::transport::tls::{client_config, server_config, transport_config};
-use ringkv_gossip::{
-    ClusterKey, Config as GossipConfig, Meta, NodeId, NodeIdentity, NodeStatus, Swim,
-};
+use ringkv_gossip::transport::keyring::Keyring;
+use ringkv_gossip::transport::live::TlsKeys;
+use ringkv_gossip::transport::tls::transport_config;
+use ringkv_gossip::{Config as GossipConfig, Meta, NodeId, NodeIdentity, NodeStatus, Swim};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -143,7 +143,10 @@ struct Opened {
     dir: DataDir,
     identity: NodeIdentity,
     id: NodeId,
-    key: ClusterKey,
+    keyring: Keyring,
+    /// The live TLS material of `keyring`, shared by the endpoint, the
+    /// role checks and `ringkv keyring`.
+    tls: Arc<TlsKeys>,
     created: bool,
     incarnation: u64,
     store: ringkv_storage::Store,
@@ -161,11 +164,12 @@ fn open(settings: &Settings) -> Result<Opened> {
     let identity = dir.identity()?;
     let id = identity.node_id();
     let seeds = first_seeds(&settings.join);
-    let given_key = settings.key.resolve()?;
-    if given_key.is_none() && !settings.join.is_empty() && dir.cluster_key()?.is_none() {
+    let given_key = settings.key.resolve_keyring()?;
+    if given_key.is_none() && !settings.join.is_empty() && dir.keyring()?.is_none() {
         bail!("joining a cluster needs its key: pass --cluster-key-file FILE with a copy of its first peer's <DATA>/cluster.key (or set RINGKV_CLUSTER_KEY)");
     }
-    let (key, created) = dir.bind_cluster(given_key)?;
+    let (keyring, created) = dir.bind_cluster(given_key)?;
+    let tls = TlsKeys::new(&keyring, &identity).context("cannot build the TLS material")?;
     let incarnation = dir.next_incarnation()?;
     let store = ringkv_storage::Store::open(&settings.data.join("store"))
         .context("cannot open the store")?;
@@ -175,7 +179,8 @@ fn open(settings: &Settings) -> Result<Opened> {
         dir,
         identity,
         id,
-        key,
+        keyring,
+        tls,
         created,
         incarnation,
         store,
@@ -274,10 +279,14 @@ fn endpoint(
     socket: std::net::UdpSocket,
     faults: Option<Arc<FaultSwitch>>,
 ) -> Result<(quinn::Endpoint, quinn::ClientConfig)> {
-    let mut server = server_config(&opened.key, &opened.identity)
+    let mut server = opened
+        .tls
+        .server_config()
         .context("cannot build the TLS server config")?;
     server.transport_config(Arc::new(transport_config()));
-    let mut client = client_config(&opened.key, &opened.identity)
+    let mut client = opened
+        .tls
+        .client_config()
         .context("cannot build the TLS client config")?;
     client.transport_config(Arc::new(transport_config()));
     let endpoint = gossip_rt
@@ -298,7 +307,7 @@ fn endpoint(
 fn swim(settings: &Settings, opened: &Opened, meta: Meta) -> Swim<ChaCha8Rng> {
     let advertise = meta.addr;
     let gossip = GossipConfig {
-        cluster: opened.key.cluster_id(),
+        cluster: opened.keyring.cluster_id(),
         ..GossipConfig::default()
     };
     let rng = match settings.seed {
@@ -349,7 +358,9 @@ fn meta(
 fn print_banner(addrs: &PeerAddrs, opened: &Opened, advertise: SocketAddr) {
     let key_file = opened.dir.cluster_key_path();
     let key_file = std::path::absolute(&key_file).unwrap_or(key_file);
-    let created = opened.created.then_some((&opened.key, key_file.as_path()));
+    let created = opened
+        .created
+        .then_some((opened.keyring.primary(), key_file.as_path()));
     for line in banner::lines(addrs, opened.incarnation, created, advertise) {
         println!("{line}");
     }
@@ -378,7 +389,7 @@ pub async fn start(settings: Settings, listeners: Listeners) -> Result<Peer> {
         || {
             tasks::confirm_clock(
                 known,
-                opened.key.clone(),
+                opened.keyring.primary().clone(),
                 WallClock::system(),
                 settings.max_clock_offset,
             )
@@ -471,10 +482,9 @@ impl Serve {
             faults,
         } = self;
         let (req_tx, req_rx) = tokio::sync::mpsc::channel(256);
-        let roles = Arc::new(
-            ringkv_gossip::transport::credentials::Roles::new(&opened.key)
-                .context("cannot build the role check")?,
-        );
+        let roles = Arc::new(ringkv_gossip::transport::credentials::Roles::live(
+            opened.tls.clone(),
+        ));
         let parts = RunnerParts {
             max_stream_message: GossipConfig::default().max_stream_message,
             swim,
@@ -625,6 +635,11 @@ fn shared(
         ring,
         peers,
     );
+    kv.keyring = Some(crate::keyring::PeerKeyring::new(
+        opened.dir.clone(),
+        opened.tls.clone(),
+        opened.keyring.clone(),
+    ));
     kv.max_clock_offset = settings.max_clock_offset;
     kv.min_free_space = settings.min_free_space;
     // The first sample before any request: a peer that starts on a full

@@ -87,6 +87,58 @@ pub(crate) enum Request {
     /// peer announces it in its metadata, and gossip spreads it (peers
     /// only: an operator with the cluster key).
     Revoke { name: String },
+    /// The keyring (peers only: an operator with the cluster key). With
+    /// `cluster`, this peer does it on every live member and reports each.
+    Keyring { op: KeyringOp, cluster: bool },
+}
+
+/// What [`Request::Keyring`] does ([`crate::keyring`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum KeyringOp {
+    /// The fingerprints of the installed keys.
+    List,
+    /// Install this key (trusted, not presented).
+    Install(SecretKey),
+    /// Make the key with this fingerprint the primary.
+    Use(String),
+    /// Remove the key with this fingerprint (never the primary).
+    Remove(String),
+}
+
+/// A cluster key in a request, in its text form. `Debug` shows its
+/// fingerprint only, so a logged request never shows the key.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct SecretKey(pub(crate) String);
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match ringkv_gossip::ClusterKey::parse(&self.0) {
+            Ok(key) => write!(f, "SecretKey({:?})", key),
+            Err(_) => f.write_str("SecretKey(malformed)"),
+        }
+    }
+}
+
+/// One member's keyring, as `ringkv keyring` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KeyringRow {
+    /// The member's name and address.
+    pub(crate) name: String,
+    pub(crate) addr: String,
+    /// Whether the operation changed its keyring (`None`: it failed).
+    pub(crate) changed: Option<bool>,
+    /// Why it failed, if it did (nothing changed on that member).
+    pub(crate) error: Option<String>,
+    /// Fingerprint (8 hex digits) of its primary key, when known.
+    pub(crate) primary: Option<String>,
+    /// Fingerprints of every installed key, the primary first.
+    pub(crate) keys: Vec<String>,
+}
+
+/// Answer to [`Request::Keyring`]: one row per member asked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct KeyringReply {
+    pub(crate) members: Vec<KeyringRow>,
 }
 
 /// Answer to [`Request::Revoke`].

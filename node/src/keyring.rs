@@ -1,0 +1,278 @@
+//! The peer's keyring at run time (`ringkv keyring`, issue 14 item 3):
+//! the rules are gossip's [`Keyring`]; this module applies an operation
+//! to this peer (data dir first, then the live TLS material, so the file
+//! and the handshakes never disagree for long and a failed write changes
+//! nothing), and fans an operation out to every live member, as Serf's
+//! `keys` command does. IO: the data dir, the network.
+//!
+//! Only peers may ask (the request server refuses client credentials);
+//! an operator asks with the cluster key.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::Result;
+use ringkv_gossip::runner::View;
+use ringkv_gossip::transport::keyring::{Change, Fingerprint, Keyring};
+use ringkv_gossip::transport::live::TlsKeys;
+use ringkv_gossip::{ClusterKey, State};
+use tracing::info;
+
+use crate::datadir::DataDir;
+use crate::rpc::api::{
+    ErrorKind, KeyringOp, KeyringReply, KeyringRow, Reply, Request, RequestError, REPLY_MAX,
+};
+use crate::rpc::codec;
+use crate::shared::Kv;
+
+/// How long a member asked by the fan-out has to answer.
+const MEMBER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// This peer's keyring, its file and its TLS material.
+#[derive(Debug)]
+pub(crate) struct PeerKeyring {
+    dir: DataDir,
+    tls: Arc<TlsKeys>,
+    keyring: Mutex<Keyring>,
+}
+
+/// A checked operation.
+#[derive(Debug)]
+enum Op {
+    List,
+    Install(ClusterKey),
+    Use(Fingerprint),
+    Remove(Fingerprint),
+}
+
+impl Op {
+    /// # Errors
+    /// A malformed key or fingerprint (`Refused`): nothing is done.
+    fn parse(op: &KeyringOp) -> Result<Self, RequestError> {
+        let refused =
+            |e: &dyn std::fmt::Display| RequestError::new(ErrorKind::Refused, e.to_string());
+        Ok(match op {
+            KeyringOp::List => Self::List,
+            KeyringOp::Install(key) => {
+                Self::Install(ClusterKey::parse(&key.0).map_err(|e| refused(&e))?)
+            }
+            KeyringOp::Use(fp) => Self::Use(Fingerprint::parse(fp).map_err(|e| refused(&e))?),
+            KeyringOp::Remove(fp) => Self::Remove(Fingerprint::parse(fp).map_err(|e| refused(&e))?),
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::List => "list",
+            Self::Install(_) => "install",
+            Self::Use(_) => "use",
+            Self::Remove(_) => "remove",
+        }
+    }
+}
+
+impl PeerKeyring {
+    pub(crate) fn new(dir: DataDir, tls: Arc<TlsKeys>, keyring: Keyring) -> Self {
+        Self {
+            dir,
+            tls,
+            keyring: Mutex::new(keyring),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Keyring> {
+        self.keyring.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The keyring now.
+    pub(crate) fn current(&self) -> Keyring {
+        self.lock().clone()
+    }
+
+    /// Applies `op` here: the new keyring is stored, then handshakes
+    /// follow it.
+    ///
+    /// # Errors
+    /// The rules refuse it (`Refused`), or it cannot be stored; either
+    /// way nothing changed.
+    fn apply(&self, op: &Op) -> Result<(Change, Keyring)> {
+        let mut keyring = self.lock();
+        let mut next = keyring.clone();
+        let refused = |e: ringkv_gossip::transport::keyring::KeyringError| {
+            RequestError::new(ErrorKind::Refused, e.to_string())
+        };
+        let change = match op {
+            Op::List => Change::Unchanged,
+            Op::Install(key) => next.install(key.clone()).map_err(refused)?,
+            Op::Use(fp) => next.use_key(fp).map_err(refused)?,
+            Op::Remove(fp) => next.remove(fp).map_err(refused)?,
+        };
+        if change == Change::Changed {
+            self.dir.store_keyring(&next)?;
+            if let Err(e) = self.tls.set(&next) {
+                // Put the file back as it was: nothing changed.
+                self.dir.store_keyring(&keyring)?;
+                return Err(e.into());
+            }
+            *keyring = next.clone();
+            info!(
+                op = op.name(),
+                primary = %Fingerprint::of(next.primary()),
+                keys = next.keys().len(),
+                "keyring changed"
+            );
+        }
+        Ok((change, next))
+    }
+
+    /// [`apply`](Self::apply) as this member's row.
+    fn apply_row(&self, op: &Op, name: &str, addr: SocketAddr) -> KeyringRow {
+        match self.apply(op) {
+            Ok((change, keyring)) => {
+                row(name, addr, Some(change == Change::Changed), None, &keyring)
+            }
+            Err(e) => KeyringRow {
+                name: name.to_owned(),
+                addr: addr.to_string(),
+                changed: None,
+                error: Some(format!("{e:#}")),
+                primary: Some(
+                    Fingerprint::of(self.current().primary())
+                        .as_str()
+                        .to_owned(),
+                ),
+                keys: full_fingerprints(&self.current()),
+            },
+        }
+    }
+}
+
+fn full_fingerprints(keyring: &Keyring) -> Vec<String> {
+    keyring
+        .fingerprints()
+        .iter()
+        .map(|f| f.as_str().to_owned())
+        .collect()
+}
+
+fn row(
+    name: &str,
+    addr: SocketAddr,
+    changed: Option<bool>,
+    error: Option<String>,
+    keyring: &Keyring,
+) -> KeyringRow {
+    KeyringRow {
+        name: name.to_owned(),
+        addr: addr.to_string(),
+        changed,
+        error,
+        primary: Some(Fingerprint::of(keyring.primary()).as_str().to_owned()),
+        keys: full_fingerprints(keyring),
+    }
+}
+
+/// Answers [`Request::Keyring`]: `op` on this peer, or with `cluster` on
+/// every live (alive or suspect) member, this one first. A `use` is first
+/// checked on every live member: if any lacks the key or does not answer,
+/// nothing is changed anywhere and the error names them.
+///
+/// # Errors
+/// A malformed key or fingerprint, or a `use` some member cannot follow
+/// (`Refused`); nothing changed.
+pub(crate) async fn handle(
+    kv: &Arc<Kv>,
+    view: &View,
+    op: KeyringOp,
+    cluster: bool,
+) -> Result<KeyringReply> {
+    let Some(keyring) = &kv.keyring else {
+        anyhow::bail!("this peer has no keyring");
+    };
+    let parsed = Op::parse(&op)?;
+    let me = (&view.me.meta.name, view.me.meta.addr);
+    if !cluster {
+        return Ok(KeyringReply {
+            members: vec![keyring.apply_row(&parsed, me.0, me.1)],
+        });
+    }
+    let others: Vec<(String, SocketAddr)> = view
+        .members
+        .iter()
+        .filter(|m| m.id != view.me.id && matches!(m.state, State::Alive | State::Suspect))
+        .map(|m| (m.meta.name.clone(), m.meta.addr))
+        .collect();
+    if let Op::Use(fp) = &parsed {
+        let mut lacking = Vec::new();
+        if keyring.current().key(fp).is_err() {
+            lacking.push(format!("{} (not installed)", me.0));
+        }
+        for r in fan_out(kv, &others, KeyringOp::List).await {
+            match (&r.error, r.keys.iter().any(|k| k.starts_with(fp.as_str()))) {
+                (Some(e), _) => lacking.push(format!("{} (did not answer: {e})", r.name)),
+                (None, false) => lacking.push(format!("{} (not installed)", r.name)),
+                (None, true) => {}
+            }
+        }
+        if !lacking.is_empty() {
+            return Err(RequestError::new(
+                ErrorKind::Refused,
+                format!(
+                    "key {fp} is not installed on every live member, so no member switched to it: {}; install it on them first (ringkv keyring install)",
+                    lacking.join(", ")
+                ),
+            )
+            .into());
+        }
+    }
+    let mut members = vec![keyring.apply_row(&parsed, me.0, me.1)];
+    members.extend(fan_out(kv, &others, op).await);
+    Ok(KeyringReply { members })
+}
+
+/// `op` on each of `members` (this peer only, each), side by side; a
+/// member that fails or does not answer gets a row with the error.
+async fn fan_out(kv: &Arc<Kv>, members: &[(String, SocketAddr)], op: KeyringOp) -> Vec<KeyringRow> {
+    let mut asks = tokio::task::JoinSet::new();
+    for (i, (name, addr)) in members.iter().enumerate() {
+        let (kv, name, addr) = (kv.clone(), name.clone(), *addr);
+        let req = Request::Keyring {
+            op: op.clone(),
+            cluster: false,
+        };
+        asks.spawn(async move {
+            let failed = |error: String| KeyringRow {
+                name: name.clone(),
+                addr: addr.to_string(),
+                changed: None,
+                error: Some(error),
+                primary: None,
+                keys: Vec::new(),
+            };
+            let row = match kv.peers.request_within(addr, &req, MEMBER_TIMEOUT).await {
+                Err(e) => failed(format!("{e:#}")),
+                Ok(bytes) => match codec::decode::<Reply<KeyringReply>>(&bytes, REPLY_MAX) {
+                    Err(e) => failed(format!("bad answer: {e:#}")),
+                    Ok(Reply::Err { message, .. }) => failed(message),
+                    Ok(Reply::Ok(mut reply)) => match reply.members.pop() {
+                        Some(mut row) => {
+                            row.name = name.clone();
+                            row
+                        }
+                        None => failed("an empty answer".to_owned()),
+                    },
+                },
+            };
+            (i, row)
+        });
+    }
+    let mut rows: Vec<(usize, KeyringRow)> = Vec::new();
+    while let Some(done) = asks.join_next().await {
+        if let Ok(r) = done {
+            rows.push(r);
+        }
+    }
+    rows.sort_by_key(|(i, _)| *i);
+    rows.into_iter().map(|(_, r)| r).collect()
+}
