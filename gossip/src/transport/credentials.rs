@@ -342,9 +342,15 @@ impl Roles {
         let Some((end, rest)) = chain.split_first() else {
             return Role::Nobody;
         };
-        let (peer, client) = match &self.source {
-            RoleSource::Fixed { peer, client } => (peer.clone(), client.clone()),
-            RoleSource::Live(keys) => keys.role_verifiers(),
+        let (peer, client, rest) = match &self.source {
+            RoleSource::Fixed { peer, client } => (peer.clone(), client.clone(), rest),
+            // A peer whose keys rotate trusts only certificates an
+            // installed key signs directly (`live.rs`): a collected cross
+            // certificate must not lend a removed key a path.
+            RoleSource::Live(keys) => {
+                let (peer, client) = keys.role_verifiers();
+                (peer, client, &[][..])
+            }
         };
         if peer.verify_client_cert(end, rest, now).is_ok() {
             return Role::Peer;

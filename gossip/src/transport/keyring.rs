@@ -12,11 +12,20 @@
 //! - The primary is never removed; a key becomes primary only once it is
 //!   installed (the cluster-wide check, that every live member has it, is
 //!   the caller's).
+//! - A key that was the primary before is **retired** until it is
+//!   removed: only a retired key vouches for the primary (signs a cross
+//!   certificate of the primary's CA, `live.rs`), so holders of an older
+//!   key still reach peers that switched. A key that was only installed
+//!   vouches for nothing: otherwise the new key would vouch for the old
+//!   one, and whoever holds the old key (the leaked one) could chain a
+//!   certificate of their own through that cross certificate to the new
+//!   key, for good.
 //! - The **cluster id** (carried by every gossip message and bound into
 //!   every signed statement) is the first key's, and stays when the keys
 //!   rotate: it names the cluster, it is not a secret.
 //!
-//! The text form: one key per line (`rkv1-...`), the primary first, then
+//! The text form: one key per line (`rkv1-...`, followed by the word
+//! `retired` for a retired key), the primary first, then
 //! `cluster-id` and 32 hex digits when the cluster id is not the primary's
 //! own. A keyring of one key whose id it is, is exactly the one line that
 //! `cluster.key` always held, so every older reader of that file still
@@ -42,6 +51,8 @@ pub const FINGERPRINT_MIN_DIGITS: usize = 8;
 
 /// Word before the cluster id in the text form.
 const CLUSTER_ID_WORD: &str = "cluster-id";
+/// The word after a retired key's line in the text form.
+const RETIRED_WORD: &str = "retired";
 
 /// A keyring operation was refused. No variant changes the keyring: the
 /// operation is checked whole before anything is applied.
@@ -146,6 +157,9 @@ pub struct Keyring {
     cluster: ClusterId,
     /// The primary first; no key twice; never empty.
     keys: Vec<ClusterKey>,
+    /// The installed keys that were the primary before (never the
+    /// primary itself): only these vouch for the primary.
+    retired: Vec<ClusterKey>,
 }
 
 impl Keyring {
@@ -155,6 +169,7 @@ impl Keyring {
         Self {
             cluster: primary.cluster_id(),
             keys: vec![primary],
+            retired: Vec::new(),
         }
     }
 
@@ -176,6 +191,12 @@ impl Keyring {
     /// The fingerprints of every key, the primary first.
     pub fn fingerprints(&self) -> Vec<Fingerprint> {
         self.keys.iter().map(Fingerprint::of).collect()
+    }
+
+    /// The installed keys that were the primary before, in key order:
+    /// the only ones that vouch for the primary (cross certificates).
+    pub fn retired(&self) -> impl Iterator<Item = &ClusterKey> {
+        self.keys[1..].iter().filter(|k| self.retired.contains(k))
     }
 
     /// Whether `key` is installed.
@@ -234,6 +255,8 @@ impl Keyring {
             Some(0) => Ok(Change::Unchanged),
             Some(i) => {
                 let key = self.keys.remove(i);
+                self.retired.retain(|k| k != &key);
+                self.retired.push(self.keys[0].clone());
                 self.keys.insert(0, key);
                 Ok(Change::Changed)
             }
@@ -251,7 +274,8 @@ impl Keyring {
             None => Ok(Change::Unchanged),
             Some(0) => Err(KeyringError::RemovePrimary(fp.to_string())),
             Some(i) => {
-                self.keys.remove(i);
+                let key = self.keys.remove(i);
+                self.retired.retain(|k| k != &key);
                 Ok(Change::Changed)
             }
         }
@@ -262,6 +286,10 @@ impl Keyring {
         let mut out = String::new();
         for key in &self.keys {
             out.push_str(&key.to_string());
+            if self.retired.contains(key) {
+                out.push(' ');
+                out.push_str(RETIRED_WORD);
+            }
             out.push('\n');
         }
         if self.cluster != self.primary().cluster_id() {
@@ -290,6 +318,7 @@ impl Keyring {
         }
         let bad = |n: usize, why: String| KeyringError::BadText(format!("line {n}: {why}"));
         let mut keys: Vec<ClusterKey> = Vec::new();
+        let mut retired: Vec<ClusterKey> = Vec::new();
         let mut cluster = None;
         for (i, line) in text.lines().enumerate() {
             let n = i + 1;
@@ -307,12 +336,28 @@ impl Keyring {
                 );
                 continue;
             }
+            let (line, is_retired) = match line.split_once(char::is_whitespace) {
+                Some((key, word)) if word.trim() == RETIRED_WORD => (key, true),
+                Some(_) => {
+                    return Err(bad(
+                        n,
+                        format!("a key may only be followed by `{RETIRED_WORD}`"),
+                    ))
+                }
+                None => (line, false),
+            };
             let key = ClusterKey::parse(line).map_err(|e| bad(n, e.to_string()))?;
             if keys.contains(&key) {
                 return Err(bad(n, "the same key twice".to_owned()));
             }
             if keys.len() >= KEYS_MAX {
                 return Err(bad(n, format!("more than {KEYS_MAX} keys")));
+            }
+            if is_retired {
+                if keys.is_empty() {
+                    return Err(bad(n, "the primary cannot be retired".to_owned()));
+                }
+                retired.push(key.clone());
             }
             keys.push(key);
         }
@@ -322,6 +367,7 @@ impl Keyring {
         Ok(Self {
             cluster: cluster.unwrap_or_else(|| primary.cluster_id()),
             keys,
+            retired,
         })
     }
 }
@@ -513,6 +559,43 @@ mod tests {
             .expect_err("too many")
             .to_string()
             .contains("more than 8 keys"));
+    }
+
+    #[test]
+    fn only_a_former_primary_is_retired_and_the_text_keeps_it() {
+        let mut ring = Keyring::new(key(1));
+        ring.install(key(2)).expect("installs");
+        assert_eq!(ring.retired().count(), 0, "installed is not retired");
+        ring.use_key(&fp(2)).expect("installed");
+        assert_eq!(ring.retired().collect::<Vec<_>>(), [&key(1)]);
+        let text = ring.to_text();
+        assert!(text.contains(&format!("{} retired\n", key(1))), "{text}");
+        assert_eq!(Keyring::parse(&text), Ok(ring.clone()));
+        // Switching back: the new primary is no longer retired, the one it
+        // replaces is.
+        ring.use_key(&fp(1)).expect("installed");
+        assert_eq!(ring.retired().collect::<Vec<_>>(), [&key(2)]);
+        ring.remove(&fp(2)).expect("secondary");
+        assert_eq!(ring.retired().count(), 0);
+        assert!(!ring.to_text().contains("retired"));
+    }
+
+    #[test]
+    fn a_retired_primary_or_another_word_is_refused() {
+        let (k1, k2) = (key(1).to_string(), key(2).to_string());
+        for (text, want) in [
+            (
+                format!("{k1} retired\n"),
+                "line 1: the primary cannot be retired",
+            ),
+            (
+                format!("{k1}\n{k2} revoked\n"),
+                "line 2: a key may only be followed",
+            ),
+        ] {
+            let e = Keyring::parse(&text).expect_err(&text).to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

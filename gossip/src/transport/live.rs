@@ -6,14 +6,22 @@
 //!
 //! What a peer presents, as server and as client: its certificate signed
 //! by the primary key's cluster CA, followed by one cross certificate per
-//! other installed key (the primary's CA certificate, signed by that
-//! key's CA). A party that trusts only an older installed key (a CLI, a
-//! client credential, a peer not yet switched) finds a chain through the
-//! cross certificate, so switching the primary cuts nobody off; removing
-//! a key removes its cross certificate, and then its holders are refused.
+//! retired key (one that was the primary before and is still installed:
+//! the primary's CA certificate, signed by that key's CA). A CLI or a
+//! client credential's holder that trusts only the older key finds a
+//! chain to it through the cross certificate, so switching the primary
+//! cuts no client off; removing a key removes its cross certificate, and
+//! then its holders are refused. A key that was only installed signs no
+//! cross certificate: the new key never vouches for the old one, or the
+//! old (leaked) key's holder could chain a certificate of their own
+//! through it to the new key after the old one is removed.
 //!
 //! What a peer trusts: the cluster CA of every installed key (peers) and
-//! the client CA of every installed key (client credentials).
+//! the client CA of every installed key (client credentials), and only
+//! certificates those sign directly: a peer ignores the intermediates
+//! the other side presents (its own cross certificates are for
+//! single-key clients), so no cross certificate, however collected, lets
+//! anyone in.
 //!
 //! This module does no IO; it builds quinn configs.
 
@@ -168,7 +176,7 @@ fn build(keyring: &Keyring, me: &NodeIdentity) -> Result<Material, TlsError> {
         .signed_by(&me.key_pair()?, &issuer)
         .map_err(certificate_error)?;
     let mut chain = vec![leaf.der().clone()];
-    for other in &keyring.keys()[1..] {
+    for other in keyring.retired() {
         let other_key = ed25519_key_pair(&other.ca_pkcs8()).map_err(certificate_error)?;
         let other_issuer = Issuer::new(ca_params(), other_key);
         let mut params = ca_params();
@@ -247,10 +255,12 @@ impl ClientCertVerifier for Live {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        // Intermediates are ignored: see the module's doc.
+        let _ = intermediates;
         self.0
             .now()
             .handshake
-            .verify_client_cert(end_entity, intermediates, now)
+            .verify_client_cert(end_entity, &[], now)
     }
 
     fn verify_tls12_signature(
@@ -291,13 +301,12 @@ impl ServerCertVerifier for Live {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.0.now().servers.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        )
+        // Intermediates are ignored: see the module's doc.
+        let _ = intermediates;
+        self.0
+            .now()
+            .servers
+            .verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
     }
 
     fn verify_tls12_signature(
@@ -434,11 +443,12 @@ mod tests {
 
         keys.set(&ring(&[1, 2])).expect("install");
         exchange(&old, addr).await.expect("old key, after install");
-        exchange(&new, addr)
-            .await
-            .expect("new key, after install: the cross certificate");
+        assert!(
+            exchange(&new, addr).await.is_err(),
+            "an installed key vouches for nothing: new-key clients wait for use"
+        );
 
-        keys.set(&ring(&[2, 1])).expect("use");
+        keys.set(&used(&[1, 2])).expect("use");
         exchange(&old, addr)
             .await
             .expect("old key, after use: the cross certificate");
@@ -459,9 +469,18 @@ mod tests {
         endpoint.close(0u32.into(), b"done");
     }
 
+    /// `keys` installed in that order, then the last made the primary
+    /// (`use`): the others are retired.
+    fn used(keys: &[u8]) -> Keyring {
+        let mut ring = ring(keys);
+        let last = key(*keys.last().expect("a key"));
+        ring.use_key(&Fingerprint::of(&last)).expect("installed");
+        ring
+    }
+
     #[tokio::test]
     async fn peers_on_different_primaries_talk_while_both_keys_are_installed() {
-        let switched = TlsKeys::new(&ring(&[2, 1]), &identity()).expect("keys");
+        let switched = TlsKeys::new(&used(&[1, 2]), &identity()).expect("keys");
         let behind = TlsKeys::new(&ring(&[1, 2]), &identity()).expect("keys");
         let (e1, a1) = server(&switched);
         let (e2, a2) = server(&behind);
@@ -471,13 +490,21 @@ mod tests {
         exchange(&client(switched.client_config().expect("config")), a2)
             .await
             .expect("switched dials behind");
-        // Once the old key is gone from one side, a peer behind still gets
-        // in (its cross certificate chains to the new key it holds), and
-        // one that holds only the old key does not.
+        // Once the old key is gone from one side, a peer still presenting
+        // a certificate under it is refused (whatever it holds), and gets
+        // in again once it switched too; one that holds only the old key
+        // does not.
         switched.set(&ring(&[2])).expect("remove");
+        assert!(
+            exchange(&client(behind.client_config().expect("config")), a1)
+                .await
+                .is_err(),
+            "a certificate under a removed key"
+        );
+        behind.set(&used(&[1, 2])).expect("use");
         exchange(&client(behind.client_config().expect("config")), a1)
             .await
-            .expect("behind, holding both keys, dials switched");
+            .expect("behind, switched now, dials switched");
         let old_only = TlsKeys::new(&ring(&[1]), &identity()).expect("keys");
         assert!(
             exchange(&client(old_only.client_config().expect("config")), a1)
@@ -507,6 +534,81 @@ mod tests {
         keys.set(&ring(&[2])).expect("remove");
         assert_eq!(roles.role_of_chain(&chain, now), Role::Nobody);
         assert_eq!(roles.role_of_chain(&peer_chain, now), Role::Nobody);
+    }
+
+    /// A certificate for a fresh identity signed by `n`'s cluster CA, as
+    /// anyone holding key `n` can make.
+    fn forged_leaf(n: u8) -> CertificateDer<'static> {
+        let ca = ed25519_key_pair(&key(n).ca_pkcs8()).expect("ca key");
+        let issuer = Issuer::new(ca_params(), ca);
+        let me = identity();
+        node_params(&me)
+            .expect("params")
+            .signed_by(&me.key_pair().expect("key pair"), &issuer)
+            .expect("signed")
+            .der()
+            .clone()
+    }
+
+    /// The cross certificate "`subject`'s CA, vouched for by `signer`".
+    fn cross(subject: u8, signer: u8) -> CertificateDer<'static> {
+        let signer = Issuer::new(
+            ca_params(),
+            ed25519_key_pair(&key(signer).ca_pkcs8()).expect("ca key"),
+        );
+        let mut params = ca_params();
+        params.serial_number = Some(SerialNumber::from_slice(&[CROSS_SERIAL]));
+        params
+            .signed_by(
+                &ed25519_key_pair(&key(subject).ca_pkcs8()).expect("ca key"),
+                &signer,
+            )
+            .expect("signed")
+            .der()
+            .clone()
+    }
+
+    #[test]
+    fn only_a_retired_key_vouches_for_the_primary() {
+        let installed = TlsKeys::new(&ring(&[1, 2]), &identity()).expect("keys");
+        assert_eq!(
+            installed.now().certified.cert.len(),
+            1,
+            "an installed key signs no cross certificate"
+        );
+        let switched = TlsKeys::new(&used(&[1, 2]), &identity()).expect("keys");
+        assert_eq!(
+            switched.now().certified.cert.len(),
+            2,
+            "the old primary vouches for the new one"
+        );
+    }
+
+    #[test]
+    fn a_removed_key_gets_no_path_through_any_cross_certificate() {
+        // The leaked key 1 was rotated out: the peer holds key 2 alone.
+        // Its holder signs a leaf of their own under key 1 and presents it
+        // with a cross certificate chaining key 1's CA to key 2 (as an
+        // installed key 2 used to sign, collected from any handshake).
+        let keys = TlsKeys::new(&ring(&[2]), &identity()).expect("keys");
+        let roles = Roles::live(keys.clone());
+        let now = UnixTime::since_unix_epoch(Duration::from_secs(2_000_000_000));
+        let chain = [forged_leaf(1), cross(1, 2)];
+        assert_eq!(roles.role_of_chain(&chain, now), Role::Nobody);
+        let live = Live(keys.clone());
+        assert!(
+            ClientCertVerifier::verify_client_cert(&live, &chain[0], &chain[1..], now).is_err(),
+            "refused at the handshake"
+        );
+        let name = ServerName::try_from(SERVER_NAME).expect("name");
+        assert!(
+            ServerCertVerifier::verify_server_cert(&live, &chain[0], &chain[1..], &name, &[], now)
+                .is_err(),
+            "and as a server a peer dials"
+        );
+        // The same leaf with key 2's own signature would be in: the
+        // refusal is the path, not the leaf.
+        assert_eq!(roles.role_of_chain(&[forged_leaf(2)], now), Role::Peer);
     }
 
     #[test]

@@ -153,8 +153,11 @@ pub(crate) async fn run(cmd: &KeyringCommand) -> Result<String> {
     }
 }
 
+/// The first digits of a fingerprint a peer sent (whatever it sent: a
+/// multi-byte character where the cut falls shows the whole string rather
+/// than panic).
 fn short(fp: &str) -> &str {
-    &fp[..FINGERPRINT_MIN_DIGITS.min(fp.len())]
+    fp.get(..FINGERPRINT_MIN_DIGITS).unwrap_or(fp)
 }
 
 /// The members as a table: name, address, result, primary, keys.
@@ -185,4 +188,17 @@ fn render(reply: &KeyringReply) -> String {
         ]);
     }
     t.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short;
+
+    #[test]
+    fn a_fingerprint_a_peer_sent_is_cut_without_panicking() {
+        assert_eq!(short("0123456789abcdef"), "01234567");
+        assert_eq!(short("0123"), "0123");
+        // A multi-byte character across the cut.
+        assert_eq!(short("0123456é89"), "0123456é89");
+    }
 }

@@ -198,14 +198,18 @@ async fn five_peers_rotate_the_cluster_key_under_load_without_a_failed_operation
             && r.primary.as_deref() == Some(&fp(&old))
             && r.keys == [fp(&old), fp(&new)]
     });
-    // Holders of the new key work on every peer from now on.
-    let with_new_key = Load::start("new-key", addrs.clone(), new_peer.clone(), failures.clone());
-    for load in [&with_old_key, &with_old_creds, &with_new_key] {
+    for load in [&with_old_key, &with_old_creds] {
         load.progress(10).await;
     }
+    // A key that is only installed vouches for nothing: a client holding
+    // the new key alone is refused until the peers use it.
+    let e = client::request::<GetReply>(addrs[0], &new_peer, &get(b"k"), CALL)
+        .await
+        .expect_err("the new key alone, before use");
+    assert_eq!(kind_of(&e), Some(ErrorKind::Refused), "{e:#}");
 
-    // The operator's old key still reaches a switched peer (through its
-    // cross certificate) until the old key is removed.
+    // The operator's old key still reaches a switched peer (through the
+    // cross certificate the old key signs) until the old key is removed.
     let used = keyring(addrs[2], &old_peer, KeyringOp::Use(fp(&new)), true)
         .await
         .expect("use");
@@ -214,6 +218,8 @@ async fn five_peers_rotate_the_cluster_key_under_load_without_a_failed_operation
             && r.primary.as_deref() == Some(&fp(&new))
             && r.keys == [fp(&new), fp(&old)]
     });
+    // Holders of the new key work on every peer from now on.
+    let with_new_key = Load::start("new-key", addrs.clone(), new_peer.clone(), failures.clone());
     for load in [&with_old_key, &with_old_creds, &with_new_key] {
         load.progress(10).await;
     }
