@@ -147,6 +147,9 @@ pub struct TransportStats {
     /// came on a connection whose certificate is not a peer's (a client
     /// credential).
     pub gossip_refused_role: AtomicU64,
+    /// Accepted connections closed because, once the keyring changed,
+    /// their certificate no longer verified (a removed key's).
+    pub connections_closed_rekeyed: AtomicU64,
     /// Requests refused because the connection's certificate does not
     /// allow them (a client sending peer requests); counted by the
     /// runner's owner, which dispatches requests.
@@ -758,6 +761,13 @@ fn send_on(conn: &quinn::Connection, channel: Channel, bytes: Vec<u8>) {
     });
 }
 
+/// The reason a peer gives when it closes a connection whose certificate
+/// no longer verifies because the keyring changed. It closes before it
+/// dispatches the request that arrived, so a caller may send that request
+/// again on a fresh connection (`node`'s RPC client does, once).
+pub const KEY_REMOVED_REASON: &[u8] =
+    b"the key this connection was authenticated under is no longer installed";
+
 /// What reading one connection needs.
 struct Reader {
     inbox: mpsc::Sender<Input>,
@@ -774,6 +784,35 @@ impl Reader {
     /// The role of the other side of `conn`, now.
     fn role(&self, conn: &quinn::Connection) -> Role {
         self.roles.as_ref().map_or(Role::Peer, |r| r.role_of(conn))
+    }
+
+    /// The keys' generation now (0 for fixed keys and dialled
+    /// connections).
+    fn generation(&self) -> u64 {
+        self.roles.as_ref().map_or(0, |r| r.generation())
+    }
+
+    /// Checks `role` again if the keys changed since `seen`: a
+    /// connection authenticated under a key that was removed since must
+    /// not keep the rights it had (review of the rotation, finding 2).
+    /// `false` once its certificate verifies under no installed key: the
+    /// connection is closed and counted.
+    fn recheck(&self, conn: &quinn::Connection, role: &mut Role, seen: &mut u64) -> bool {
+        let now = self.generation();
+        if now == *seen {
+            return true;
+        }
+        *seen = now;
+        *role = self.role(conn);
+        if *role == Role::Nobody {
+            self.stats
+                .connections_closed_rekeyed
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(peer = %conn.remote_address(), "closed a connection whose key was removed");
+            conn.close(0u32.into(), KEY_REMOVED_REASON);
+            return false;
+        }
+        true
     }
 
     /// Gossip from a connection that is not a peer's is dropped unread
@@ -796,12 +835,17 @@ impl Reader {
         let from = peer_node_id(&conn);
         let addr = conn.remote_address();
         // Verified once per connection (a peer's certificate never
-        // expires); a client's again on every request, which sees expiry.
-        let role = self.role(&conn);
+        // expires) and again whenever the keyring changes; a client's
+        // also on every request, which sees expiry.
+        let mut seen = self.generation();
+        let mut role = self.role(&conn);
         loop {
             tokio::select! {
                 d = conn.read_datagram() => match d {
                     Ok(bytes) => {
+                        if !self.recheck(&conn, &mut role, &mut seen) {
+                            break;
+                        }
                         if !self.gossip_allowed(&role, &conn) {
                             continue;
                         }
@@ -813,6 +857,9 @@ impl Reader {
                 },
                 s = conn.accept_uni() => match s {
                     Ok(mut recv) => {
+                        if !self.recheck(&conn, &mut role, &mut seen) {
+                            break;
+                        }
                         if !self.gossip_allowed(&role, &conn) {
                             let _ = recv.stop(0u32.into());
                             continue;
@@ -835,6 +882,9 @@ impl Reader {
                 },
                 b = conn.accept_bi(), if self.requests.is_some() => match b {
                     Ok((send, recv)) => {
+                        if !self.recheck(&conn, &mut role, &mut seen) {
+                            break;
+                        }
                         let (Some(requests), Some(from)) = (&self.requests, from) else { continue };
                         let role = if role.is_peer() { Role::Peer } else { self.role(&conn) };
                         let _ = requests.try_send(Request { from, role, addr, send, recv });

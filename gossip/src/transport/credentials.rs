@@ -336,6 +336,16 @@ impl Roles {
         }
     }
 
+    /// Moves whenever the keys roles are checked against change (a
+    /// keyring's `set`); fixed keys never move. A role found at an older
+    /// generation must be checked again.
+    pub fn generation(&self) -> u64 {
+        match &self.source {
+            RoleSource::Fixed { .. } => 0,
+            RoleSource::Live(keys) => keys.generation(),
+        }
+    }
+
     /// The role of the verified certificate `chain` (end entity first) at
     /// `now`.
     pub fn role_of_chain(&self, chain: &[CertificateDer<'_>], now: UnixTime) -> Role {

@@ -26,6 +26,7 @@
 //! This module does no IO; it builds quinn configs.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use rcgen::{Issuer, SerialNumber};
@@ -69,6 +70,9 @@ struct Material {
 pub struct TlsKeys {
     me: NodeIdentity,
     current: RwLock<Arc<Material>>,
+    /// How many times [`TlsKeys::set`] changed the material: connections
+    /// check their role again when it moves.
+    generation: AtomicU64,
 }
 
 impl fmt::Debug for TlsKeys {
@@ -89,6 +93,7 @@ impl TlsKeys {
         Ok(Arc::new(Self {
             me: me.clone(),
             current: RwLock::new(Arc::new(build(keyring, me)?)),
+            generation: AtomicU64::new(0),
         }))
     }
 
@@ -99,7 +104,14 @@ impl TlsKeys {
     pub fn set(&self, keyring: &Keyring) -> Result<(), TlsError> {
         let material = Arc::new(build(keyring, &self.me)?);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = material;
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(())
+    }
+
+    /// Moves on every [`TlsKeys::set`]: a role found before may no
+    /// longer hold.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The fingerprints of the keys in use, the primary first.

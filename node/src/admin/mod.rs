@@ -261,6 +261,8 @@ fn record_gossip(st: &GossipStats, transport: &TransportStats) {
         .absolute(transport.rpc_refused_role.load(Relaxed));
     metrics::counter!("ringkv_gossip_refused_total", "reason" => "role")
         .absolute(transport.gossip_refused_role.load(Relaxed));
+    metrics::counter!("ringkv_connections_closed_total", "reason" => "key_removed")
+        .absolute(transport.connections_closed_rekeyed.load(Relaxed));
     metrics::counter!("ringkv_connect_timeouts_total")
         .absolute(transport.connect_timeouts.load(Relaxed));
     metrics::counter!("ringkv_inbox_dropped_total").absolute(transport.inbox_dropped.load(Relaxed));

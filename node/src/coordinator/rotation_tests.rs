@@ -403,3 +403,44 @@ async fn use_needs_the_key_on_every_live_member_and_clients_may_not_touch_the_ke
     );
     stop(peers).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_opened_under_a_removed_key_loses_its_rights() {
+    // Review of the rotation, finding 2: roles were checked once per
+    // connection, so someone holding the leaked key who kept one
+    // connection open stayed a peer on it after the key was removed.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (peers, old) = cluster(dir.path(), 3, &[]).await;
+    let addrs: Vec<SocketAddr> = peers.iter().map(|p| p.addrs().quic).collect();
+    let (old_peer, new_peer) = {
+        let new = ClusterKey::generate(&mut rand::rng());
+        (Access::Peer(old.clone()), (Access::Peer(new.clone()), new))
+    };
+    let (new_peer, new) = new_peer;
+    converged(&addrs, &old_peer).await;
+    let held = client::Client::with_access(&old_peer, addrs[0]).expect("client");
+    let _: MembersReply = held
+        .call(addrs[0], &Request::Members, CALL)
+        .await
+        .expect("the old key, before the rotation");
+
+    for (access, op) in [
+        (&old_peer, KeyringOp::Install(SecretKey(new.to_string()))),
+        (&old_peer, KeyringOp::Use(fp(&new))),
+        (&new_peer, KeyringOp::Remove(fp(&old))),
+    ] {
+        keyring(addrs[1], access, op, true)
+            .await
+            .expect("a rotation step");
+    }
+    // On the connection opened under the old key, nothing more is served.
+    let after = held
+        .call::<MembersReply>(addrs[0], &Request::Members, CALL)
+        .await;
+    assert!(after.is_err(), "still served after the removal: {after:?}");
+    held.close();
+    let _: MembersReply = client::request(addrs[0], &new_peer, &Request::Members, CALL)
+        .await
+        .expect("the new key works");
+    stop(peers).await;
+}

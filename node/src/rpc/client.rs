@@ -281,57 +281,69 @@ impl Client {
         let deadline = Instant::now() + timeout;
         let body = codec::encode(req);
         let mut fresh = false;
-        let (conn, mut send, mut recv) = loop {
-            let (conn, cached) = match timeout_at(deadline, self.connection(peer, fresh)).await {
-                Ok(r) => r?,
-                Err(_) => return Err(no_connection(peer, timeout)),
+        // A connection the peer closed because the key it was opened
+        // under was removed: the request was not dispatched, so it is
+        // sent once more on a fresh connection (under the current key).
+        let mut retry_removed_key = true;
+        loop {
+            let (conn, mut send, mut recv) = loop {
+                let (conn, cached) = match timeout_at(deadline, self.connection(peer, fresh)).await
+                {
+                    Ok(r) => r?,
+                    Err(_) => return Err(no_connection(peer, timeout)),
+                };
+                match timeout_at(deadline, conn.open_bi()).await {
+                    Ok(Ok((send, recv))) => break (conn, send, recv),
+                    Ok(Err(e)) => {
+                        self.forget_conn(peer, &conn);
+                        if !cached {
+                            return Err(connection_failed(peer, &e, false));
+                        }
+                        // A dead cached connection: retry once on a fresh one.
+                        fresh = true;
+                    }
+                    Err(_) => {
+                        self.forget_conn(peer, &conn);
+                        return Err(PeerError::Unreachable(anyhow!(
+                            "no stream to {peer} within {:.1} s",
+                            timeout.as_secs_f64()
+                        )));
+                    }
+                }
             };
-            match timeout_at(deadline, conn.open_bi()).await {
-                Ok(Ok((send, recv))) => break (conn, send, recv),
+            let exchange = async {
+                send.write_all(&body).await.map_err(|e| match e {
+                    quinn::WriteError::ConnectionLost(c) => connection_failed(peer, &c, true),
+                    other => lost(peer, &other.to_string()),
+                })?;
+                send.finish().map_err(|e| lost(peer, &e.to_string()))?;
+                recv.read_to_end(REPLY_MAX).await.map_err(|e| match e {
+                    quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(c)) => {
+                        connection_failed(peer, &c, true)
+                    }
+                    other => lost(peer, &other.to_string()),
+                })
+            };
+            match timeout_at(deadline, exchange).await {
+                Ok(Ok(bytes)) => return Ok(bytes),
                 Ok(Err(e)) => {
                     self.forget_conn(peer, &conn);
-                    if !cached {
-                        return Err(connection_failed(peer, &e, false));
+                    if retry_removed_key && closed_for_removed_key(&conn) {
+                        retry_removed_key = false;
+                        fresh = true;
+                        continue;
                     }
-                    // A dead cached connection: retry once on a fresh one.
-                    fresh = true;
+                    return Err(e);
                 }
                 Err(_) => {
+                    // A peer killed with -9 leaves its connection looking open
+                    // until the idle timeout: dial afresh next time.
                     self.forget_conn(peer, &conn);
-                    return Err(PeerError::Unreachable(anyhow!(
-                        "no stream to {peer} within {:.1} s",
-                        timeout.as_secs_f64()
-                    )));
-                }
-            }
-        };
-        let exchange = async {
-            send.write_all(&body).await.map_err(|e| match e {
-                quinn::WriteError::ConnectionLost(c) => connection_failed(peer, &c, true),
-                other => lost(peer, &other.to_string()),
-            })?;
-            send.finish().map_err(|e| lost(peer, &e.to_string()))?;
-            recv.read_to_end(REPLY_MAX).await.map_err(|e| match e {
-                quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(c)) => {
-                    connection_failed(peer, &c, true)
-                }
-                other => lost(peer, &other.to_string()),
-            })
-        };
-        match timeout_at(deadline, exchange).await {
-            Ok(Ok(bytes)) => Ok(bytes),
-            Ok(Err(e)) => {
-                self.forget_conn(peer, &conn);
-                Err(e)
-            }
-            Err(_) => {
-                // A peer killed with -9 leaves its connection looking open
-                // until the idle timeout: dial afresh next time.
-                self.forget_conn(peer, &conn);
-                Err(PeerError::Unknown(anyhow!(
+                    return Err(PeerError::Unknown(anyhow!(
                     "peer {peer} did not answer within {:.1} s; a write may or may not have been applied",
                     timeout.as_secs_f64()
-                )))
+                )));
+                }
             }
         }
     }
@@ -367,6 +379,16 @@ impl Client {
     fn cached(&self, peer: SocketAddr) -> Option<usize> {
         self.lock().get(&peer).map(quinn::Connection::stable_id)
     }
+}
+
+/// Whether the peer closed `conn` because the key it was authenticated
+/// under was removed (before dispatching anything that came on it).
+fn closed_for_removed_key(conn: &quinn::Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(c))
+            if c.reason.as_ref() == ringkv_gossip::runner::KEY_REMOVED_REASON
+    )
 }
 
 /// One request from outside the cluster (a CLI command): a client of its
