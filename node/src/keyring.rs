@@ -176,7 +176,9 @@ fn row(
 /// Answers [`Request::Keyring`]: `op` on this peer, or with `cluster` on
 /// every live (alive or suspect) member, this one first. A `use` is first
 /// checked on every live member: if any lacks the key or does not answer,
-/// nothing is changed anywhere and the error names them.
+/// nothing is changed anywhere and the error names them. So is a
+/// `remove`: if any still has the key as its primary or does not answer.
+/// Members are sent the full fingerprint of the key this peer resolved.
 ///
 /// # Errors
 /// A malformed key or fingerprint, or a `use` some member cannot follow
@@ -203,6 +205,48 @@ pub(crate) async fn handle(
         .filter(|m| m.id != view.me.id && matches!(m.state, State::Alive | State::Suspect))
         .map(|m| (m.meta.name.clone(), m.meta.addr))
         .collect();
+    // The members are sent the full fingerprint of the key this peer
+    // holds, not the operator's prefix: each would resolve a short prefix
+    // on its own, and a member holding another key with the same prefix
+    // would switch to or remove the wrong one.
+    let op = match (&parsed, &op) {
+        (Op::Use(fp), _) | (Op::Remove(fp), _) => match keyring.current().key(fp) {
+            Ok(key) => {
+                let full = Fingerprint::of(key).as_str().to_owned();
+                if matches!(parsed, Op::Use(_)) {
+                    KeyringOp::Use(full)
+                } else {
+                    KeyringOp::Remove(full)
+                }
+            }
+            Err(_) => op,
+        },
+        _ => op,
+    };
+    if let Op::Remove(fp) = &parsed {
+        // Removing a key some live member still presents would cut that
+        // member off (its `use` failed, or it was down): refuse, naming it.
+        let mut presenting = Vec::new();
+        for r in fan_out(kv, &others, KeyringOp::List).await {
+            match (&r.error, &r.primary) {
+                (Some(e), _) => presenting.push(format!("{} (did not answer: {e})", r.name)),
+                (None, Some(p)) if p.starts_with(fp.as_str()) => {
+                    presenting.push(format!("{} (it is its primary)", r.name));
+                }
+                _ => {}
+            }
+        }
+        if !presenting.is_empty() {
+            return Err(RequestError::new(
+                ErrorKind::Refused,
+                format!(
+                    "key {fp} may still be in use, so no member removed it: {}; make every member use another key first (ringkv keyring use)",
+                    presenting.join(", ")
+                ),
+            )
+            .into());
+        }
+    }
     if let Op::Use(fp) = &parsed {
         let mut lacking = Vec::new();
         if keyring.current().key(fp).is_err() {

@@ -346,10 +346,22 @@ async fn use_needs_the_key_on_every_live_member_and_clients_may_not_touch_the_ke
         .expect("list");
     all_rows(&listed, 3, |r| r.primary.as_deref() == Some(&fp(&old)));
 
-    // The primary is never removed; bad input changes nothing.
-    let refused = keyring(addrs[0], &operator, KeyringOp::Remove(fp(&old)), true)
+    // A key some live member still presents is not removed anywhere
+    // (that member would be cut off), and the error names them.
+    let e = keyring(addrs[0], &operator, KeyringOp::Remove(fp(&old)), true)
         .await
-        .expect("answered per member");
+        .expect_err("still some member's primary");
+    assert_eq!(kind_of(&e), Some(ErrorKind::Refused), "{e:#}");
+    let message = format!("{e:#}");
+    assert!(
+        message.contains("p2 (it is its primary)") && message.contains("p3 (it is its primary)"),
+        "{message}"
+    );
+
+    // The primary is never removed; bad input changes nothing.
+    let refused = keyring(addrs[0], &operator, KeyringOp::Remove(fp(&old)), false)
+        .await
+        .expect("answered");
     assert!(
         refused.members.iter().all(|r| r
             .error
