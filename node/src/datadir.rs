@@ -173,6 +173,15 @@ fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let mut f = options
         .open(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
+    // `mode` applies only when the file is created: a leftover temporary
+    // file (a crash mid-write, or someone's) keeps its own, so set it on
+    // the open handle before anything secret is written.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot restrict {}", tmp.display()))?;
+    }
     f.write_all(bytes)?;
     f.sync_all()?;
     fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
@@ -209,6 +218,21 @@ mod tests {
 
     fn key(n: u8) -> ClusterKey {
         ClusterKey::from_bytes([n; 32])
+    }
+
+    #[test]
+    fn a_leftover_temporary_file_does_not_loosen_the_key_file() {
+        // Review of the rotation, finding 7: a world-readable
+        // `cluster.tmp` left behind was renamed over `cluster.key` with its
+        // own mode.
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = DataDir::open(tmp.path()).expect("open");
+        let leftover = dir.cluster_key_path().with_extension("tmp");
+        fs::write(&leftover, b"junk").expect("leftover");
+        fs::set_permissions(&leftover, fs::Permissions::from_mode(0o666)).expect("chmod");
+        dir.bind_cluster(Some(Keyring::new(key(1))))
+            .expect("new dir");
+        assert_eq!(mode(&dir.cluster_key_path()), 0o600);
     }
 
     #[test]
