@@ -10,8 +10,15 @@ pub enum CodecError {
     #[error("not a ringkv gossip message (bad magic)")]
     BadMagic,
     /// The sender speaks a wire version this build does not.
-    #[error("unsupported wire version {0}")]
-    UnsupportedVersion(u8),
+    #[error("unsupported wire version {got}: this peer accepts versions {min}..={max}")]
+    UnsupportedVersion {
+        /// Version byte of the frame.
+        got: u8,
+        /// Oldest version this peer accepts.
+        min: u8,
+        /// Newest version this peer accepts.
+        max: u8,
+    },
     /// The input was longer than the limit for its channel.
     #[error("message of {len} bytes exceeds the limit of {limit}")]
     TooLarge {

@@ -538,15 +538,27 @@ fn header_only_and_empty_inputs_are_errors() {
     // carried the ring-shape digest) are no longer spoken.
     assert_eq!(
         decode(b"RG\x01", LIMIT),
-        Err(CodecError::UnsupportedVersion(1))
+        Err(CodecError::UnsupportedVersion {
+            got: 1,
+            min: 3,
+            max: 3
+        })
     );
     assert_eq!(
         decode(b"RG\x02", LIMIT),
-        Err(CodecError::UnsupportedVersion(2))
+        Err(CodecError::UnsupportedVersion {
+            got: 2,
+            min: 3,
+            max: 3
+        })
     );
     assert_eq!(
         decode(b"RG\x04", LIMIT),
-        Err(CodecError::UnsupportedVersion(4))
+        Err(CodecError::UnsupportedVersion {
+            got: 4,
+            min: 3,
+            max: 3
+        })
     );
     assert!(matches!(
         decode(b"RG\x03", LIMIT),

@@ -17,11 +17,43 @@ use crate::proto::message::Envelope;
 
 /// First bytes of every gossip message.
 pub const MAGIC: [u8; 2] = *b"RG";
-/// Wire version this build speaks. 2: statements carry signatures and
-/// Alive statements their author's public key; push-pull sends signed
-/// entries (`auth.rs`). 3: the envelope carries the sender's ring-shape
-/// digest after its view digest (`message.rs`).
+/// Wire version this build speaks by default, and the highest a
+/// production build ever sends. 2: statements carry signatures and Alive
+/// statements their author's public key; push-pull sends signed entries
+/// (`auth.rs`). 3: the envelope carries the sender's ring-shape digest
+/// after its view digest (`message.rs`).
+///
+/// The wire-version invariant (docs/upgrades.md): a frame of version `v`
+/// is only sent to a peer known to accept `v`; every version in
+/// `MIN_VERSION..=VERSION` decodes on every build that lists it; a change
+/// to what a message carries takes a new version number.
 pub const VERSION: u8 = 3;
+/// Oldest wire version this build decodes and sends. Version 2 frames
+/// lack the ring-shape digest; no supported build sends them.
+pub const MIN_VERSION: u8 = 3;
+/// Test-only wire version: a version-3 envelope followed by one extra
+/// field ([`TestExtension`]). Spoken only by a peer whose configured
+/// protocol maximum was raised to it (`RINGKV_TEST_PROTOCOL_MAX`, see
+/// docs/upgrades.md), so a rolling upgrade can be rehearsed between two
+/// "builds" that differ in nothing else.
+pub const TEST_VERSION: u8 = 4;
+/// Highest version this code can decode at all (if its peer-facing
+/// maximum allows).
+pub const MAX_KNOWN_VERSION: u8 = TEST_VERSION;
+
+/// The field a [`TEST_VERSION`] frame adds after the envelope. Its value
+/// is fixed; a frame carrying another value is malformed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TestExtension {
+    /// Always [`TestExtension::MARK`].
+    pub mark: u32,
+}
+
+impl TestExtension {
+    /// The one valid value.
+    pub const MARK: u32 = 0x7e57_0004;
+}
+
 const HEADER: usize = 3;
 /// Allocation cap inside bincode for the largest messages, whatever the
 /// channel limit: a length prefix claiming more than this fails before
@@ -85,25 +117,52 @@ pub fn decode_capped<T: DeserializeOwned>(body: &[u8]) -> Result<(T, usize), Cod
     })
 }
 
-/// Encodes an envelope with its header.
+/// Encodes an envelope with its header at wire `version`.
+///
+/// # Errors
+/// [`CodecError::UnsupportedVersion`] for a version outside
+/// `MIN_VERSION..=MAX_KNOWN_VERSION`, [`CodecError::Encode`] if bincode
+/// refuses the value.
+pub fn encode_at(env: &Envelope, version: u8) -> Result<Vec<u8>, CodecError> {
+    if !(MIN_VERSION..=MAX_KNOWN_VERSION).contains(&version) {
+        return Err(CodecError::UnsupportedVersion {
+            got: version,
+            min: MIN_VERSION,
+            max: MAX_KNOWN_VERSION,
+        });
+    }
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(&MAGIC);
+    out.push(version);
+    bincode::serde::encode_into_std_write(env, &mut out, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    if version >= TEST_VERSION {
+        let ext = TestExtension {
+            mark: TestExtension::MARK,
+        };
+        bincode::serde::encode_into_std_write(ext, &mut out, config())
+            .map_err(|e| CodecError::Encode(e.to_string()))?;
+    }
+    Ok(out)
+}
+
+/// Encodes an envelope at [`VERSION`], which every supported peer
+/// decodes.
 ///
 /// # Errors
 /// [`CodecError::Encode`] if bincode refuses the value.
 pub fn encode(env: &Envelope) -> Result<Vec<u8>, CodecError> {
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(&MAGIC);
-    out.push(VERSION);
-    bincode::serde::encode_into_std_write(env, &mut out, config())
-        .map_err(|e| CodecError::Encode(e.to_string()))?;
-    Ok(out)
+    encode_at(env, VERSION)
 }
 
-/// Decodes an envelope of at most `limit` bytes.
+/// Decodes an envelope of at most `limit` bytes whose version is in
+/// `MIN_VERSION..=max` (a peer's configured protocol maximum, itself at
+/// most [`MAX_KNOWN_VERSION`]), returning it with its version.
 ///
 /// # Errors
 /// [`CodecError::TooLarge`], [`CodecError::BadMagic`],
 /// [`CodecError::UnsupportedVersion`] or [`CodecError::Malformed`].
-pub fn decode(bytes: &[u8], limit: usize) -> Result<Envelope, CodecError> {
+pub fn decode_versioned(bytes: &[u8], limit: usize, max: u8) -> Result<(Envelope, u8), CodecError> {
     if bytes.len() > limit {
         return Err(CodecError::TooLarge {
             len: bytes.len(),
@@ -113,10 +172,46 @@ pub fn decode(bytes: &[u8], limit: usize) -> Result<Envelope, CodecError> {
     if bytes.len() < HEADER || bytes[..2] != MAGIC {
         return Err(CodecError::BadMagic);
     }
-    if bytes[2] != VERSION {
-        return Err(CodecError::UnsupportedVersion(bytes[2]));
+    let version = bytes[2];
+    let max = max.min(MAX_KNOWN_VERSION);
+    if version < MIN_VERSION || version > max {
+        return Err(CodecError::UnsupportedVersion {
+            got: version,
+            min: MIN_VERSION,
+            max,
+        });
     }
-    decode_body(&bytes[HEADER..])
+    let body = &bytes[HEADER..];
+    if version < TEST_VERSION {
+        return Ok((decode_body(body)?, version));
+    }
+    let (env, used) = decode_capped::<Envelope>(body)?;
+    let ext: TestExtension = decode_body(&body[used..])?;
+    if ext.mark != TestExtension::MARK {
+        return Err(CodecError::Malformed(format!(
+            "version {version} extension carries {:#x}",
+            ext.mark
+        )));
+    }
+    Ok((env, version))
+}
+
+/// Decodes an envelope of at most `limit` bytes at any version this build
+/// speaks by default (`MIN_VERSION..=VERSION`).
+///
+/// # Errors
+/// As [`decode_versioned`].
+pub fn decode(bytes: &[u8], limit: usize) -> Result<Envelope, CodecError> {
+    decode_versioned(bytes, limit, VERSION).map(|(env, _)| env)
+}
+
+/// The highest wire version two peers both speak, given each one's
+/// `(min, max)` range; `None` if the ranges do not overlap.
+#[must_use]
+pub fn negotiate(ours: (u8, u8), theirs: (u8, u8)) -> Option<u8> {
+    let low = ours.0.max(theirs.0);
+    let high = ours.1.min(theirs.1);
+    (low <= high).then_some(high)
 }
 
 fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
@@ -176,6 +271,99 @@ pub(crate) const fn header_len() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::message::{Body, ClusterId};
+    use ringkv_ring::NodeId;
+
+    fn sample() -> Envelope {
+        Envelope {
+            cluster: ClusterId([7; 16]),
+            from: NodeId::from_name("n1"),
+            from_addr: "127.0.0.1:7001".parse().expect("addr"),
+            view: 11,
+            shape: 12,
+            body: Body::Gossip,
+            updates: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_supported_version_round_trips_and_reports_itself() {
+        for version in MIN_VERSION..=MAX_KNOWN_VERSION {
+            let bytes = encode_at(&sample(), version).expect("encodes");
+            assert_eq!(bytes[2], version);
+            let (env, got) =
+                decode_versioned(&bytes, usize::MAX, MAX_KNOWN_VERSION).expect("decodes");
+            assert_eq!((env, got), (sample(), version));
+        }
+        // The default pair speaks VERSION.
+        let bytes = encode(&sample()).expect("encodes");
+        assert_eq!(bytes[2], VERSION);
+        assert_eq!(decode(&bytes, usize::MAX), Ok(sample()));
+    }
+
+    #[test]
+    fn the_test_version_adds_exactly_its_extension_field() {
+        let v3 = encode_at(&sample(), VERSION).expect("encodes");
+        let v4 = encode_at(&sample(), TEST_VERSION).expect("encodes");
+        assert!(v4.len() > v3.len(), "version 4 carries one field more");
+        // A version-4 header on a version-3 body is missing the field.
+        let mut short = v3.clone();
+        short[2] = TEST_VERSION;
+        assert!(matches!(
+            decode_versioned(&short, usize::MAX, TEST_VERSION),
+            Err(CodecError::Malformed(_))
+        ));
+        // A version-3 header on a version-4 body has trailing bytes.
+        let mut long = v4;
+        long[2] = VERSION;
+        assert!(matches!(
+            decode_versioned(&long, usize::MAX, TEST_VERSION),
+            Err(CodecError::Malformed(m)) if m.contains("trailing")
+        ));
+    }
+
+    #[test]
+    fn a_peer_rejects_a_version_above_its_maximum_with_a_clear_error() {
+        // A default (version 3) peer and a test-version frame.
+        let v4 = encode_at(&sample(), TEST_VERSION).expect("encodes");
+        let err = decode_versioned(&v4, usize::MAX, VERSION).expect_err("rejected");
+        assert_eq!(
+            err,
+            CodecError::UnsupportedVersion {
+                got: TEST_VERSION,
+                min: MIN_VERSION,
+                max: VERSION
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "unsupported wire version 4: this peer accepts versions 3..=3"
+        );
+        // Two above (vN+2): also refused, even by a peer that speaks vN+1.
+        let mut v5 = encode_at(&sample(), VERSION).expect("encodes");
+        v5[2] = VERSION + 2;
+        assert!(matches!(
+            decode_versioned(&v5, usize::MAX, TEST_VERSION),
+            Err(CodecError::UnsupportedVersion {
+                got: 5,
+                min: 3,
+                max: 4
+            })
+        ));
+        // And nothing sends a version it cannot itself decode.
+        assert!(encode_at(&sample(), VERSION + 2).is_err());
+        assert!(encode_at(&sample(), MIN_VERSION - 1).is_err());
+    }
+
+    #[test]
+    fn negotiation_picks_the_highest_common_version() {
+        assert_eq!(negotiate((3, 4), (3, 4)), Some(4));
+        assert_eq!(negotiate((3, 4), (3, 3)), Some(3));
+        assert_eq!(negotiate((3, 3), (3, 4)), Some(3));
+        assert_eq!(negotiate((3, 5), (4, 6)), Some(5));
+        assert_eq!(negotiate((3, 3), (4, 4)), None);
+        assert_eq!(negotiate((5, 6), (3, 4)), None);
+    }
 
     /// A body holding one string whose length prefix claims `claim` bytes
     /// (bincode varint: 253, then a u64), followed by `present` bytes.
