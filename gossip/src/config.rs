@@ -103,6 +103,12 @@ pub struct Config {
     /// a push-pull stream holds, yet a process that invents members cannot
     /// grow this peer's memory, probe list or ring without bound.
     pub members_max: usize,
+    /// Newest wire version this peer decodes and sends (the oldest is
+    /// always `codec::MIN_VERSION`); advertised to the cluster in its
+    /// metadata. `codec::VERSION` in every production build; only a
+    /// rolling-upgrade rehearsal raises it to `codec::TEST_VERSION`
+    /// (docs/upgrades.md).
+    pub protocol_max: u8,
 }
 
 impl Default for Config {
@@ -132,6 +138,7 @@ impl Default for Config {
             forward_probes_max: 256,
             incarnation_jump_max: 1 << 20,
             members_max: 20_000,
+            protocol_max: crate::proto::codec::VERSION,
         }
     }
 }
@@ -182,6 +189,11 @@ impl Config {
         };
         if self.probe_interval.is_zero() {
             return bad("probe_interval", "must be above zero");
+        }
+        if !(crate::proto::codec::MIN_VERSION..=crate::proto::codec::MAX_KNOWN_VERSION)
+            .contains(&self.protocol_max)
+        {
+            return bad("protocol_max", "must be a wire version this build knows");
         }
         if self.probe_timeout.is_zero() || self.probe_timeout >= self.probe_interval {
             return bad(

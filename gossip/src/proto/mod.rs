@@ -15,6 +15,7 @@ pub(crate) mod suspicion;
 pub mod swim;
 pub(crate) mod timer;
 pub(crate) mod verify;
+pub mod version;
 
 #[cfg(test)]
 mod tests;

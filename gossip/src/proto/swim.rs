@@ -45,6 +45,7 @@ use crate::proto::message::{Body, Entry, Envelope, Update};
 use crate::proto::probe::{Forward, Probe};
 use crate::proto::suspicion::Suspicion;
 use crate::proto::timer::{TimerKind, Timers};
+use crate::proto::version;
 
 /// How bytes travel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -436,8 +437,8 @@ impl<R: RngCore> Swim<R> {
         self.observe_time(now);
         self.stats.messages_received += 1;
         self.stats.bytes_received += bytes.len() as u64;
-        let env = match codec::decode(bytes, limit) {
-            Ok(env) => env,
+        let env = match codec::decode_versioned(bytes, limit, self.config.protocol_max) {
+            Ok((env, _version)) => env,
             Err(e) => {
                 self.stats.decode_errors += 1;
                 return Err(e);
@@ -1024,8 +1025,29 @@ impl<R: RngCore> Swim<R> {
         }
     }
 
+    /// The cluster gate ([`version::cluster_version`]): the newest wire
+    /// version every live member, this peer included, speaks.
+    pub fn cluster_version(&self) -> u8 {
+        version::cluster_version(self.config.protocol_max, self.members.values())
+    }
+
+    /// The version a frame to `to` goes out at ([`version::send_version`]).
+    fn send_version(&self, to: SocketAddr) -> u8 {
+        if self.config.protocol_max <= codec::MIN_VERSION {
+            // Nothing newer to gate: skip the scan.
+            return codec::MIN_VERSION;
+        }
+        let peer = self
+            .members
+            .values()
+            .find(|m| m.meta.addr == to && matches!(m.state, State::Alive | State::Suspect))
+            .map(|m| version::ProtocolRange::of(&m.meta));
+        version::send_version(self.cluster_version(), peer)
+    }
+
     pub(crate) fn push_transmit(&mut self, to: SocketAddr, channel: Channel, env: &Envelope) {
-        let Ok(bytes) = codec::encode(env) else {
+        let version = self.send_version(to);
+        let Ok(bytes) = codec::encode_at(env, version) else {
             return;
         };
         match channel {

@@ -33,6 +33,7 @@ mod partitions;
 mod probe;
 mod ring_agreement;
 mod suspicion;
+mod upgrade;
 
 type Peer = Swim<ChaCha8Rng>;
 
@@ -162,6 +163,8 @@ struct Sent {
     channel: Channel,
     len: usize,
     env: Envelope,
+    /// Wire version the frame was encoded at.
+    version: u8,
     delivered: bool,
 }
 
@@ -190,6 +193,9 @@ struct Net {
     puppets: BTreeMap<SocketAddr, NodeId>,
     log: Vec<Sent>,
     events: Vec<(Instant, usize, Event)>,
+    /// With `Some`, a rejected delivery is recorded here (`(from, to)`)
+    /// instead of failing the test.
+    rejected: Option<Vec<(usize, usize)>>,
 }
 
 impl Net {
@@ -215,6 +221,7 @@ impl Net {
             puppets: BTreeMap::new(),
             log: Vec::new(),
             events: Vec::new(),
+            rejected: None,
         }
     }
 
@@ -324,8 +331,11 @@ impl Net {
     }
 
     fn carry(&mut self, from: usize, t: Transmit) {
-        let env = codec::decode(&t.bytes, usize::MAX).expect("peers send what they can decode");
+        let (env, version) =
+            codec::decode_versioned(&t.bytes, usize::MAX, codec::MAX_KNOWN_VERSION)
+                .expect("peers send what they can decode");
         let mut sent = Sent {
+            version,
             at: self.now,
             from,
             to: t.to,
@@ -385,7 +395,11 @@ impl Net {
             Channel::Datagram => p.handle_datagram(now, &t.bytes),
             Channel::Stream => p.handle_stream(now, &t.bytes),
         };
-        res.unwrap_or_else(|e| panic!("n{to} rejected a message from n{from}: {e}"));
+        match (res, self.rejected.as_mut()) {
+            (Ok(()), _) => {}
+            (Err(_), Some(rejected)) => rejected.push((from, to)),
+            (Err(e), None) => panic!("n{to} rejected a message from n{from}: {e}"),
+        }
     }
 
     fn collect_events(&mut self) {
