@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use ringkv_gossip::proto::version::ProtocolRange;
 use ringkv_gossip::runner::View;
 use ringkv_gossip::{Member, NodeId};
 use ringkv_ring::analysis;
@@ -43,6 +44,12 @@ pub(crate) fn members_reply(view: &View, ring: &RingState) -> MembersReply {
         zone: m.meta.zone.clone(),
         weight: m.meta.weight,
         status: format!("{:?}", m.meta.status).to_lowercase(),
+        build: if m.meta.build.is_empty() {
+            "-".into()
+        } else {
+            m.meta.build.clone()
+        },
+        protocol: ProtocolRange::of(&m.meta).to_string(),
         ownership: shares.get(&m.id).copied(),
         this_peer,
     };

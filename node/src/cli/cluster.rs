@@ -111,6 +111,8 @@ fn render_members(r: &MembersReply) -> String {
         ("zone", Align::Left),
         ("weight", Align::Right),
         ("owns", Align::Right),
+        ("build", Align::Left),
+        ("proto", Align::Left),
     ]);
     for m in &r.members {
         t.row(vec![
@@ -126,6 +128,8 @@ fn render_members(r: &MembersReply) -> String {
             m.zone.clone().unwrap_or_else(|| "-".into()),
             m.weight.to_string(),
             m.ownership.map_or_else(|| "-".into(), |o| pct(o, 1)),
+            m.build.clone(),
+            m.protocol.clone(),
         ]);
     }
     let mut out = t.render();
@@ -224,4 +228,53 @@ pub(crate) async fn hot(args: &PeerArgs) -> Result<String> {
         "keys this peer coordinated most requests for (counts halve every 10 s)\n\n{}",
         t.render()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::api::MemberRow;
+
+    fn row(name: &str, build: &str, protocol: &str) -> MemberRow {
+        MemberRow {
+            name: name.into(),
+            id: "0123456789abcdef".into(),
+            addr: "127.0.0.1:7001".into(),
+            state: "alive".into(),
+            incarnation: 1,
+            zone: None,
+            weight: 1,
+            status: "normal".into(),
+            build: build.into(),
+            protocol: protocol.into(),
+            ownership: None,
+            this_peer: false,
+        }
+    }
+
+    #[test]
+    fn members_shows_each_build_and_protocol_range() {
+        let reply = MembersReply {
+            index: 1,
+            view_digest: "00".into(),
+            ring_digest: None,
+            agreeing: 1,
+            reporting: 1,
+            joined: true,
+            members: vec![row("a", "0.1.0", "3-4"), row("b", "-", "3-3")],
+        };
+        let out = render_members(&reply);
+        let header = out.lines().next().expect("a header");
+        assert!(
+            header.contains("build") && header.contains("proto"),
+            "{out}"
+        );
+        let a = out.lines().find(|l| l.starts_with('a')).expect("row a");
+        assert!(
+            a.contains("0.1.0") && a.trim_end().ends_with("3-4"),
+            "{out}"
+        );
+        let b = out.lines().find(|l| l.starts_with('b')).expect("row b");
+        assert!(b.trim_end().ends_with("3-3"), "{out}");
+    }
 }

@@ -20,6 +20,8 @@ use anyhow::{bail, Context as _, Result};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use ringkv_gossip::proto::codec;
+use ringkv_gossip::proto::version::ProtocolRange;
 use ringkv_gossip::runner::{self, Handle, RunnerParts};
 use ringkv_gossip::transport::keyring::Keyring;
 use ringkv_gossip::transport::live::TlsKeys;
@@ -304,10 +306,21 @@ fn endpoint(
 
 /// The membership state machine: this peer's metadata, and a join through
 /// the seeds and the peers it knew, unless it is alone.
-fn swim(settings: &Settings, opened: &Opened, meta: Meta) -> Swim<ChaCha8Rng> {
+fn swim(
+    settings: &Settings,
+    opened: &Opened,
+    mut meta: Meta,
+    protocol_max: u8,
+) -> Swim<ChaCha8Rng> {
     let advertise = meta.addr;
+    ProtocolRange {
+        min: codec::MIN_VERSION,
+        max: protocol_max,
+    }
+    .advertise(&mut meta);
     let gossip = GossipConfig {
         cluster: opened.keyring.cluster_id(),
+        protocol_max,
         ..GossipConfig::default()
     };
     let rng = match settings.seed {
@@ -338,6 +351,33 @@ fn swim(settings: &Settings, opened: &Opened, meta: Meta) -> Swim<ChaCha8Rng> {
         swim.handle_join(now, all_seeds);
     }
     swim
+}
+
+/// Test-only: raises this peer's newest wire version to
+/// `codec::TEST_VERSION`, so a rolling upgrade can be rehearsed between
+/// two "builds" that differ only in it (docs/upgrades.md). Never set in
+/// production.
+pub(crate) const TEST_PROTOCOL_ENV: &str = "RINGKV_TEST_PROTOCOL_MAX";
+
+/// The newest wire version this peer speaks: [`codec::VERSION`], or what
+/// [`TEST_PROTOCOL_ENV`] says (`var`), which must be a version this build
+/// knows.
+fn protocol_max(var: Option<&str>) -> Result<u8> {
+    let Some(var) = var else {
+        return Ok(codec::VERSION);
+    };
+    let v: u8 = var
+        .trim()
+        .parse()
+        .with_context(|| format!("{TEST_PROTOCOL_ENV}={var:?} is not a version number"))?;
+    if !(codec::VERSION..=codec::MAX_KNOWN_VERSION).contains(&v) {
+        bail!(
+            "{TEST_PROTOCOL_ENV}={v}: this build speaks wire versions {}..={}",
+            codec::VERSION,
+            codec::MAX_KNOWN_VERSION
+        );
+    }
+    Ok(v)
 }
 
 fn meta(
@@ -423,10 +463,18 @@ pub async fn start(settings: Settings, listeners: Listeners) -> Result<Peer> {
     let admin = bind_admin(&settings, listeners.admin).await?;
     let resp = bind_resp(&settings, listeners.resp).await?;
     let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
+    let protocol_max = protocol_max(std::env::var(TEST_PROTOCOL_ENV).ok().as_deref())?;
+    if protocol_max != codec::VERSION {
+        warn!(
+            protocol_max,
+            "{TEST_PROTOCOL_ENV} is set: speaking a test-only wire version"
+        );
+    }
     let swim = swim(
         &settings,
         &opened,
         meta(&settings, advertise, name.clone(), admin_addr),
+        protocol_max,
     );
     let mut addrs = PeerAddrs {
         id: opened.id,
@@ -770,5 +818,27 @@ impl GossipRuntime {
             let _ = tx.send(f.await);
         });
         rx.recv().expect("the gossip thread runs")
+    }
+}
+
+#[cfg(test)]
+mod protocol_tests {
+    use super::*;
+
+    #[test]
+    fn the_test_protocol_variable_raises_the_maximum_to_a_known_version_only() {
+        assert_eq!(protocol_max(None).expect("default"), codec::VERSION);
+        assert_eq!(
+            protocol_max(Some("4")).expect("the test version"),
+            codec::TEST_VERSION
+        );
+        assert_eq!(protocol_max(Some(" 3 ")).expect("current"), codec::VERSION);
+        for bad in ["2", "5", "four", ""] {
+            let err = protocol_max(Some(bad)).expect_err(bad);
+            assert!(
+                format!("{err:#}").contains(TEST_PROTOCOL_ENV),
+                "{bad}: {err:#}"
+            );
+        }
     }
 }

@@ -275,6 +275,10 @@ pub(crate) struct MemberRow {
     pub(crate) zone: Option<String>,
     pub(crate) weight: u32,
     pub(crate) status: String,
+    /// Build version string it gossips (`-` from builds that send none).
+    pub(crate) build: String,
+    /// Wire versions it speaks, `min-max` (docs/upgrades.md).
+    pub(crate) protocol: String,
     /// Share of the key space owned as primary, if in the ring.
     pub(crate) ownership: Option<f64>,
     /// Whether this row is the answering peer.
