@@ -178,7 +178,8 @@ impl Testbed {
         let p = &self.state.peers[i];
         let ready_path = crate::ready::path_for(&p.data);
         let _ = std::fs::remove_file(&ready_path);
-        let (pid, offset, exited) = procs::spawn_detached(&self.state.bin, &args, &p.log)?;
+        let bin = p.bin.as_ref().unwrap_or(&self.state.bin);
+        let (pid, offset, exited) = procs::spawn_detached(bin, &args, &p.env, &p.log)?;
         let gone = || exited.load(std::sync::atomic::Ordering::Relaxed);
         match crate::ready::wait(&ready_path, pid, START_TIMEOUT, gone) {
             Ok(ready) => {
@@ -228,6 +229,8 @@ impl Testbed {
             faults: FaultSettings::default(),
             stopped_by_testbed: None,
             extra_flags: flags,
+            bin: None,
+            env: std::collections::BTreeMap::new(),
         });
         let i = self.state.peers.len() - 1;
         if let Err(e) = self.start(i, "127.0.0.1:0", "127.0.0.1:0") {
@@ -327,7 +330,26 @@ impl Testbed {
     /// # Errors
     /// Unknown peer, it still runs, or it does not start on any of these.
     pub fn restart(&mut self, name: &str) -> Result<()> {
+        self.restart_as(name, None, std::collections::BTreeMap::new())
+    }
+
+    /// [`Self::restart`], first switching the peer to binary `bin` (when
+    /// given) and adding `env` to its environment (kept for later
+    /// restarts): one peer's step of a rolling upgrade.
+    ///
+    /// # Errors
+    /// As [`Self::restart`].
+    pub fn restart_as(
+        &mut self,
+        name: &str,
+        bin: Option<PathBuf>,
+        env: std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
         let i = self.require(name, &[ProcState::Gone], "restart")?;
+        if bin.is_some() {
+            self.state.peers[i].bin = bin;
+        }
+        self.state.peers[i].env.extend(env);
         let (addr, admin) = (
             self.state.peers[i].addr.to_string(),
             self.state.peers[i].admin.to_string(),
@@ -631,6 +653,8 @@ mod tests {
             faults: FaultSettings::default(),
             stopped_by_testbed: None,
             extra_flags: Vec::new(),
+            bin: None,
+            env: std::collections::BTreeMap::new(),
         };
         let args = tb.start_args(&p, "127.0.0.1:0", "127.0.0.1:0");
         let at = args

@@ -3,6 +3,7 @@
 //! started them and a Ctrl-C in its terminal), signalled by pid, and
 //! checked in `/proc` (Linux). IO: processes, `/proc`, log files.
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
@@ -74,7 +75,7 @@ pub fn signal(pid: u32, signal: i32) -> Result<()> {
     Ok(())
 }
 
-/// Starts `bin args` detached: a process group of its own, no stdin, stdout
+/// Starts `bin args` detached, with `env` added to its environment: a process group of its own, no stdin, stdout
 /// and stderr appended to `log`. A thread reaps it if it exits while this
 /// process still runs, so it never lingers as a zombie. Returns its pid,
 /// the log's length before the start (where this start's output begins),
@@ -86,6 +87,7 @@ pub fn signal(pid: u32, signal: i32) -> Result<()> {
 pub fn spawn_detached(
     bin: &Path,
     args: &[String],
+    env: &BTreeMap<String, String>,
     log: &Path,
 ) -> Result<(u32, u64, std::sync::Arc<std::sync::atomic::AtomicBool>)> {
     let file = OpenOptions::new()
@@ -103,6 +105,7 @@ pub fn spawn_detached(
         }
     }
     let mut child = cmd
+        .envs(env)
         .args(args)
         .env(
             "RUST_LOG",
@@ -189,7 +192,8 @@ mod tests {
             "echo started; exec sleep 30".to_owned(),
             marker.display().to_string(),
         ];
-        let (pid, offset, _) = spawn_detached(Path::new("/bin/sh"), &args, &log).unwrap();
+        let (pid, offset, _) =
+            spawn_detached(Path::new("/bin/sh"), &args, &BTreeMap::new(), &log).unwrap();
         assert_eq!(offset, 0);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !log_since(&log, 0).contains("started") {

@@ -4,6 +4,7 @@
 //! those that change the cluster write it back (atomically: a temporary
 //! file renamed over the old one). IO: the file only.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -44,6 +45,15 @@ pub struct PeerState {
     /// `ringkv node` flags of this peer alone, after the cluster's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_flags: Vec<String>,
+    /// The `ringkv` binary this peer runs, if not the cluster's ([`State::bin`]):
+    /// a rolling upgrade restarts peers one by one on another build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin: Option<PathBuf>,
+    /// Environment variables this peer's process gets (after the
+    /// testbed's own `RINGKV_*` are removed), e.g. the test-only
+    /// `RINGKV_TEST_PROTOCOL_MAX`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 /// The whole state file.
@@ -199,6 +209,8 @@ mod tests {
             faults: FaultSettings::default(),
             stopped_by_testbed: None,
             extra_flags: Vec::new(),
+            bin: None,
+            env: BTreeMap::new(),
         });
         s
     }

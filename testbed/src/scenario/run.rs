@@ -285,6 +285,17 @@ impl<C: KvClient> Ctx<C> {
                 self.refresh_live();
                 String::new()
             }
+            Step::Upgrade { node, bin, env } => {
+                let bin = bin.as_ref().map(PathBuf::from);
+                self.tb.lock().expect("not poisoned").restart_as(
+                    node,
+                    bin,
+                    env.iter().cloned().collect(),
+                )?;
+                self.last_fault.insert(node.clone(), t0);
+                self.refresh_live();
+                format!("{node} restarted on the new build")
+            }
             Step::Add => {
                 let name = {
                     let mut tb = self.tb.lock().expect("not poisoned");

@@ -105,6 +105,16 @@ pub enum Step {
     Leave(String),
     /// Start a peer again.
     Restart(String),
+    /// Start a stopped peer again on another build: `upgrade NODE
+    /// [bin=PATH] [KEY=VALUE ...]` (a binary, environment variables).
+    Upgrade {
+        /// The peer.
+        node: String,
+        /// Its new `ringkv` binary, if another.
+        bin: Option<String>,
+        /// Variables added to its environment.
+        env: Vec<(String, String)>,
+    },
     /// Start one more peer.
     Add,
     /// Cut two groups off from each other.
@@ -156,6 +166,16 @@ impl fmt::Display for Step {
             Self::Cont(n) => write!(f, "cont {n}"),
             Self::Leave(n) => write!(f, "leave {n}"),
             Self::Restart(n) => write!(f, "restart {n}"),
+            Self::Upgrade { node, bin, env } => {
+                write!(f, "upgrade {node}")?;
+                if let Some(bin) = bin {
+                    write!(f, " bin={bin}")?;
+                }
+                for (k, v) in env {
+                    write!(f, " {k}={v}")?;
+                }
+                Ok(())
+            }
             Self::Add => write!(f, "add"),
             Self::Partition(a, b) => write!(f, "partition {} / {}", a.join(","), b.join(",")),
             Self::Heal => write!(f, "heal"),
@@ -209,6 +229,25 @@ impl FromStr for Step {
             "cont" => one(Self::Cont),
             "leave" => one(Self::Leave),
             "restart" => one(Self::Restart),
+            "upgrade" => {
+                let [_, node, rest @ ..] = words.as_slice() else {
+                    bail!("{s:?}: expected `upgrade NODE [bin=PATH] [KEY=VALUE ...]`");
+                };
+                let mut bin = None;
+                let mut env = Vec::new();
+                for w in rest {
+                    match w.split_once('=') {
+                        Some(("bin", path)) if !path.is_empty() => bin = Some(path.to_owned()),
+                        Some((k, v)) if !k.is_empty() => env.push((k.to_owned(), v.to_owned())),
+                        _ => bail!("{s:?}: {w:?} is neither bin=PATH nor KEY=VALUE"),
+                    }
+                }
+                Ok(Self::Upgrade {
+                    node: (*node).to_owned(),
+                    bin,
+                    env,
+                })
+            }
             "add" if words.len() == 1 => Ok(Self::Add),
             "heal" if words.len() == 1 => Ok(Self::Heal),
             "check" if words.len() == 1 => Ok(Self::Check),
@@ -328,6 +367,9 @@ mod tests {
             "cont p2",
             "leave p1",
             "restart p3",
+            "upgrade p3",
+            "upgrade p3 RINGKV_TEST_PROTOCOL_MAX=4",
+            "upgrade p3 bin=/opt/ringkv-next/ringkv A=1 B=2",
             "add",
             "partition p1,p2 / p3,p4,p5",
             "heal",
@@ -364,6 +406,8 @@ mod tests {
             ("skew p1 soon", "not a duration"),
             ("skew p1 500d", "out of range"),
             ("disk p1 half", "expected `full` or `free`"),
+            ("upgrade", "upgrade NODE [bin=PATH]"),
+            ("upgrade p1 newer", "neither bin=PATH nor KEY=VALUE"),
         ] {
             let err = format!("{:#}", text.parse::<Step>().unwrap_err());
             assert!(err.contains(hint), "{text}: {err}");
