@@ -21,11 +21,12 @@ use ringkv_ring::NodeId;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
+use crate::proto::codec;
 use crate::proto::member::{Member, Meta};
 use crate::proto::swim::{Channel, Event, Stats, Swim};
 use crate::transport::admission::{Admit, HandshakeLimits, Handshakes};
 use crate::transport::credentials::{Role, Roles};
-use crate::transport::tls::{peer_node_id, SERVER_NAME};
+use crate::transport::tls::{connection_version, peer_node_id, SERVER_NAME};
 
 /// Most received messages waiting for the state machine.
 const INBOX_MAX: usize = 4096;
@@ -541,6 +542,7 @@ impl Runner {
                         .await
                         .ok()?,
                 };
+                let bytes = codec::clamp(bytes, connection_version(&conn)).ok()?;
                 let mut stream = conn.open_uni().await.ok()?;
                 stream.write_all(&bytes).await.ok()?;
                 stream.finish().ok()?;
@@ -739,7 +741,19 @@ fn admit(
 /// Sends one message on a connection: datagrams unreliably (falling back to
 /// a stream when too large for the path), stream messages on a new
 /// unidirectional stream.
+///
+/// A frame above the version the connection negotiated (its ALPN token) is
+/// encoded again at that version first: the gate follows gossip, the
+/// connection knows the process at the other end (one restarted on an
+/// older build, before its new Alive arrived).
 fn send_on(conn: &quinn::Connection, channel: Channel, bytes: Vec<u8>) {
+    let bytes = match codec::clamp(bytes, connection_version(conn)) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            debug!(err = %e, "frame not sent");
+            return;
+        }
+    };
     if channel == Channel::Datagram {
         match conn.send_datagram(bytes.clone().into()) {
             Ok(()) => return,

@@ -205,6 +205,22 @@ pub fn decode(bytes: &[u8], limit: usize) -> Result<Envelope, CodecError> {
     decode_versioned(bytes, limit, VERSION).map(|(env, _)| env)
 }
 
+/// `bytes` (a frame this build encoded) at a version of at most `max`:
+/// the same bytes when already there, else decoded and encoded again at
+/// `max`. For a connection that negotiated less than the gate (docs/upgrades.md).
+///
+/// # Errors
+/// As [`decode_versioned`] and [`encode_at`].
+pub fn clamp(bytes: Vec<u8>, max: u8) -> Result<Vec<u8>, CodecError> {
+    match bytes.get(2) {
+        Some(&v) if v > max => {
+            let (env, _) = decode_versioned(&bytes, usize::MAX, MAX_KNOWN_VERSION)?;
+            encode_at(&env, max)
+        }
+        _ => Ok(bytes),
+    }
+}
+
 /// The highest wire version two peers both speak, given each one's
 /// `(min, max)` range; `None` if the ranges do not overlap.
 #[must_use]
@@ -353,6 +369,15 @@ mod tests {
         // And nothing sends a version it cannot itself decode.
         assert!(encode_at(&sample(), VERSION + 2).is_err());
         assert!(encode_at(&sample(), MIN_VERSION - 1).is_err());
+    }
+
+    #[test]
+    fn a_frame_is_clamped_to_its_connection_version() {
+        let v4 = encode_at(&sample(), TEST_VERSION).expect("encodes");
+        let v3 = clamp(v4.clone(), VERSION).expect("re-encodes");
+        assert_eq!(v3, encode_at(&sample(), VERSION).expect("encodes"));
+        assert_eq!(clamp(v4.clone(), TEST_VERSION).expect("as is"), v4);
+        assert_eq!(clamp(v3.clone(), TEST_VERSION).expect("as is"), v3);
     }
 
     #[test]

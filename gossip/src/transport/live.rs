@@ -41,8 +41,8 @@ use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureS
 use crate::transport::credentials::client_ca_cert;
 use crate::transport::keyring::{Fingerprint, Keyring};
 use crate::transport::tls::{
-    ca_params, certificate_error, cluster_ca_cert, ed25519_key_pair, node_params, rustls_error,
-    transport_config, NodeIdentity, TlsError, ALPN,
+    alpn_protocols, ca_params, certificate_error, cluster_ca_cert, ed25519_key_pair, node_params,
+    rustls_error, transport_config, NodeIdentity, TlsError,
 };
 
 /// Serial number of cross certificates (the CAs' own are 1 and 2).
@@ -141,13 +141,25 @@ impl TlsKeys {
     /// # Errors
     /// rustls or quinn reject the config.
     pub fn server_config(self: &Arc<Self>) -> Result<quinn::ServerConfig, TlsError> {
+        self.server_config_up_to(crate::proto::codec::VERSION)
+    }
+
+    /// [`Self::server_config`] offering wire versions up to `protocol_max`
+    /// ([`crate::transport::tls::alpn_protocols`]).
+    ///
+    /// # Errors
+    /// rustls or quinn reject the config.
+    pub fn server_config_up_to(
+        self: &Arc<Self>,
+        protocol_max: u8,
+    ) -> Result<quinn::ServerConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(rustls_error)?
             .with_client_cert_verifier(Arc::new(Live(self.clone())))
             .with_cert_resolver(Arc::new(Live(self.clone())));
-        tls.alpn_protocols = vec![ALPN.to_vec()];
+        tls.alpn_protocols = alpn_protocols(protocol_max);
         tls.send_tls13_tickets = 0;
         let crypto =
             quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(rustls_error)?;
@@ -162,6 +174,17 @@ impl TlsKeys {
     /// # Errors
     /// rustls or quinn reject the config.
     pub fn client_config(self: &Arc<Self>) -> Result<quinn::ClientConfig, TlsError> {
+        self.client_config_up_to(crate::proto::codec::VERSION)
+    }
+
+    /// [`Self::client_config`] offering wire versions up to `protocol_max`.
+    ///
+    /// # Errors
+    /// rustls or quinn reject the config.
+    pub fn client_config_up_to(
+        self: &Arc<Self>,
+        protocol_max: u8,
+    ) -> Result<quinn::ClientConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -169,7 +192,7 @@ impl TlsKeys {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Live(self.clone())))
             .with_client_cert_resolver(Arc::new(Live(self.clone())));
-        tls.alpn_protocols = vec![ALPN.to_vec()];
+        tls.alpn_protocols = alpn_protocols(protocol_max);
         tls.resumption = rustls::client::Resumption::disabled();
         let crypto =
             quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(rustls_error)?;
@@ -387,8 +410,13 @@ mod tests {
 
     /// A server on `keys` that echoes every stream of every connection.
     fn server(keys: &Arc<TlsKeys>) -> (Endpoint, SocketAddr) {
-        let endpoint = Endpoint::server(keys.server_config().expect("server config"), loopback())
-            .expect("bind");
+        server_up_to(keys, crate::proto::codec::VERSION)
+    }
+
+    /// [`server`] offering wire versions up to `max`.
+    fn server_up_to(keys: &Arc<TlsKeys>, max: u8) -> (Endpoint, SocketAddr) {
+        let config = keys.server_config_up_to(max).expect("server config");
+        let endpoint = Endpoint::server(config, loopback()).expect("bind");
         let addr = endpoint.local_addr().expect("bound");
         let accept = endpoint.clone();
         tokio::spawn(async move {
@@ -488,6 +516,39 @@ mod tests {
         let last = key(*keys.last().expect("a key"));
         ring.use_key(&Fingerprint::of(&last)).expect("installed");
         ring
+    }
+
+    #[tokio::test]
+    async fn a_connection_speaks_the_highest_wire_version_both_ends_offer() {
+        use crate::proto::codec::{TEST_VERSION, VERSION};
+        use crate::transport::tls::connection_version;
+        let keys = TlsKeys::new(&ring(&[1]), &identity()).expect("keys");
+        for (server_max, client_max, want) in [
+            (TEST_VERSION, TEST_VERSION, TEST_VERSION),
+            (TEST_VERSION, VERSION, VERSION),
+            (VERSION, TEST_VERSION, VERSION),
+            (VERSION, VERSION, VERSION),
+        ] {
+            let (endpoint, addr) = server_up_to(&keys, server_max);
+            let dialer = client(keys.client_config_up_to(client_max).expect("config"));
+            let conn = exchange(&dialer, addr)
+                .await
+                .unwrap_or_else(|e| panic!("{server_max} <- {client_max}: {e}"));
+            assert_eq!(
+                connection_version(&conn),
+                want,
+                "server up to {server_max}, client up to {client_max}"
+            );
+            conn.close(0u32.into(), b"done");
+            dialer.wait_idle().await;
+            endpoint.close(0u32.into(), b"done");
+        }
+        // A build from before negotiation offers the bare token only.
+        let (endpoint, addr) = server_up_to(&keys, TEST_VERSION);
+        let old = client(client_config(&key(1), &identity()).expect("config"));
+        let conn = exchange(&old, addr).await.expect("an old build connects");
+        assert_eq!(connection_version(&conn), VERSION);
+        endpoint.close(0u32.into(), b"done");
     }
 
     #[tokio::test]

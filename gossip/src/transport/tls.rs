@@ -46,8 +46,51 @@ use crate::proto::message::ClusterId;
 /// node certificate carries it as its DNS subject alternative name.
 pub const SERVER_NAME: &str = "ringkv";
 
-/// The ALPN protocol both sides offer and require.
+/// The ALPN protocol both sides offer and require: wire version 3, the
+/// token every build since the first offers.
 pub const ALPN: &[u8] = b"ringkv/1";
+
+/// The ALPN tokens of a peer speaking wire versions
+/// `codec::MIN_VERSION..=max`, newest first: [`ALPN`] for version 3 (so
+/// builds from before negotiation still connect), `ringkv/1+w<v>` above.
+/// rustls picks the server's first token the client also offers, so a
+/// connection speaks the highest version both ends do
+/// (docs/upgrades.md).
+pub fn alpn_protocols(max: u8) -> Vec<Vec<u8>> {
+    let max = max.min(crate::proto::codec::MAX_KNOWN_VERSION);
+    (crate::proto::codec::MIN_VERSION..=max)
+        .rev()
+        .map(|v| {
+            if v <= crate::proto::codec::VERSION {
+                ALPN.to_vec()
+            } else {
+                format!("ringkv/1+w{v}").into_bytes()
+            }
+        })
+        .collect()
+}
+
+/// The wire version an ALPN token agreed on; `None` for a token this
+/// build does not know.
+pub fn alpn_version(token: &[u8]) -> Option<u8> {
+    if token == ALPN {
+        return Some(crate::proto::codec::VERSION);
+    }
+    let v: u8 = std::str::from_utf8(token.strip_prefix(b"ringkv/1+w")?)
+        .ok()?
+        .parse()
+        .ok()?;
+    (v > crate::proto::codec::VERSION && v <= crate::proto::codec::MAX_KNOWN_VERSION).then_some(v)
+}
+
+/// The wire version `conn` negotiated (its ALPN token); version 3 when
+/// the handshake data says nothing this build knows.
+pub fn connection_version(conn: &quinn::Connection) -> u8 {
+    conn.handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol.as_deref().and_then(alpn_version))
+        .unwrap_or(crate::proto::codec::VERSION)
+}
 
 /// Prefix of a [`ClusterKey`]'s text form; the `1` is the format version.
 const KEY_TEXT_PREFIX: &str = "rkv1-";
@@ -509,6 +552,29 @@ pub(crate) fn hex_value(c: u8) -> Option<u8> {
 
 fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
     bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+}
+
+#[cfg(test)]
+mod alpn_tests {
+    use super::*;
+    use crate::proto::codec::{TEST_VERSION, VERSION};
+
+    #[test]
+    fn alpn_tokens_are_newest_first_and_keep_the_old_token_for_version_3() {
+        assert_eq!(alpn_protocols(VERSION), vec![ALPN.to_vec()]);
+        assert_eq!(
+            alpn_protocols(TEST_VERSION),
+            vec![b"ringkv/1+w4".to_vec(), ALPN.to_vec()]
+        );
+        for token in alpn_protocols(TEST_VERSION) {
+            assert!(alpn_version(&token).is_some());
+        }
+        assert_eq!(alpn_version(ALPN), Some(VERSION));
+        assert_eq!(alpn_version(b"ringkv/1+w4"), Some(TEST_VERSION));
+        for unknown in [&b"ringkv/1+w5"[..], b"ringkv/1+w3", b"ringkv/2", b"h3"] {
+            assert_eq!(alpn_version(unknown), None);
+        }
+    }
 }
 
 #[cfg(test)]

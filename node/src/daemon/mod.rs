@@ -280,15 +280,16 @@ fn endpoint(
     opened: &Opened,
     socket: std::net::UdpSocket,
     faults: Option<Arc<FaultSwitch>>,
+    protocol_max: u8,
 ) -> Result<(quinn::Endpoint, quinn::ClientConfig)> {
     let mut server = opened
         .tls
-        .server_config()
+        .server_config_up_to(protocol_max)
         .context("cannot build the TLS server config")?;
     server.transport_config(Arc::new(transport_config()));
     let mut client = opened
         .tls
-        .client_config()
+        .client_config_up_to(protocol_max)
         .context("cannot build the TLS client config")?;
     client.transport_config(Arc::new(transport_config()));
     let endpoint = gossip_rt
@@ -448,7 +449,14 @@ pub async fn start(settings: Settings, listeners: Listeners) -> Result<Peer> {
     if faults.is_some() {
         warn!("fault injection is on (--testbed-faults): the admin HTTP can drop and delay this peer's traffic");
     }
-    let (endpoint, client) = endpoint(&gossip_rt, &opened, socket, faults.clone())?;
+    let protocol_max = protocol_max(std::env::var(TEST_PROTOCOL_ENV).ok().as_deref())?;
+    if protocol_max != codec::VERSION {
+        warn!(
+            protocol_max,
+            "{TEST_PROTOCOL_ENV} is set: speaking a test-only wire version"
+        );
+    }
+    let (endpoint, client) = endpoint(&gossip_rt, &opened, socket, faults.clone(), protocol_max)?;
     let advertise = settings.advertise.unwrap_or(local);
     if advertise.ip().is_unspecified() {
         bail!(
@@ -463,13 +471,6 @@ pub async fn start(settings: Settings, listeners: Listeners) -> Result<Peer> {
     let admin = bind_admin(&settings, listeners.admin).await?;
     let resp = bind_resp(&settings, listeners.resp).await?;
     let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
-    let protocol_max = protocol_max(std::env::var(TEST_PROTOCOL_ENV).ok().as_deref())?;
-    if protocol_max != codec::VERSION {
-        warn!(
-            protocol_max,
-            "{TEST_PROTOCOL_ENV} is set: speaking a test-only wire version"
-        );
-    }
     let swim = swim(
         &settings,
         &opened,
