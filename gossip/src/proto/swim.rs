@@ -121,7 +121,13 @@ pub struct Stats {
     pub stalls: u64,
     /// Statements dropped, by reason (unsigned, forged, too big a jump...).
     pub rejected: Rejections,
+    /// Messages decoded, by wire version (`[v - MIN_VERSION]`): shows when
+    /// a rolled cluster has switched to a new version.
+    pub received_by_version: [u64; VERSIONS],
 }
+
+/// Wire versions this build knows: `MIN_VERSION..=MAX_KNOWN_VERSION`.
+pub const VERSIONS: usize = (codec::MAX_KNOWN_VERSION - codec::MIN_VERSION + 1) as usize;
 
 /// Where an update came from; push-pull states are weaker evidence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -438,7 +444,16 @@ impl<R: RngCore> Swim<R> {
         self.stats.messages_received += 1;
         self.stats.bytes_received += bytes.len() as u64;
         let env = match codec::decode_versioned(bytes, limit, self.config.protocol_max) {
-            Ok((env, _version)) => env,
+            Ok((env, version)) => {
+                if let Some(n) = self
+                    .stats
+                    .received_by_version
+                    .get_mut(usize::from(version - codec::MIN_VERSION))
+                {
+                    *n += 1;
+                }
+                env
+            }
             Err(e) => {
                 self.stats.decode_errors += 1;
                 return Err(e);

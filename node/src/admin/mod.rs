@@ -242,6 +242,11 @@ fn record_gossip(st: &GossipStats, transport: &TransportStats) {
     metrics::counter!("ringkv_gossip_messages_received_total").absolute(st.messages_received);
     metrics::counter!("ringkv_gossip_bytes_received_total").absolute(st.bytes_received);
     metrics::counter!("ringkv_gossip_decode_errors_total").absolute(st.decode_errors);
+    for (i, n) in st.received_by_version.iter().enumerate() {
+        let version = (usize::from(ringkv_gossip::proto::codec::MIN_VERSION) + i).to_string();
+        metrics::counter!("ringkv_gossip_received_by_version_total", "version" => version)
+            .absolute(*n);
+    }
     metrics::counter!("ringkv_gossip_foreign_dropped_total").absolute(st.foreign_dropped);
     metrics::counter!("ringkv_stalls_total").absolute(st.stalls);
     // Membership statements dropped: unsigned, forged, wild incarnations or

@@ -65,6 +65,78 @@ impl<C: KvClient> Ctx<C> {
         )
     }
 
+    /// Gossip received per wire version, by every running peer: name →
+    /// (version → count), from `/metrics`.
+    fn received_by_version(&self) -> Vec<(String, Vec<(u8, f64)>)> {
+        let peers: Vec<_> = {
+            let tb = self.tb.lock().expect("not poisoned");
+            (0..tb.state.peers.len())
+                .filter(|&i| tb.process(i) == ProcState::Running)
+                .map(|i| tb.state.peers[i].clone())
+                .collect()
+        };
+        let prefix = "ringkv_gossip_received_by_version_total{version=\"";
+        peers
+            .into_iter()
+            .map(|p| {
+                let text = crate::http::get(p.admin, "/metrics").unwrap_or_default();
+                let counts = text
+                    .lines()
+                    .filter_map(|l| {
+                        let (v, n) = l.strip_prefix(prefix)?.split_once("\"}")?;
+                        Some((v.parse().ok()?, n.trim().parse().ok()?))
+                    })
+                    .collect();
+                (p.name, counts)
+            })
+            .collect()
+    }
+
+    /// Waits until, over one second, every running peer received gossip
+    /// at version `v` and at no other.
+    pub(super) fn expect_wire_version(&self, v: u8, limit: Duration) -> Result<String> {
+        let start = Instant::now();
+        let mut last = String::from("no sample yet");
+        while start.elapsed() < limit {
+            let before = self.received_by_version();
+            std::thread::sleep(Duration::from_secs(1));
+            let after = self.received_by_version();
+            let mut off = Vec::new();
+            for (name, counts) in &after {
+                let old = before.iter().find(|(n, _)| n == name).map(|(_, c)| c);
+                let delta = |version: u8| {
+                    let now = counts
+                        .iter()
+                        .find(|(x, _)| *x == version)
+                        .map_or(0.0, |c| c.1);
+                    let then = old
+                        .and_then(|c| c.iter().find(|(x, _)| *x == version))
+                        .map_or(0.0, |c| c.1);
+                    now - then
+                };
+                let others: f64 = counts
+                    .iter()
+                    .filter(|(x, _)| *x != v)
+                    .map(|(x, _)| delta(*x))
+                    .sum();
+                if delta(v) <= 0.0 || others > 0.0 {
+                    off.push(format!("{name} ({} at {v}, {others} at others)", delta(v)));
+                }
+            }
+            if off.is_empty() && !after.is_empty() {
+                return Ok(format!(
+                    "every peer receives version {v} only, after {:.2} s",
+                    start.elapsed().as_secs_f64()
+                ));
+            }
+            last = off.join(", ");
+        }
+        bail!(
+            "not all on wire version {v} within {:.0} s: {last}",
+            limit.as_secs_f64()
+        )
+    }
+
     pub(super) fn expect_state(
         &self,
         name: &str,

@@ -342,6 +342,7 @@ impl<C: KvClient> Ctx<C> {
                 format!("converged after {:.2} s", took.as_secs_f64())
             }
             Step::ExpectHandoff(limit) => self.expect_handoff(*limit)?,
+            Step::ExpectWireVersion(v, limit) => self.expect_wire_version(*v, *limit)?,
             Step::ExpectState {
                 node,
                 state,

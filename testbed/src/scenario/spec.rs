@@ -140,6 +140,10 @@ pub enum Step {
     /// Every running peer holds every range of its ring (handoff done),
     /// within a bound.
     ExpectHandoff(Duration),
+    /// Every running peer receives gossip at this wire version only (its
+    /// `ringkv_gossip_received_by_version_total` counters over one second),
+    /// within a bound: a rolled cluster has switched.
+    ExpectWireVersion(u8, Duration),
     /// Every other running peer (or those listed) sees a peer in a
     /// state, within a bound.
     ExpectState {
@@ -188,6 +192,9 @@ impl fmt::Display for Step {
             Self::LoadStop => write!(f, "load stop"),
             Self::ExpectConverged(d) => write!(f, "expect converged within {}", secs(d)),
             Self::ExpectHandoff(d) => write!(f, "expect handoff within {}", secs(d)),
+            Self::ExpectWireVersion(v, d) => {
+                write!(f, "expect wire version {v} within {}", secs(d))
+            }
             Self::ExpectState {
                 node,
                 state,
@@ -286,6 +293,11 @@ impl FromStr for Step {
             "expect" => match words.as_slice() {
                 [_, "converged", "within", d] => Ok(Self::ExpectConverged(duration(d)?)),
                 [_, "handoff", "within", d] => Ok(Self::ExpectHandoff(duration(d)?)),
+                [_, "wire", "version", v, "within", d] => Ok(Self::ExpectWireVersion(
+                    v.parse()
+                        .map_err(|_| anyhow::anyhow!("{s:?}: {v:?} is not a wire version"))?,
+                    duration(d)?,
+                )),
                 [_, n, st @ ("alive" | "suspect" | "dead" | "left"), rest @ ..] => {
                     let (from, d) = match rest {
                         ["within", d] => (Vec::new(), d),
@@ -384,6 +396,7 @@ mod tests {
             "load start",
             "load stop",
             "expect converged within 30s",
+            "expect wire version 4 within 10s",
             "expect p3 dead within 15s",
             "expect p1 dead from p3,p4 within 20s",
             "check",
