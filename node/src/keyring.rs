@@ -55,7 +55,18 @@ impl Op {
         Ok(match op {
             KeyringOp::List => Self::List,
             KeyringOp::Install(key) => {
-                Self::Install(ClusterKey::parse(&key.0).map_err(|e| refused(&e))?)
+                let key = ClusterKey::parse(&key.0).map_err(|e| refused(&e))?;
+                if key.looks_weak() {
+                    return Err(RequestError::new(
+                        ErrorKind::Refused,
+                        format!(
+                            "refusing a key that is not random (fewer than {} distinct bytes \
+                             of 32): generate one with `ringkv keygen`",
+                            ClusterKey::DISTINCT_BYTES_MIN
+                        ),
+                    ));
+                }
+                Self::Install(key)
             }
             KeyringOp::Use(fp) => Self::Use(Fingerprint::parse(fp).map_err(|e| refused(&e))?),
             KeyringOp::Remove(fp) => Self::Remove(Fingerprint::parse(fp).map_err(|e| refused(&e))?),
