@@ -38,7 +38,7 @@ pub(crate) struct PeerKeyring {
 }
 
 /// A checked operation.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Op {
     List,
     Install(ClusterKey),
@@ -120,12 +120,12 @@ impl PeerKeyring {
             Op::Remove(fp) => next.remove(fp).map_err(refused)?,
         };
         if change == Change::Changed {
+            // Build the new TLS material first (the step that can fail),
+            // then store the file, then switch (which cannot fail): the
+            // data dir and the handshakes never disagree, whatever fails.
+            let prepared = self.tls.prepare(&next)?;
             self.dir.store_keyring(&next)?;
-            if let Err(e) = self.tls.set(&next) {
-                // Put the file back as it was: nothing changed.
-                self.dir.store_keyring(&keyring)?;
-                return Err(e.into());
-            }
+            self.tls.commit(prepared);
             *keyring = next.clone();
             info!(
                 op = op.name(),
@@ -157,6 +157,25 @@ impl PeerKeyring {
             },
         }
     }
+}
+
+/// [`PeerKeyring::apply_row`] on a blocking thread: storing the keyring
+/// writes and fsyncs a file, which must not stall an async worker.
+async fn apply_here(kv: &Arc<Kv>, op: &Op, name: &str, addr: SocketAddr) -> KeyringRow {
+    let (kv, op, name) = (kv.clone(), op.clone(), name.to_owned());
+    let failed_name = name.clone();
+    tokio::task::spawn_blocking(move || kv.keyring.as_ref().map(|k| k.apply_row(&op, &name, addr)))
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| KeyringRow {
+            name: failed_name,
+            addr: addr.to_string(),
+            changed: None,
+            error: Some("the keyring change did not run (the peer is stopping)".to_owned()),
+            primary: None,
+            keys: Vec::new(),
+        })
 }
 
 fn full_fingerprints(keyring: &Keyring) -> Vec<String> {
@@ -207,7 +226,7 @@ pub(crate) async fn handle(
     let me = (&view.me.meta.name, view.me.meta.addr);
     if !cluster {
         return Ok(KeyringReply {
-            members: vec![keyring.apply_row(&parsed, me.0, me.1)],
+            members: vec![apply_here(kv, &parsed, me.0, me.1).await],
         });
     }
     let others: Vec<(String, SocketAddr)> = view
@@ -281,7 +300,7 @@ pub(crate) async fn handle(
             .into());
         }
     }
-    let mut members = vec![keyring.apply_row(&parsed, me.0, me.1)];
+    let mut members = vec![apply_here(kv, &parsed, me.0, me.1).await];
     members.extend(fan_out(kv, &others, op).await);
     Ok(KeyringReply { members })
 }
