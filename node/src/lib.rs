@@ -80,6 +80,7 @@ mod keyargs;
 mod keyring;
 mod mutation;
 mod readiness;
+mod removenode;
 mod resp;
 mod revocation;
 mod ring_view;

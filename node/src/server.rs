@@ -137,6 +137,7 @@ fn kind(request: &api::Request) -> &'static str {
         R::Time => "clock probe",
         R::Revoke { .. } => "revoke",
         R::Keyring { .. } => "keyring",
+        R::RemoveNode { .. } => "removenode",
     }
 }
 
@@ -176,6 +177,9 @@ async fn dispatch(
         R::Revoke { name } => reply(handoff.revoke(&name, kv.wall_ms() / 1000).await),
         R::Keyring { op, cluster } => {
             within(async { reply(crate::keyring::handle(kv, view, op, cluster).await) }).await
+        }
+        R::RemoveNode { node, cluster } => {
+            within(async { reply(crate::removenode::handle(kv, view, &node, cluster).await) }).await
         }
         request @ (R::RangePage { .. }
         | R::RangeSummary { .. }

@@ -45,8 +45,16 @@ fn summary(r: &HandoffReply) -> String {
         ),
         (None, _) => "no ring yet".to_owned(),
     };
+    let removed = if r.removed.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "removed from the ring by an operator (removenode), still dead: {}\n",
+            r.removed.join(", ")
+        )
+    };
     format!(
-        "{state}\nmoved: {} keys, {} in {} range(s); anti-entropy repairs: {}; dropped: {} record(s) in {} range(s)\n",
+        "{state}\nmoved: {} keys, {} in {} range(s); anti-entropy repairs: {}; dropped: {} record(s) in {} range(s)\n{removed}",
         r.keys_moved,
         human_bytes(r.bytes_moved),
         r.ranges_completed,

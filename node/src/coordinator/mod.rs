@@ -14,6 +14,8 @@ mod mutation_tests;
 pub(crate) mod plan;
 #[cfg(test)]
 mod real_time_tests;
+#[cfg(test)]
+mod removenode_tests;
 mod replica;
 #[cfg(test)]
 mod roles_tests;

@@ -567,6 +567,14 @@ impl Handoff {
             repairs: self.repairs.load(Relaxed),
             ranges_dropped: self.ranges_dropped.load(Relaxed),
             records_dropped: self.records_dropped.load(Relaxed),
+            removed: {
+                let removed = self.kv.removals.current();
+                view.members
+                    .iter()
+                    .filter(|m| removed.contains(&m.id))
+                    .map(|m| m.meta.name.clone())
+                    .collect()
+            },
         }
     }
 }

@@ -90,6 +90,34 @@ pub(crate) enum Request {
     /// The keyring (peers only: an operator with the cluster key). With
     /// `cluster`, this peer does it on every live member and reports each.
     Keyring { op: KeyringOp, cluster: bool },
+    /// Drop a dead member from the ring now, before its dead grace ends
+    /// (peers only: an operator with the cluster key). `node` is its name
+    /// or 8 to 32 hex digits of its id. With `cluster`, this peer does it
+    /// on every live member and reports each ([`crate::removenode`]).
+    RemoveNode { node: String, cluster: bool },
+}
+
+/// One member's answer to [`Request::RemoveNode`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RemoveNodeRow {
+    /// The member's name and address.
+    pub(crate) name: String,
+    pub(crate) addr: String,
+    /// Whether its ring dropped the member now (`Some(false)`: it had
+    /// already, or the member left; `None`: refused, see `error`).
+    pub(crate) changed: Option<bool>,
+    /// Why it refused (nothing changed on that member).
+    pub(crate) error: Option<String>,
+}
+
+/// Answer to [`Request::RemoveNode`]: the member removed and one row per
+/// member asked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RemoveNodeReply {
+    /// The removed member's name and full id.
+    pub(crate) name: String,
+    pub(crate) id: String,
+    pub(crate) members: Vec<RemoveNodeRow>,
 }
 
 /// What [`Request::Keyring`] does ([`crate::keyring`]).
@@ -231,6 +259,9 @@ pub(crate) struct HandoffReply {
     pub(crate) repairs: u64,
     pub(crate) ranges_dropped: u64,
     pub(crate) records_dropped: u64,
+    /// Dead members an operator removed from this peer's ring
+    /// (`ringkv removenode`), by name.
+    pub(crate) removed: Vec<String>,
 }
 
 /// One hot key, as `ringkv hot` shows it.
