@@ -138,6 +138,7 @@ fn kind(request: &api::Request) -> &'static str {
         R::Revoke { .. } => "revoke",
         R::Keyring { .. } => "keyring",
         R::RemoveNode { .. } => "removenode",
+        R::Repair { .. } => "repair",
     }
 }
 
@@ -150,7 +151,7 @@ async fn dispatch(
     view: &View,
     ring: &RingState,
     kv: &Arc<Kv>,
-    handoff: &Handoff,
+    handoff: &Arc<Handoff>,
 ) -> Vec<u8> {
     use api::Request as R;
     match request {
@@ -178,6 +179,11 @@ async fn dispatch(
         R::Keyring { op, cluster } => {
             within(async { reply(crate::keyring::handle(kv, view, op, cluster).await) }).await
         }
+        R::Repair { range, key } => reply(
+            handoff
+                .start_repair(range, key)
+                .map_err(anyhow::Error::from),
+        ),
         R::RemoveNode { node, cluster } => {
             within(async { reply(crate::removenode::handle(kv, view, &node, cluster).await) }).await
         }

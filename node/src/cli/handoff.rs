@@ -53,8 +53,13 @@ fn summary(r: &HandoffReply) -> String {
             r.removed.join(", ")
         )
     };
+    let repair = r
+        .repair
+        .as_ref()
+        .map(|row| super::repair::describe(row) + "\n")
+        .unwrap_or_default();
     format!(
-        "{state}\nmoved: {} keys, {} in {} range(s); anti-entropy repairs: {}; dropped: {} record(s) in {} range(s)\n{removed}",
+        "{state}\nmoved: {} keys, {} in {} range(s); anti-entropy repairs: {}; dropped: {} record(s) in {} range(s)\n{removed}{repair}",
         r.keys_moved,
         human_bytes(r.bytes_moved),
         r.ranges_completed,

@@ -7,6 +7,7 @@ pub(crate) mod handoff;
 pub(crate) mod keyring;
 pub(crate) mod kv;
 pub(crate) mod removenode;
+pub(crate) mod repair;
 pub(crate) mod ring;
 pub(crate) mod table;
 pub(crate) mod testbed;

@@ -16,6 +16,8 @@ pub(crate) mod plan;
 mod real_time_tests;
 #[cfg(test)]
 mod removenode_tests;
+#[cfg(test)]
+mod repair_tests;
 mod replica;
 #[cfg(test)]
 mod roles_tests;

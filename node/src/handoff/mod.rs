@@ -48,6 +48,7 @@ use crate::shared::Kv;
 mod anti_entropy;
 pub(crate) mod check;
 mod phase;
+mod repair;
 mod serve;
 mod transfer;
 
@@ -154,6 +155,8 @@ pub(crate) struct Handoff {
     repairs: AtomicU64,
     ranges_dropped: AtomicU64,
     records_dropped: AtomicU64,
+    /// `ringkv repair`'s run.
+    repair: Mutex<repair::RepairState>,
 }
 
 impl Handoff {
@@ -190,6 +193,7 @@ impl Handoff {
             repairs: AtomicU64::new(0),
             ranges_dropped: AtomicU64::new(0),
             records_dropped: AtomicU64::new(0),
+            repair: Mutex::default(),
         })
     }
 
@@ -575,6 +579,7 @@ impl Handoff {
                     .map(|m| m.meta.name.clone())
                     .collect()
             },
+            repair: self.repair_report(),
         }
     }
 }

@@ -95,6 +95,34 @@ pub(crate) enum Request {
     /// or 8 to 32 hex digits of its id. With `cluster`, this peer does it
     /// on every live member and reports each ([`crate::removenode`]).
     RemoveNode { node: String, cluster: bool },
+    /// Anti-entropy now over this peer's ranges (those overlapping
+    /// `range`, or holding `key`, when given), in the background; its
+    /// progress is in [`HandoffReply::repair`] (peers only).
+    Repair {
+        range: Option<TokenRange>,
+        key: Option<Vec<u8>>,
+    },
+}
+
+/// A repair run (`ringkv repair`), as `ringkv handoff` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RepairRow {
+    /// Whether it is still going.
+    pub(crate) running: bool,
+    /// This peer's ranges it covers, and how many are done.
+    pub(crate) ranges_total: u64,
+    pub(crate) ranges_done: u64,
+    /// Comparisons with another replica made, and how many differed.
+    pub(crate) compared: u64,
+    pub(crate) differed: u64,
+    /// Records pulled because another replica held a newer one.
+    pub(crate) records: u64,
+    /// Comparisons that failed (no answer, no live replica), and the
+    /// first few reasons.
+    pub(crate) failed: u64,
+    pub(crate) failures: Vec<String>,
+    /// Seconds since it started (until it ended, once it did).
+    pub(crate) elapsed: f64,
 }
 
 /// One member's answer to [`Request::RemoveNode`].
@@ -262,6 +290,8 @@ pub(crate) struct HandoffReply {
     /// Dead members an operator removed from this peer's ring
     /// (`ringkv removenode`), by name.
     pub(crate) removed: Vec<String>,
+    /// The current or last repair run (`ringkv repair`).
+    pub(crate) repair: Option<RepairRow>,
 }
 
 /// One hot key, as `ringkv hot` shows it.
