@@ -139,6 +139,7 @@ fn kind(request: &api::Request) -> &'static str {
         R::Keyring { .. } => "keyring",
         R::RemoveNode { .. } => "removenode",
         R::Repair { .. } => "repair",
+        R::Transfers(_) => "transfers",
     }
 }
 
@@ -184,6 +185,7 @@ async fn dispatch(
                 .start_repair(range, key)
                 .map_err(anyhow::Error::from),
         ),
+        R::Transfers(op) => reply(handoff.transfers(&op).map_err(anyhow::Error::from)),
         R::RemoveNode { node, cluster } => {
             within(async { reply(crate::removenode::handle(kv, view, &node, cluster).await) }).await
         }

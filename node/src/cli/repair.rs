@@ -47,7 +47,7 @@ pub(crate) struct RepairArgs {
 /// Anything else.
 pub(crate) fn parse_range(text: &str) -> Result<TokenRange> {
     let bad = || {
-        format!("--range {text:?}: expected (START, END] with 16 hex digits each, as `ringkv handoff` shows ranges")
+        format!("range {text:?}: expected (START, END] with 16 hex digits each, as `ringkv handoff` shows ranges")
     };
     let inner = text
         .trim()

@@ -25,6 +25,8 @@ mod roles_tests;
 mod rotation_tests;
 #[cfg(test)]
 mod test_peers;
+#[cfg(test)]
+mod transfer_control_tests;
 
 use std::sync::Arc;
 

@@ -292,6 +292,14 @@ impl Handoff {
             let records = accept_page(range, asked.as_deref(), &page, max_bytes as usize)
                 .map_err(|e| anyhow!("{}: {e:#}", source.name))?;
             if let Some(after) = &page.next {
+                if let Err(e) = self.gate(range).await {
+                    // Cancelled: what was applied stays; the checkpoint of
+                    // the page before is kept, so nothing is skipped.
+                    if let Some(previous) = flushing.take() {
+                        self.checkpoint(range, name, cp, previous).await?;
+                    }
+                    return Err(e);
+                }
                 next = Some(fetch(Some(after.clone())));
                 asked = Some(after.clone());
             }
@@ -361,6 +369,7 @@ impl Handoff {
         let mut after: Option<Vec<u8>> = None;
         let mut changed = 0;
         loop {
+            self.gate(range).await?;
             let page: VersionsReply = self
                 .ask(
                     source,

@@ -102,6 +102,21 @@ pub(crate) enum Request {
         range: Option<TokenRange>,
         key: Option<Vec<u8>>,
     },
+    /// Pause, resume or cancel this peer's transfers (peers only);
+    /// answered with the handoff report after it.
+    Transfers(TransferOp),
+}
+
+/// What [`Request::Transfers`] does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum TransferOp {
+    /// No new page is asked for until resumed (checkpoints stay).
+    Pause,
+    /// Pages are asked for again, from the checkpoints.
+    Resume,
+    /// The transfer of this range stops taking pages from its source; it
+    /// goes on from its checkpoint with the next holder (or later).
+    Cancel(TokenRange),
 }
 
 /// A repair run (`ringkv repair`), as `ringkv handoff` shows it.
@@ -292,6 +307,10 @@ pub(crate) struct HandoffReply {
     pub(crate) removed: Vec<String>,
     /// The current or last repair run (`ringkv repair`).
     pub(crate) repair: Option<RepairRow>,
+    /// Whether an operator paused the transfers (`ringkv handoff --pause`).
+    pub(crate) paused: bool,
+    /// Transfers an operator cancelled since start.
+    pub(crate) cancelled: u64,
 }
 
 /// One hot key, as `ringkv hot` shows it.
