@@ -28,6 +28,44 @@ use crate::rpc::api::{
 use crate::rpc::codec;
 use crate::shared::Kv;
 
+/// The removals, shared by the request that makes them and the task that
+/// builds the ring, which it wakes.
+#[derive(Debug, Default)]
+pub(crate) struct Removals {
+    set: std::sync::Mutex<crate::ring_view::Removed>,
+    changed: tokio::sync::Notify,
+}
+
+impl Removals {
+    /// Removes `id` from the ring now; `false` if it was removed already.
+    pub(crate) fn remove(&self, id: NodeId) -> bool {
+        let added = self.lock().insert(id);
+        self.changed.notify_one();
+        added
+    }
+
+    /// The members removed and still dead, as far as the ring builder saw.
+    pub(crate) fn current(&self) -> crate::ring_view::Removed {
+        self.lock().clone()
+    }
+
+    /// Runs `f` on the set (the ring builder's update).
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut crate::ring_view::Removed) -> T) -> T {
+        f(&mut self.lock())
+    }
+
+    /// Resolves once [`Removals::remove`] was called after the last wait.
+    pub(crate) async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, crate::ring_view::Removed> {
+        self.set
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// How long a member is given to answer.
 const MEMBER_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -60,7 +60,7 @@ pub(crate) struct Kv {
     pub(crate) keyring: Option<crate::keyring::PeerKeyring>,
     /// Dead members removed from the ring by an operator
     /// (`ringkv removenode`), read by the ring builder.
-    pub(crate) removals: Arc<crate::ring_view::Removals>,
+    pub(crate) removals: Arc<crate::removenode::Removals>,
 }
 
 impl Kv {

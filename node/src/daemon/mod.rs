@@ -503,7 +503,7 @@ impl Serve {
             handle.view.clone(),
         );
         let mut tasks = Tasks::new();
-        let removals = Arc::new(crate::ring_view::Removals::default());
+        let removals = Arc::new(crate::removenode::Removals::default());
         let ring_rx = tasks::ring_builder(
             &mut tasks,
             handle.view.clone(),
@@ -639,7 +639,7 @@ fn shared(
     handle: &Handle,
     ring: tokio::sync::watch::Receiver<Arc<crate::ring_view::RingState>>,
     peers: Peers,
-    removals: Arc<crate::ring_view::Removals>,
+    removals: Arc<crate::removenode::Removals>,
 ) -> (Arc<Kv>, Arc<Handoff>, DataDir) {
     let mut kv = Kv::new(
         opened.id,

@@ -79,7 +79,7 @@ pub(super) fn ring_builder(
     tasks: &mut Tasks,
     mut view: watch::Receiver<Arc<View>>,
     grace: Duration,
-    removals: Arc<ring_view::Removals>,
+    removals: Arc<crate::removenode::Removals>,
 ) -> watch::Receiver<Arc<RingState>> {
     let (tx, rx) = watch::channel(Arc::new(RingState::default()));
     tasks.spawn("ring builder", async move {
