@@ -68,23 +68,8 @@ async fn repair(p: &Peer, key: &ClusterKey, req: &Request) -> RepairRow {
 async fn repair_pulls_what_only_another_replica_holds_and_reports_its_progress() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (peers, key) = cluster(dir.path(), 3, &["--anti-entropy-interval", "0s"]).await;
-    // Three peers, three replicas: every key is on every peer. Records
-    // written to p1 alone, as by a coordinator that died after one write.
-    let mut clock = Clock::new(peers[0].addrs().id, 1, Hlc::default());
-    let mut written = Vec::new();
-    for i in 0..20 {
-        let k = format!("lone{i}").into_bytes();
-        let record = Record::put(
-            b"only on p1".to_vec(),
-            clock.tick(WallClock::system().now_ms()),
-        );
-        apply(&peers[0], &key, &k, &record).await;
-        written.push((k, record));
-    }
-    for (k, _) in &written {
-        assert_eq!(held(&peers[1], &key, k).await, None);
-    }
-    // Every peer holds its ranges (a peer still receiving serves none).
+    // Every peer holds its ranges first: a peer still receiving serves
+    // none, and a joiner's pull would copy the records written below.
     let deadline = Instant::now() + WAIT;
     for p in &peers {
         loop {
@@ -101,6 +86,22 @@ async fn repair_pulls_what_only_another_replica_holds_and_reports_its_progress()
         }
     }
 
+    // Three peers, three replicas: every key is on every peer. Records
+    // written to p1 alone, as by a coordinator that died after one write.
+    let mut clock = Clock::new(peers[0].addrs().id, 1, Hlc::default());
+    let mut written = Vec::new();
+    for i in 0..20 {
+        let k = format!("lone{i}").into_bytes();
+        let record = Record::put(
+            b"only on p1".to_vec(),
+            clock.tick(WallClock::system().now_ms()),
+        );
+        apply(&peers[0], &key, &k, &record).await;
+        written.push((k, record));
+    }
+    for (k, _) in &written {
+        assert_eq!(held(&peers[1], &key, k).await, None);
+    }
     // Narrowed to one key: one range.
     let one = repair(
         &peers[1],
