@@ -63,6 +63,8 @@
 #![warn(missing_docs)]
 
 mod admin;
+#[doc(hidden)]
+pub mod attack;
 mod cli;
 mod clock_offset;
 pub mod command;
