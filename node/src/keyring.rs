@@ -20,10 +20,7 @@ use ringkv_gossip::{ClusterKey, State};
 use tracing::info;
 
 use crate::datadir::DataDir;
-use crate::rpc::api::{
-    ErrorKind, KeyringOp, KeyringReply, KeyringRow, Reply, Request, RequestError, REPLY_MAX,
-};
-use crate::rpc::codec;
+use crate::rpc::api::{ErrorKind, KeyringOp, KeyringReply, KeyringRow, Request, RequestError};
 use crate::shared::Kv;
 
 /// How long a member asked by the fan-out has to answer.
@@ -308,45 +305,27 @@ pub(crate) async fn handle(
 /// `op` on each of `members` (this peer only, each), side by side; a
 /// member that fails or does not answer gets a row with the error.
 async fn fan_out(kv: &Arc<Kv>, members: &[(String, SocketAddr)], op: KeyringOp) -> Vec<KeyringRow> {
-    let mut asks = tokio::task::JoinSet::new();
-    for (i, (name, addr)) in members.iter().enumerate() {
-        let (kv, name, addr) = (kv.clone(), name.clone(), *addr);
-        let req = Request::Keyring {
-            op: op.clone(),
-            cluster: false,
-        };
-        asks.spawn(async move {
-            let failed = |error: String| KeyringRow {
-                name: name.clone(),
-                addr: addr.to_string(),
-                changed: None,
-                error: Some(error),
-                primary: None,
-                keys: Vec::new(),
-            };
-            let row = match kv.peers.request_within(addr, &req, MEMBER_TIMEOUT).await {
-                Err(e) => failed(format!("{e:#}")),
-                Ok(bytes) => match codec::decode::<Reply<KeyringReply>>(&bytes, REPLY_MAX) {
-                    Err(e) => failed(format!("bad answer: {e:#}")),
-                    Ok(Reply::Err { message, .. }) => failed(message),
-                    Ok(Reply::Ok(mut reply)) => match reply.members.pop() {
-                        Some(mut row) => {
-                            row.name = name.clone();
-                            row
-                        }
-                        None => failed("an empty answer".to_owned()),
-                    },
+    let req = Request::Keyring { op, cluster: false };
+    crate::fanout::ask_all::<KeyringReply>(kv, members, &req, MEMBER_TIMEOUT)
+        .await
+        .into_iter()
+        .map(|(name, addr, answer)| {
+            match answer
+                .and_then(|mut r| r.members.pop().ok_or_else(|| "an empty answer".to_owned()))
+            {
+                Ok(mut row) => {
+                    row.name = name;
+                    row
+                }
+                Err(error) => KeyringRow {
+                    name,
+                    addr: addr.to_string(),
+                    changed: None,
+                    error: Some(error),
+                    primary: None,
+                    keys: Vec::new(),
                 },
-            };
-            (i, row)
-        });
-    }
-    let mut rows: Vec<(usize, KeyringRow)> = Vec::new();
-    while let Some(done) = asks.join_next().await {
-        if let Ok(r) = done {
-            rows.push(r);
-        }
-    }
-    rows.sort_by_key(|(i, _)| *i);
-    rows.into_iter().map(|(_, r)| r).collect()
+            }
+        })
+        .collect()
 }

@@ -73,6 +73,7 @@ mod coordinator;
 pub mod daemon;
 mod datadir;
 mod disk;
+mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handoff;

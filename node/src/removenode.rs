@@ -22,10 +22,7 @@ use ringkv_gossip::runner::View;
 use ringkv_gossip::{Member, NodeId, State};
 use tracing::info;
 
-use crate::rpc::api::{
-    ErrorKind, RemoveNodeReply, RemoveNodeRow, Reply, Request, RequestError, REPLY_MAX,
-};
-use crate::rpc::codec;
+use crate::rpc::api::{ErrorKind, RemoveNodeReply, RemoveNodeRow, Request, RequestError};
 use crate::shared::Kv;
 
 /// The removals, shared by the request that makes them and the task that
@@ -207,43 +204,28 @@ async fn fan_out(
     members: &[(String, SocketAddr)],
     id: &NodeId,
 ) -> Vec<RemoveNodeRow> {
-    let mut asks = tokio::task::JoinSet::new();
-    for (i, (name, addr)) in members.iter().enumerate() {
-        let (kv, name, addr) = (kv.clone(), name.clone(), *addr);
-        let req = Request::RemoveNode {
-            node: id.to_string(),
-            cluster: false,
-        };
-        asks.spawn(async move {
-            let failed = |error: String| RemoveNodeRow {
-                name: name.clone(),
-                addr: addr.to_string(),
-                changed: None,
-                error: Some(error),
-            };
-            let row = match kv.peers.request_within(addr, &req, MEMBER_TIMEOUT).await {
-                Err(e) => failed(format!("{e:#}")),
-                Ok(bytes) => match codec::decode::<Reply<RemoveNodeReply>>(&bytes, REPLY_MAX) {
-                    Err(e) => failed(format!("bad answer: {e:#}")),
-                    Ok(Reply::Err { message, .. }) => failed(message),
-                    Ok(Reply::Ok(mut reply)) => match reply.members.pop() {
-                        Some(mut row) => {
-                            row.name = name.clone();
-                            row
-                        }
-                        None => failed("an empty answer".to_owned()),
-                    },
+    let req = Request::RemoveNode {
+        node: id.to_string(),
+        cluster: false,
+    };
+    crate::fanout::ask_all::<RemoveNodeReply>(kv, members, &req, MEMBER_TIMEOUT)
+        .await
+        .into_iter()
+        .map(|(name, addr, answer)| {
+            match answer
+                .and_then(|mut r| r.members.pop().ok_or_else(|| "an empty answer".to_owned()))
+            {
+                Ok(mut row) => {
+                    row.name = name;
+                    row
+                }
+                Err(error) => RemoveNodeRow {
+                    name,
+                    addr: addr.to_string(),
+                    changed: None,
+                    error: Some(error),
                 },
-            };
-            (i, row)
-        });
-    }
-    let mut rows = Vec::new();
-    while let Some(done) = asks.join_next().await {
-        if let Ok(r) = done {
-            rows.push(r);
-        }
-    }
-    rows.sort_by_key(|(i, _)| *i);
-    rows.into_iter().map(|(_, r)| r).collect()
+            }
+        })
+        .collect()
 }
