@@ -279,6 +279,9 @@ impl Handoff {
         };
         // The cursor the page in flight was asked from.
         let mut asked = cp.cursor.clone();
+        // Paused or cancelled before its first page too: most ranges are
+        // one page, so a gate only between pages would pause almost none.
+        self.gate(range).await?;
         let mut next = Some(fetch(asked.clone()));
         let mut flushing: Option<Flushing> = None;
         while let Some(pending) = next.take() {
