@@ -31,6 +31,13 @@ enum Command {
     /// (rotating the cluster key without downtime; fingerprints only).
     #[command(subcommand)]
     Keyring(cli::keyring::KeyringCommand),
+    /// Drop a dead member from the ring now, before its dead grace ends
+    /// (like `nodetool removenode`); its ranges move to the others at once.
+    Removenode(cli::removenode::RemoveNodeArgs),
+    /// Anti-entropy now on one peer (like `nodetool repair`), with a
+    /// progress bar: it pulls every newer record its ranges' other live
+    /// replicas hold.
+    Repair(cli::repair::RepairArgs),
     /// Client credentials: issue them from the cluster key, for the CLI.
     #[command(subcommand)]
     Credentials(cli::credentials::CredentialsCommand),
@@ -119,6 +126,8 @@ impl Cli {
             Command::Handoff(args) => cli::handoff::handoff(args).await,
             Command::Keys(args) => cli::handoff::keys(args).await,
             Command::Keyring(cmd) => cli::keyring::run(cmd).await,
+            Command::Removenode(args) => cli::removenode::run(args).await,
+            Command::Repair(args) => cli::repair::run(args).await,
             Command::Health(args) => crate::health_check::health(args).await,
             Command::Credentials(cli::credentials::CredentialsCommand::Revoke(args)) => {
                 cli::credentials::revoke(args).await

@@ -20,10 +20,7 @@ use ringkv_gossip::{ClusterKey, State};
 use tracing::info;
 
 use crate::datadir::DataDir;
-use crate::rpc::api::{
-    ErrorKind, KeyringOp, KeyringReply, KeyringRow, Reply, Request, RequestError, REPLY_MAX,
-};
-use crate::rpc::codec;
+use crate::rpc::api::{ErrorKind, KeyringOp, KeyringReply, KeyringRow, Request, RequestError};
 use crate::shared::Kv;
 
 /// How long a member asked by the fan-out has to answer.
@@ -38,7 +35,7 @@ pub(crate) struct PeerKeyring {
 }
 
 /// A checked operation.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Op {
     List,
     Install(ClusterKey),
@@ -55,7 +52,18 @@ impl Op {
         Ok(match op {
             KeyringOp::List => Self::List,
             KeyringOp::Install(key) => {
-                Self::Install(ClusterKey::parse(&key.0).map_err(|e| refused(&e))?)
+                let key = ClusterKey::parse(&key.0).map_err(|e| refused(&e))?;
+                if key.looks_weak() {
+                    return Err(RequestError::new(
+                        ErrorKind::Refused,
+                        format!(
+                            "refusing a key that is not random (fewer than {} distinct bytes \
+                             of 32): generate one with `ringkv keygen`",
+                            ClusterKey::DISTINCT_BYTES_MIN
+                        ),
+                    ));
+                }
+                Self::Install(key)
             }
             KeyringOp::Use(fp) => Self::Use(Fingerprint::parse(fp).map_err(|e| refused(&e))?),
             KeyringOp::Remove(fp) => Self::Remove(Fingerprint::parse(fp).map_err(|e| refused(&e))?),
@@ -109,12 +117,12 @@ impl PeerKeyring {
             Op::Remove(fp) => next.remove(fp).map_err(refused)?,
         };
         if change == Change::Changed {
+            // Build the new TLS material first (the step that can fail),
+            // then store the file, then switch (which cannot fail): the
+            // data dir and the handshakes never disagree, whatever fails.
+            let prepared = self.tls.prepare(&next)?;
             self.dir.store_keyring(&next)?;
-            if let Err(e) = self.tls.set(&next) {
-                // Put the file back as it was: nothing changed.
-                self.dir.store_keyring(&keyring)?;
-                return Err(e.into());
-            }
+            self.tls.commit(prepared);
             *keyring = next.clone();
             info!(
                 op = op.name(),
@@ -146,6 +154,25 @@ impl PeerKeyring {
             },
         }
     }
+}
+
+/// [`PeerKeyring::apply_row`] on a blocking thread: storing the keyring
+/// writes and fsyncs a file, which must not stall an async worker.
+async fn apply_here(kv: &Arc<Kv>, op: &Op, name: &str, addr: SocketAddr) -> KeyringRow {
+    let (kv, op, name) = (kv.clone(), op.clone(), name.to_owned());
+    let failed_name = name.clone();
+    tokio::task::spawn_blocking(move || kv.keyring.as_ref().map(|k| k.apply_row(&op, &name, addr)))
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| KeyringRow {
+            name: failed_name,
+            addr: addr.to_string(),
+            changed: None,
+            error: Some("the keyring change did not run (the peer is stopping)".to_owned()),
+            primary: None,
+            keys: Vec::new(),
+        })
 }
 
 fn full_fingerprints(keyring: &Keyring) -> Vec<String> {
@@ -196,7 +223,7 @@ pub(crate) async fn handle(
     let me = (&view.me.meta.name, view.me.meta.addr);
     if !cluster {
         return Ok(KeyringReply {
-            members: vec![keyring.apply_row(&parsed, me.0, me.1)],
+            members: vec![apply_here(kv, &parsed, me.0, me.1).await],
         });
     }
     let others: Vec<(String, SocketAddr)> = view
@@ -270,7 +297,7 @@ pub(crate) async fn handle(
             .into());
         }
     }
-    let mut members = vec![keyring.apply_row(&parsed, me.0, me.1)];
+    let mut members = vec![apply_here(kv, &parsed, me.0, me.1).await];
     members.extend(fan_out(kv, &others, op).await);
     Ok(KeyringReply { members })
 }
@@ -278,45 +305,27 @@ pub(crate) async fn handle(
 /// `op` on each of `members` (this peer only, each), side by side; a
 /// member that fails or does not answer gets a row with the error.
 async fn fan_out(kv: &Arc<Kv>, members: &[(String, SocketAddr)], op: KeyringOp) -> Vec<KeyringRow> {
-    let mut asks = tokio::task::JoinSet::new();
-    for (i, (name, addr)) in members.iter().enumerate() {
-        let (kv, name, addr) = (kv.clone(), name.clone(), *addr);
-        let req = Request::Keyring {
-            op: op.clone(),
-            cluster: false,
-        };
-        asks.spawn(async move {
-            let failed = |error: String| KeyringRow {
-                name: name.clone(),
-                addr: addr.to_string(),
-                changed: None,
-                error: Some(error),
-                primary: None,
-                keys: Vec::new(),
-            };
-            let row = match kv.peers.request_within(addr, &req, MEMBER_TIMEOUT).await {
-                Err(e) => failed(format!("{e:#}")),
-                Ok(bytes) => match codec::decode::<Reply<KeyringReply>>(&bytes, REPLY_MAX) {
-                    Err(e) => failed(format!("bad answer: {e:#}")),
-                    Ok(Reply::Err { message, .. }) => failed(message),
-                    Ok(Reply::Ok(mut reply)) => match reply.members.pop() {
-                        Some(mut row) => {
-                            row.name = name.clone();
-                            row
-                        }
-                        None => failed("an empty answer".to_owned()),
-                    },
+    let req = Request::Keyring { op, cluster: false };
+    crate::fanout::ask_all::<KeyringReply>(kv, members, &req, MEMBER_TIMEOUT)
+        .await
+        .into_iter()
+        .map(|(name, addr, answer)| {
+            match answer
+                .and_then(|mut r| r.members.pop().ok_or_else(|| "an empty answer".to_owned()))
+            {
+                Ok(mut row) => {
+                    row.name = name;
+                    row
+                }
+                Err(error) => KeyringRow {
+                    name,
+                    addr: addr.to_string(),
+                    changed: None,
+                    error: Some(error),
+                    primary: None,
+                    keys: Vec::new(),
                 },
-            };
-            (i, row)
-        });
-    }
-    let mut rows: Vec<(usize, KeyringRow)> = Vec::new();
-    while let Some(done) = asks.join_next().await {
-        if let Ok(r) = done {
-            rows.push(r);
-        }
-    }
-    rows.sort_by_key(|(i, _)| *i);
-    rows.into_iter().map(|(_, r)| r).collect()
+            }
+        })
+        .collect()
 }

@@ -63,6 +63,8 @@
 #![warn(missing_docs)]
 
 mod admin;
+#[doc(hidden)]
+pub mod attack;
 mod cli;
 mod clock_offset;
 pub mod command;
@@ -71,6 +73,7 @@ mod coordinator;
 pub mod daemon;
 mod datadir;
 mod disk;
+mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handoff;
@@ -80,6 +83,7 @@ mod keyargs;
 mod keyring;
 mod mutation;
 mod readiness;
+mod removenode;
 mod resp;
 mod revocation;
 mod ring_view;

@@ -15,6 +15,14 @@ use clap::Parser as _;
 use ringkv_node::command::Cli;
 
 fn main() -> ExitCode {
+    // This kernel, like many, backs anonymous memory with transparent huge
+    // pages whenever a 2 MiB region is aligned ("always"); mimalloc
+    // reserves and commits its arenas in such regions, so a few KiB used
+    // in one cost 2 MiB resident. An idle peer was 84 MB resident (debug
+    // build, 10 peers) with them and 31 MB without. Best effort: a kernel
+    // without the prctl just keeps huge pages. See docs/BENCHMARKS.md.
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -3,6 +3,12 @@
 //! "Does the checker catch real bugs?"). Only a test build can turn one on:
 //! in every other build each switch is the constant `false`, and nothing
 //! (no flag, no request) reaches it.
+//!
+//! One exception, for a bug only a real process can show: a peer process
+//! of a **debug** build reads `RINGKV_TEST_MUTATIONS` (a comma-separated
+//! list: `ack-before-flush`) once, at its first check, and logs an error
+//! when one is on. A release build never reads it ([`on_process`] is the
+//! constant `false` there), so no deployed peer can be mutated.
 
 use ringkv_gossip::NodeId;
 
@@ -22,6 +28,46 @@ pub(crate) enum Mutation {
     /// The clean-up drops a range it no longer replicates without waiting
     /// for the range's replicas to confirm (announce) they hold it.
     CleanupUnconfirmed,
+    /// A replica acknowledges a write before the flush that makes it
+    /// durable: a kill -9 of its replicas right after loses it. Only a real
+    /// process can show this (sled flushes its buffers when dropped), so it
+    /// is switched per process ([`on_process`]).
+    AckBeforeFlush,
+}
+
+/// The environment variable a debug build's peer reads its process-wide
+/// mutations from.
+pub(crate) const PROCESS_MUTATIONS_ENV: &str = "RINGKV_TEST_MUTATIONS";
+
+/// Whether this process runs with `m`: named in [`PROCESS_MUTATIONS_ENV`],
+/// in a debug build.
+#[cfg(debug_assertions)]
+pub(crate) fn on_process(m: Mutation) -> bool {
+    static ON: std::sync::OnceLock<Vec<Mutation>> = std::sync::OnceLock::new();
+    ON.get_or_init(|| {
+        let on: Vec<Mutation> = std::env::var(PROCESS_MUTATIONS_ENV)
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|name| match name.trim() {
+                "ack-before-flush" => Some(Mutation::AckBeforeFlush),
+                _ => None,
+            })
+            .collect();
+        if !on.is_empty() {
+            tracing::error!(
+                mutations = ?on,
+                "this peer runs with test mutations ({PROCESS_MUTATIONS_ENV}): it is deliberately unsafe"
+            );
+        }
+        on
+    })
+    .contains(&m)
+}
+
+/// Whether this process runs with `m`: never, in a release build.
+#[cfg(not(debug_assertions))]
+pub(crate) const fn on_process(_m: Mutation) -> bool {
+    false
 }
 
 /// Whether the peer `me` runs with `m` (a test sets it: `test::set_peer`).

@@ -5,7 +5,7 @@
 //! taken over. Pure: time comes in as `now`, and the task that follows the
 //! view and publishes [`RingState`] is in `daemon/tasks.rs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use ringkv_gossip::runner::View;
@@ -36,6 +36,11 @@ pub(crate) const EARLIER_RINGS: usize = 8;
 /// When this peer first saw each member dead (kept between views).
 pub(crate) type DeadSince = BTreeMap<NodeId, Instant>;
 
+/// Dead members an operator removed from the ring before their dead grace
+/// ended (`ringkv removenode`). A removed member seen live again is a
+/// member again (it left the set).
+pub(crate) type Removed = BTreeSet<NodeId>;
+
 /// The members a ring is built from, each list sorted by id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct RingMembers {
@@ -55,11 +60,12 @@ pub(crate) fn spec(m: &Member) -> NodeSpec {
 
 /// The ring's members in `view` at `now`. A member first seen dead is
 /// stamped `now` in `dead_since` and kept while `now` is less than
-/// `dead_grace` past its stamp; a member seen live again or left loses its
-/// stamp.
+/// `dead_grace` past its stamp, unless it is in `removed`; a member seen
+/// live again or left loses its stamp and leaves `removed`.
 pub(crate) fn ring_members(
     view: &View,
     dead_since: &mut DeadSince,
+    removed: &mut Removed,
     now: Instant,
     dead_grace: Duration,
 ) -> RingMembers {
@@ -73,20 +79,23 @@ pub(crate) fn ring_members(
         match m.state {
             State::Alive | State::Suspect if m.meta.status == NodeStatus::Leaving => {
                 dead_since.remove(&m.id);
+                removed.remove(&m.id);
                 out.leaving.push(spec(m));
             }
             State::Alive | State::Suspect => {
                 dead_since.remove(&m.id);
+                removed.remove(&m.id);
                 out.members.push(spec(m));
             }
             State::Dead => {
                 let since = *dead_since.entry(m.id).or_insert(now);
-                if now.duration_since(since) < dead_grace {
+                if now.duration_since(since) < dead_grace && !removed.contains(&m.id) {
                     out.members.push(spec(m));
                 }
             }
             State::Left => {
                 dead_since.remove(&m.id);
+                removed.remove(&m.id);
             }
         }
     }

@@ -137,6 +137,9 @@ fn kind(request: &api::Request) -> &'static str {
         R::Time => "clock probe",
         R::Revoke { .. } => "revoke",
         R::Keyring { .. } => "keyring",
+        R::RemoveNode { .. } => "removenode",
+        R::Repair { .. } => "repair",
+        R::Transfers(_) => "transfers",
     }
 }
 
@@ -149,7 +152,7 @@ async fn dispatch(
     view: &View,
     ring: &RingState,
     kv: &Arc<Kv>,
-    handoff: &Handoff,
+    handoff: &Arc<Handoff>,
 ) -> Vec<u8> {
     use api::Request as R;
     match request {
@@ -176,6 +179,15 @@ async fn dispatch(
         R::Revoke { name } => reply(handoff.revoke(&name, kv.wall_ms() / 1000).await),
         R::Keyring { op, cluster } => {
             within(async { reply(crate::keyring::handle(kv, view, op, cluster).await) }).await
+        }
+        R::Repair { range, key } => reply(
+            handoff
+                .start_repair(range, key)
+                .map_err(anyhow::Error::from),
+        ),
+        R::Transfers(op) => reply(handoff.transfers(&op).map_err(anyhow::Error::from)),
+        R::RemoveNode { node, cluster } => {
+            within(async { reply(crate::removenode::handle(kv, view, &node, cluster).await) }).await
         }
         request @ (R::RangePage { .. }
         | R::RangeSummary { .. }

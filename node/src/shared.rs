@@ -58,6 +58,9 @@ pub(crate) struct Kv {
     pub(crate) routing: Mutex<Option<Arc<Routing>>>,
     /// This peer's keyring (`None` only in tests that build a bare `Kv`).
     pub(crate) keyring: Option<crate::keyring::PeerKeyring>,
+    /// Dead members removed from the ring by an operator
+    /// (`ringkv removenode`), read by the ring builder.
+    pub(crate) removals: Arc<crate::removenode::Removals>,
 }
 
 impl Kv {
@@ -92,6 +95,7 @@ impl Kv {
             held: RwLock::default(),
             routing: Mutex::new(None),
             keyring: None,
+            removals: Arc::default(),
         }
     }
 }

@@ -306,6 +306,46 @@ fn scenario_full_disk_loses_nothing() {
 }
 
 #[test]
+fn scenario_kill_all_at_once_loses_nothing() {
+    scenario("kill-all");
+}
+
+/// Issue 13 item 7(a): the checker catches a replica that acknowledges a
+/// write before flushing it. The same power-loss scenario, with every
+/// peer mutated (a debug build's `RINGKV_TEST_MUTATIONS`, see
+/// `node/src/mutation.rs`), must fail with lost writes: sled keeps the
+/// unflushed writes in the process's memory, which kill -9 takes with it.
+#[cfg(debug_assertions)]
+#[test]
+fn a_replica_that_acknowledges_before_the_flush_is_caught_by_kill_all() {
+    let _one = CLUSTERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testbed/scenarios/kill-all.toml");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tb");
+    let _down = Down(dir.clone());
+    let out = Command::new(BIN)
+        .args(["testbed", "scenario"])
+        .arg(&file)
+        .arg("--dir")
+        .arg(&dir)
+        .env_remove("RINGKV_TESTBED_DIR")
+        .env_remove("RINGKV_SEED")
+        .env("RINGKV_TEST_MUTATIONS", "ack-before-flush")
+        .output()
+        .expect("ringkv runs");
+    let all = text(&out);
+    assert!(!out.status.success(), "the mutation went unnoticed: {all}");
+    let lost: u64 = all
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("lost writes: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no lost-writes line: {all}"));
+    assert!(lost > 0, "failed, but not for lost writes: {all}");
+}
+
+#[test]
 fn demo_runs_end_to_end_and_writes_a_self_contained_report() {
     let _one = CLUSTERS
         .lock()

@@ -278,6 +278,31 @@ impl Testbed {
         self.save()
     }
 
+    /// SIGKILL to every peer in `names` at once (a power loss): all are
+    /// signalled before any is waited for, so none of them notices
+    /// another's death (no hint is written, nothing is flushed for it).
+    ///
+    /// # Errors
+    /// An unknown peer or one not running (then none is killed), or one
+    /// that survives SIGKILL.
+    pub fn kill_all(&mut self, names: &[String]) -> Result<()> {
+        let mut at = Vec::new();
+        for name in names {
+            at.push(self.require(name, &[ProcState::Running, ProcState::Stopped], "kill")?);
+        }
+        for &i in &at {
+            procs::signal(self.state.peers[i].pid, libc::SIGKILL)?;
+        }
+        for (&i, name) in at.iter().zip(names) {
+            let p = &self.state.peers[i];
+            if !procs::wait_gone(p.pid, &p.data, Duration::from_secs(5)) {
+                bail!("{name} survived SIGKILL for 5 s");
+            }
+            self.state.peers[i].stopped_by_testbed = Some("killed".into());
+        }
+        self.save()
+    }
+
     /// SIGSTOP: the peer freezes (a long GC pause, a hung VM).
     ///
     /// # Errors

@@ -99,8 +99,11 @@ pub fn spawn_detached(
     let mut cmd = Command::new(bin);
     // The testbed's own settings must not leak into its peers (a
     // RINGKV_JOIN or RINGKV_CLUSTER_KEY in the caller's shell would).
+    // RINGKV_TEST_* (test-only switches of debug builds, such as
+    // RINGKV_TEST_MUTATIONS) are meant for the peers and pass.
     for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("RINGKV_") {
+        let name_text = name.to_string_lossy();
+        if name_text.starts_with("RINGKV_") && !name_text.starts_with("RINGKV_TEST_") {
             cmd.env_remove(name);
         }
     }

@@ -75,6 +75,18 @@ pub struct TlsKeys {
     generation: AtomicU64,
 }
 
+/// TLS material built from a keyring by [`TlsKeys::prepare`], not yet in
+/// use.
+pub struct PreparedKeys(Arc<Material>);
+
+impl fmt::Debug for PreparedKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PreparedKeys")
+            .field(&self.0.fingerprints)
+            .finish()
+    }
+}
+
 impl fmt::Debug for TlsKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsKeys")
@@ -102,10 +114,27 @@ impl TlsKeys {
     /// # Errors
     /// A certificate or verifier cannot be built; nothing changed.
     pub fn set(&self, keyring: &Keyring) -> Result<(), TlsError> {
-        let material = Arc::new(build(keyring, &self.me)?);
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = material;
-        self.generation.fetch_add(1, Ordering::Release);
+        let prepared = self.prepare(keyring)?;
+        self.commit(prepared);
         Ok(())
+    }
+
+    /// Builds what [`TlsKeys::set`] would switch to, without switching:
+    /// the only step that can fail. A caller that must also store the
+    /// keyring prepares first, stores, then [`commits`](Self::commit), so
+    /// the file and the handshakes never disagree.
+    ///
+    /// # Errors
+    /// A certificate or verifier cannot be built.
+    pub fn prepare(&self, keyring: &Keyring) -> Result<PreparedKeys, TlsError> {
+        Ok(PreparedKeys(Arc::new(build(keyring, &self.me)?)))
+    }
+
+    /// From now on, handshakes present and trust the prepared keys.
+    /// Cannot fail.
+    pub fn commit(&self, prepared: PreparedKeys) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = prepared.0;
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Moves on every [`TlsKeys::set`]: a role found before may no

@@ -206,6 +206,22 @@ impl ClusterKey {
         Ok(Self(bytes))
     }
 
+    /// Fewest distinct byte values a key given to `keyring install` must
+    /// have. 32 random bytes have about 30; fewer than 16 happens by
+    /// chance with a probability below 10^-12, so such a key was typed,
+    /// patterned or derived from something guessable (`rkv1-000...`).
+    pub const DISTINCT_BYTES_MIN: usize = 16;
+
+    /// Whether this key looks made by hand rather than drawn at random:
+    /// fewer than [`Self::DISTINCT_BYTES_MIN`] distinct byte values.
+    pub fn looks_weak(&self) -> bool {
+        let mut seen = [false; 256];
+        for &b in &self.0 {
+            seen[usize::from(b)] = true;
+        }
+        seen.iter().filter(|&&s| s).count() < Self::DISTINCT_BYTES_MIN
+    }
+
     /// The id every message of this cluster carries: the first 16 bytes of
     /// `blake3::derive_key("ringkv 2026 cluster id", secret)`. Public; it
     /// reveals nothing about the secret.
@@ -600,6 +616,17 @@ mod tests {
 
     fn identity() -> NodeIdentity {
         NodeIdentity::generate().expect("os random source works")
+    }
+
+    #[test]
+    fn a_patterned_key_looks_weak_and_a_random_one_never_does() {
+        assert!(ClusterKey::from_bytes([0; 32]).looks_weak());
+        assert!(ClusterKey::from_bytes(std::array::from_fn(|i| (i % 15) as u8)).looks_weak());
+        assert!(!ClusterKey::from_bytes(std::array::from_fn(|i| (i % 16) as u8)).looks_weak());
+        let mut rng = ChaCha8Rng::seed_from_u64(14);
+        for _ in 0..100_000 {
+            assert!(!ClusterKey::generate(&mut rng).looks_weak());
+        }
     }
 
     fn loopback() -> SocketAddr {

@@ -11,7 +11,7 @@ use ringkv_ring::{Token, TokenRange};
 
 use super::cluster::PeerArgs;
 use super::table::{Align, Table};
-use crate::rpc::api::{HandoffReply, Request, VersionsReply};
+use crate::rpc::api::{HandoffReply, Request, TransferOp, VersionsReply};
 use crate::rpc::client;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,8 +22,20 @@ pub(crate) struct HandoffArgs {
     #[command(flatten)]
     pub(crate) peer: PeerArgs,
     /// Keep showing progress bars until the peer holds its ring fully.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["pause", "resume", "cancel"])]
     pub(crate) watch: bool,
+    /// Pause the peer's transfers: no new page is asked for until
+    /// --resume (what was pulled stays; an operator's pause survives no
+    /// restart). Needs the cluster key.
+    #[arg(long, conflicts_with_all = ["resume", "cancel"])]
+    pub(crate) pause: bool,
+    /// Resume paused transfers from their checkpoints.
+    #[arg(long, conflicts_with = "cancel")]
+    pub(crate) resume: bool,
+    /// Stop the transfer of RANGE (as listed, `(START, END]`) from its
+    /// source now; it goes on from its checkpoint with the next holder.
+    #[arg(long, value_name = "RANGE")]
+    pub(crate) cancel: Option<String>,
 }
 
 /// Arguments of `ringkv keys`.
@@ -45,8 +57,26 @@ fn summary(r: &HandoffReply) -> String {
         ),
         (None, _) => "no ring yet".to_owned(),
     };
+    let removed = if r.removed.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "removed from the ring by an operator (removenode), still dead: {}\n",
+            r.removed.join(", ")
+        )
+    };
+    let paused = if r.paused {
+        "transfers paused by an operator (ringkv handoff --resume)\n"
+    } else {
+        ""
+    };
+    let repair = r
+        .repair
+        .as_ref()
+        .map(|row| super::repair::describe(row) + "\n")
+        .unwrap_or_default();
     format!(
-        "{state}\nmoved: {} keys, {} in {} range(s); anti-entropy repairs: {}; dropped: {} record(s) in {} range(s)\n",
+        "{state}\nmoved: {} keys, {} in {} range(s); anti-entropy repairs: {}; dropped: {} record(s) in {} range(s)\n{paused}{removed}{repair}",
         r.keys_moved,
         human_bytes(r.bytes_moved),
         r.ranges_completed,
@@ -70,9 +100,15 @@ fn human_bytes(b: u64) -> String {
 }
 
 pub(crate) async fn handoff(args: &HandoffArgs) -> Result<String> {
+    let op = match (&args.cancel, args.pause, args.resume) {
+        (Some(range), _, _) => Some(TransferOp::Cancel(super::repair::parse_range(range)?)),
+        (None, true, _) => Some(TransferOp::Pause),
+        (None, false, true) => Some(TransferOp::Resume),
+        (None, false, false) => None,
+    };
     let key = args.peer.key.require()?;
-    let reply: HandoffReply =
-        client::request(args.peer.peer, &key, &Request::Handoff, TIMEOUT).await?;
+    let request = op.map_or(Request::Handoff, Request::Transfers);
+    let reply: HandoffReply = client::request(args.peer.peer, &key, &request, TIMEOUT).await?;
     if args.peer.json {
         return Ok(serde_json::to_string_pretty(&reply)? + "\n");
     }

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use ringkv_gossip::ClusterKey;
 
-use super::test_peers::{cluster, faults, get, put, stop, CALL};
+use super::test_peers::{cluster, faults, get, in_ring, put, stop, CALL};
 use crate::daemon::Peer;
-use crate::rpc::api::{GetReply, HandoffReply, OwnersReply, PutReply, Request};
+use crate::rpc::api::{GetReply, HandoffReply, PutReply, Request};
 use crate::rpc::client;
 
 /// Puts a fresh key through one live peer and reads it back through
@@ -31,26 +31,6 @@ async fn round(peers: &[&Peer], key: &ClusterKey, i: usize) -> Vec<String> {
         Err(e) => failed.push(format!("get a{i} via {}: {e:#}", reader.addrs().name)),
     }
     failed
-}
-
-/// Whether `peer`'s ring still gives `name` any of 32 keys.
-async fn in_ring(peer: &Peer, key: &ClusterKey, name: &str) -> bool {
-    for i in 0..32 {
-        let owners: OwnersReply = client::request(
-            peer.addrs().quic,
-            key,
-            &Request::Owners {
-                key: format!("o{i}").into_bytes(),
-            },
-            CALL,
-        )
-        .await
-        .expect("owners");
-        if owners.replicas.iter().any(|r| r.name == name) {
-            return true;
-        }
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,10 @@ mod mutation_tests;
 pub(crate) mod plan;
 #[cfg(test)]
 mod real_time_tests;
+#[cfg(test)]
+mod removenode_tests;
+#[cfg(test)]
+mod repair_tests;
 mod replica;
 #[cfg(test)]
 mod roles_tests;
@@ -21,6 +25,8 @@ mod roles_tests;
 mod rotation_tests;
 #[cfg(test)]
 mod test_peers;
+#[cfg(test)]
+mod transfer_control_tests;
 
 use std::sync::Arc;
 

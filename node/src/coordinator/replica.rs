@@ -84,7 +84,12 @@ impl Kv {
     /// which newer version is held (an equal one is the same write, held).
     pub(super) async fn apply_local(&self, key: &[u8], record: Record) -> Result<ApplyReply> {
         let version = record.version;
-        if self.store.apply(key, record).await? {
+        let applied = if mutation::on_process(Mutation::AckBeforeFlush) {
+            self.store.apply_nosync(key, record)?
+        } else {
+            self.store.apply(key, record).await?
+        };
+        if applied {
             return Ok(ApplyReply::Applied);
         }
         Ok(match self.store.get(key)? {

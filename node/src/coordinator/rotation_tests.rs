@@ -372,6 +372,11 @@ async fn use_needs_the_key_on_every_live_member_and_clients_may_not_touch_the_ke
     for op in [
         KeyringOp::Use("nothex!!".to_owned()),
         KeyringOp::Install(SecretKey("rkv1-00".to_owned())),
+        // Review finding 5: a key typed by hand is refused.
+        KeyringOp::Install(SecretKey(ClusterKey::from_bytes([0; 32]).to_string())),
+        KeyringOp::Install(SecretKey(
+            ClusterKey::from_bytes(std::array::from_fn(|i| (i % 15) as u8)).to_string(),
+        )),
     ] {
         let e = keyring(addrs[0], &operator, op, true)
             .await

@@ -9,7 +9,7 @@ use ringkv_gossip::ClusterKey;
 
 use crate::config::Settings;
 use crate::daemon::{self, Listeners, Peer};
-use crate::rpc::api::{Consistency, PutReply, Request};
+use crate::rpc::api::{Consistency, OwnersReply, PutReply, Request};
 use crate::rpc::client;
 
 pub(super) const WAIT: Duration = Duration::from_secs(30);
@@ -126,4 +126,24 @@ pub(super) async fn health(peer: &Peer) -> (u16, String) {
     .await
     .expect("joined")
     .expect("the admin HTTP answers")
+}
+
+/// Whether `peer`'s ring still gives `name` any of 32 keys.
+pub(super) async fn in_ring(peer: &Peer, key: &ClusterKey, name: &str) -> bool {
+    for i in 0..32 {
+        let owners: OwnersReply = client::request(
+            peer.addrs().quic,
+            key,
+            &Request::Owners {
+                key: format!("o{i}").into_bytes(),
+            },
+            CALL,
+        )
+        .await
+        .expect("owners");
+        if owners.replicas.iter().any(|r| r.name == name) {
+            return true;
+        }
+    }
+    false
 }

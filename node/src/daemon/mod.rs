@@ -552,14 +552,28 @@ impl Serve {
             handle.view.clone(),
         );
         let mut tasks = Tasks::new();
-        let ring_rx = tasks::ring_builder(&mut tasks, handle.view.clone(), settings.dead_grace);
+        let removals = Arc::new(crate::removenode::Removals::default());
+        let ring_rx = tasks::ring_builder(
+            &mut tasks,
+            handle.view.clone(),
+            settings.dead_grace,
+            removals.clone(),
+        );
         tasks::persistence(&mut tasks, handle.view.clone(), opened.dir.clone());
         let me = handle.view.borrow().me.meta.addr;
         let seeds_shown = crate::seeds::merge(std::slice::from_ref(&opened.seeds), me);
         tasks::join_watch(&mut tasks, handle.clone(), seeds_shown);
         seed_watch(&mut tasks, &settings, &opened, &handle);
         let wall = WallClock::new(faults.clone());
-        let (kv, handoff, dir) = shared(&settings, opened, wall, &handle, ring_rx.clone(), peers);
+        let (kv, handoff, dir) = shared(
+            &settings,
+            opened,
+            wall,
+            &handle,
+            ring_rx.clone(),
+            peers,
+            removals,
+        );
         for (name, task) in handoff.loops() {
             tasks.spawn(name, task);
         }
@@ -674,6 +688,7 @@ fn shared(
     handle: &Handle,
     ring: tokio::sync::watch::Receiver<Arc<crate::ring_view::RingState>>,
     peers: Peers,
+    removals: Arc<crate::removenode::Removals>,
 ) -> (Arc<Kv>, Arc<Handoff>, DataDir) {
     let mut kv = Kv::new(
         opened.id,
@@ -689,6 +704,7 @@ fn shared(
         opened.tls.clone(),
         opened.keyring.clone(),
     ));
+    kv.removals = removals;
     kv.max_clock_offset = settings.max_clock_offset;
     kv.min_free_space = settings.min_free_space;
     // The first sample before any request: a peer that starts on a full

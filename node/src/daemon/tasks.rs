@@ -79,6 +79,7 @@ pub(super) fn ring_builder(
     tasks: &mut Tasks,
     mut view: watch::Receiver<Arc<View>>,
     grace: Duration,
+    removals: Arc<crate::removenode::Removals>,
 ) -> watch::Receiver<Arc<RingState>> {
     let (tx, rx) = watch::channel(Arc::new(RingState::default()));
     tasks.spawn("ring builder", async move {
@@ -88,7 +89,9 @@ pub(super) fn ring_builder(
         loop {
             let current = view.borrow_and_update().clone();
             let now = tokio::time::Instant::now().into_std();
-            let members = ring_view::ring_members(&current, &mut dead_since, now, grace);
+            let members = removals.with(|removed| {
+                ring_view::ring_members(&current, &mut dead_since, removed, now, grace)
+            });
             if last.as_ref() != Some(&members) {
                 match ring_view::build(&members, rebuilds + 1) {
                     Ok(state) => {
@@ -104,6 +107,7 @@ pub(super) fn ring_builder(
             }
             tokio::select! {
                 changed = view.changed() => if changed.is_err() { break },
+                () = removals.changed() => {}
                 () = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }

@@ -41,13 +41,14 @@ use tracing::{error, info, warn};
 
 use crate::readiness::{holder, ring_tag, PREVIOUS_TAG, READY_TAG};
 use crate::ring_view::RingState;
-use crate::rpc::api::{HandoffReply, TransferRow};
+use crate::rpc::api::{ErrorKind, HandoffReply, RequestError, TransferOp, TransferRow};
 use crate::rpc::codec;
 use crate::shared::Kv;
 
 mod anti_entropy;
 pub(crate) mod check;
 mod phase;
+mod repair;
 mod serve;
 mod transfer;
 
@@ -154,6 +155,13 @@ pub(crate) struct Handoff {
     repairs: AtomicU64,
     ranges_dropped: AtomicU64,
     records_dropped: AtomicU64,
+    /// `ringkv repair`'s run.
+    repair: Mutex<repair::RepairState>,
+    /// Whether an operator paused the transfers.
+    paused: watch::Sender<bool>,
+    /// Ranges whose transfer an operator cancelled, until it sees it.
+    cancels: Mutex<std::collections::BTreeSet<TokenRange>>,
+    cancelled: AtomicU64,
 }
 
 impl Handoff {
@@ -190,7 +198,66 @@ impl Handoff {
             repairs: AtomicU64::new(0),
             ranges_dropped: AtomicU64::new(0),
             records_dropped: AtomicU64::new(0),
+            repair: Mutex::default(),
+            paused: watch::Sender::new(false),
+            cancels: Mutex::default(),
+            cancelled: AtomicU64::new(0),
         })
+    }
+
+    /// An operator's pause, resume or cancel (`ringkv handoff`); the
+    /// report after it.
+    ///
+    /// # Errors
+    /// Cancel of a range with no transfer in progress (`Refused`).
+    pub(crate) fn transfers(&self, op: &TransferOp) -> Result<HandoffReply, RequestError> {
+        match op {
+            TransferOp::Pause => {
+                if !self.paused.send_replace(true) {
+                    info!("handoff: transfers paused by an operator");
+                }
+            }
+            TransferOp::Resume => {
+                if self.paused.send_replace(false) {
+                    info!("handoff: transfers resumed by an operator");
+                }
+            }
+            TransferOp::Cancel(range) => {
+                let running = self
+                    .progress
+                    .lock()
+                    .expect("progress lock")
+                    .transfers
+                    .contains_key(range);
+                if !running {
+                    return Err(RequestError::new(
+                        ErrorKind::Refused,
+                        format!(
+                            "no transfer of {range} is in progress here (see `ringkv handoff`)"
+                        ),
+                    ));
+                }
+                self.cancels.lock().expect("cancels lock").insert(*range);
+                info!(range = %range, "handoff: transfer cancelled by an operator");
+            }
+        }
+        Ok(self.report())
+    }
+
+    /// Before each page: waits while the transfers are paused, and fails
+    /// (so the transfer moves to its next holder) once an operator
+    /// cancelled `range`.
+    ///
+    /// # Errors
+    /// The range's transfer was cancelled.
+    pub(super) async fn gate(&self, range: &TokenRange) -> anyhow::Result<()> {
+        let mut paused = self.paused.subscribe();
+        let _ = paused.wait_for(|p| !*p).await;
+        if self.cancels.lock().expect("cancels lock").remove(range) {
+            self.cancelled.fetch_add(1, Relaxed);
+            anyhow::bail!("cancelled by an operator");
+        }
+        Ok(())
     }
 
     /// Changes the announced metadata.
@@ -211,9 +278,7 @@ impl Handoff {
         now: u64,
     ) -> anyhow::Result<crate::rpc::api::RevokeReply> {
         use ringkv_gossip::transport::credentials::{check_name, name_hash, Revocation};
-        check_name(name).map_err(|e| {
-            crate::rpc::api::RequestError::new(crate::rpc::api::ErrorKind::Refused, e.to_string())
-        })?;
+        check_name(name).map_err(|e| RequestError::new(ErrorKind::Refused, e.to_string()))?;
         let add = Revocation {
             name_hash: name_hash(name),
             before: now,
@@ -249,9 +314,7 @@ impl Handoff {
             .get(REVOKED_TAG)
             .and_then(|v| parse(v))
             .unwrap_or_default();
-        let merged = merge(&own, add, now).map_err(|e| {
-            crate::rpc::api::RequestError::new(crate::rpc::api::ErrorKind::Refused, e)
-        })?;
+        let merged = merge(&own, add, now).map_err(|e| RequestError::new(ErrorKind::Refused, e))?;
         let n = merged.len();
         if merged != own {
             if merged.is_empty() {
@@ -567,6 +630,17 @@ impl Handoff {
             repairs: self.repairs.load(Relaxed),
             ranges_dropped: self.ranges_dropped.load(Relaxed),
             records_dropped: self.records_dropped.load(Relaxed),
+            removed: {
+                let removed = self.kv.removals.current();
+                view.members
+                    .iter()
+                    .filter(|m| removed.contains(&m.id))
+                    .map(|m| m.meta.name.clone())
+                    .collect()
+            },
+            repair: self.repair_report(),
+            paused: *self.paused.borrow(),
+            cancelled: self.cancelled.load(Relaxed),
         }
     }
 }

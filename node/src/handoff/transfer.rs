@@ -279,6 +279,9 @@ impl Handoff {
         };
         // The cursor the page in flight was asked from.
         let mut asked = cp.cursor.clone();
+        // Paused or cancelled before its first page too: most ranges are
+        // one page, so a gate only between pages would pause almost none.
+        self.gate(range).await?;
         let mut next = Some(fetch(asked.clone()));
         let mut flushing: Option<Flushing> = None;
         while let Some(pending) = next.take() {
@@ -292,6 +295,14 @@ impl Handoff {
             let records = accept_page(range, asked.as_deref(), &page, max_bytes as usize)
                 .map_err(|e| anyhow!("{}: {e:#}", source.name))?;
             if let Some(after) = &page.next {
+                if let Err(e) = self.gate(range).await {
+                    // Cancelled: what was applied stays; the checkpoint of
+                    // the page before is kept, so nothing is skipped.
+                    if let Some(previous) = flushing.take() {
+                        self.checkpoint(range, name, cp, previous).await?;
+                    }
+                    return Err(e);
+                }
                 next = Some(fetch(Some(after.clone())));
                 asked = Some(after.clone());
             }
@@ -361,6 +372,7 @@ impl Handoff {
         let mut after: Option<Vec<u8>> = None;
         let mut changed = 0;
         loop {
+            self.gate(range).await?;
             let page: VersionsReply = self
                 .ask(
                     source,

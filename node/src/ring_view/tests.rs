@@ -51,7 +51,13 @@ fn live_and_suspect_members_are_in_the_ring_with_this_peer() {
             member("s", State::Suspect, NodeStatus::Normal),
         ],
     );
-    let out = ring_members(&v, &mut DeadSince::new(), Instant::now(), GRACE);
+    let out = ring_members(
+        &v,
+        &mut DeadSince::new(),
+        &mut Removed::new(),
+        Instant::now(),
+        GRACE,
+    );
     assert_eq!(ids(&out.members), sorted(&["me", "a", "s"]));
     assert!(out.leaving.is_empty());
 }
@@ -64,15 +70,21 @@ fn dead_member_is_kept_within_the_grace_and_dropped_past_it() {
     );
     let mut dead = DeadSince::new();
     let t0 = Instant::now();
-    let first = ring_members(&v, &mut dead, t0, GRACE);
+    let first = ring_members(&v, &mut dead, &mut Removed::new(), t0, GRACE);
     assert_eq!(ids(&first.members), sorted(&["me", "d"]), "first seen dead");
-    let within = ring_members(&v, &mut dead, t0 + GRACE - Duration::from_millis(1), GRACE);
+    let within = ring_members(
+        &v,
+        &mut dead,
+        &mut Removed::new(),
+        t0 + GRACE - Duration::from_millis(1),
+        GRACE,
+    );
     assert_eq!(
         ids(&within.members),
         sorted(&["me", "d"]),
         "within the grace"
     );
-    let past = ring_members(&v, &mut dead, t0 + GRACE, GRACE);
+    let past = ring_members(&v, &mut dead, &mut Removed::new(), t0 + GRACE, GRACE);
     assert_eq!(ids(&past.members), sorted(&["me"]), "grace over");
 }
 
@@ -84,10 +96,16 @@ fn grace_counts_from_when_this_peer_first_saw_the_death() {
     );
     let mut dead = DeadSince::new();
     let t0 = Instant::now();
-    let _ = ring_members(&v, &mut dead, t0, GRACE);
+    let _ = ring_members(&v, &mut dead, &mut Removed::new(), t0, GRACE);
     // Seen again later: still stamped t0, so gone at t0 + grace.
-    let _ = ring_members(&v, &mut dead, t0 + GRACE / 2, GRACE);
-    let past = ring_members(&v, &mut dead, t0 + GRACE + Duration::from_secs(1), GRACE);
+    let _ = ring_members(&v, &mut dead, &mut Removed::new(), t0 + GRACE / 2, GRACE);
+    let past = ring_members(
+        &v,
+        &mut dead,
+        &mut Removed::new(),
+        t0 + GRACE + Duration::from_secs(1),
+        GRACE,
+    );
     assert_eq!(ids(&past.members), sorted(&["me"]));
 }
 
@@ -103,11 +121,23 @@ fn member_back_alive_loses_its_dead_stamp() {
     );
     let mut dead = DeadSince::new();
     let t0 = Instant::now();
-    let _ = ring_members(&dead_view, &mut dead, t0, GRACE);
-    let _ = ring_members(&alive_view, &mut dead, t0 + GRACE, GRACE);
+    let _ = ring_members(&dead_view, &mut dead, &mut Removed::new(), t0, GRACE);
+    let _ = ring_members(
+        &alive_view,
+        &mut dead,
+        &mut Removed::new(),
+        t0 + GRACE,
+        GRACE,
+    );
     assert!(dead.is_empty(), "alive again: no stamp");
     // Dead again: a fresh grace from now.
-    let again = ring_members(&dead_view, &mut dead, t0 + GRACE * 2, GRACE);
+    let again = ring_members(
+        &dead_view,
+        &mut dead,
+        &mut Removed::new(),
+        t0 + GRACE * 2,
+        GRACE,
+    );
     assert_eq!(ids(&again.members), sorted(&["me", "d"]));
 }
 
@@ -117,7 +147,13 @@ fn left_member_is_dropped_at_once() {
         member("me", State::Alive, NodeStatus::Normal),
         vec![member("l", State::Left, NodeStatus::Normal)],
     );
-    let out = ring_members(&v, &mut DeadSince::new(), Instant::now(), GRACE);
+    let out = ring_members(
+        &v,
+        &mut DeadSince::new(),
+        &mut Removed::new(),
+        Instant::now(),
+        GRACE,
+    );
     assert_eq!(ids(&out.members), sorted(&["me"]));
     assert!(out.leaving.is_empty());
 }
@@ -131,7 +167,13 @@ fn leaving_members_are_apart_this_peer_included() {
             member("b", State::Suspect, NodeStatus::Leaving),
         ],
     );
-    let out = ring_members(&v, &mut DeadSince::new(), Instant::now(), GRACE);
+    let out = ring_members(
+        &v,
+        &mut DeadSince::new(),
+        &mut Removed::new(),
+        Instant::now(),
+        GRACE,
+    );
     assert_eq!(ids(&out.members), sorted(&["a"]));
     assert_eq!(ids(&out.leaving), sorted(&["me", "b"]));
 }
@@ -142,7 +184,13 @@ fn build_counts_leaving_members_only_in_the_full_ring() {
         member("me", State::Alive, NodeStatus::Normal),
         vec![member("b", State::Alive, NodeStatus::Leaving)],
     );
-    let out = ring_members(&v, &mut DeadSince::new(), Instant::now(), GRACE);
+    let out = ring_members(
+        &v,
+        &mut DeadSince::new(),
+        &mut Removed::new(),
+        Instant::now(),
+        GRACE,
+    );
     let state = build(&out, 3).expect("ring");
     assert_eq!(state.rebuilds, 3);
     let ring = state.ring.expect("ring");
@@ -164,7 +212,13 @@ fn the_previous_ring_is_the_last_different_one() {
         vec![member("b", State::Alive, NodeStatus::Normal)],
     );
     let at = |v: &View| {
-        let m = ring_members(v, &mut DeadSince::new(), Instant::now(), GRACE);
+        let m = ring_members(
+            v,
+            &mut DeadSince::new(),
+            &mut Removed::new(),
+            Instant::now(),
+            GRACE,
+        );
         build(&m, 1).expect("ring")
     };
     let first = at(&one).after(&RingState::default());
@@ -180,4 +234,32 @@ fn the_previous_ring_is_the_last_different_one() {
     // Back to the first ring: it is current, and the second is earlier.
     let back = at(&one).after(&again);
     assert_eq!(digests(&back), vec![d(&second.ring)]);
+}
+
+#[test]
+fn a_removed_dead_member_leaves_the_ring_at_once_and_returns_if_seen_alive() {
+    let dead_view = view(
+        member("me", State::Alive, NodeStatus::Normal),
+        vec![member("d", State::Dead, NodeStatus::Normal)],
+    );
+    let alive_view = view(
+        member("me", State::Alive, NodeStatus::Normal),
+        vec![member("d", State::Alive, NodeStatus::Normal)],
+    );
+    let (mut dead, mut removed) = (DeadSince::new(), Removed::new());
+    let t0 = Instant::now();
+    let kept = ring_members(&dead_view, &mut dead, &mut removed, t0, GRACE);
+    assert_eq!(ids(&kept.members), sorted(&["me", "d"]), "within the grace");
+    removed.insert(NodeId::from_name("d"));
+    let gone = ring_members(&dead_view, &mut dead, &mut removed, t0, GRACE);
+    assert_eq!(ids(&gone.members), sorted(&["me"]), "removed: out at once");
+    let back = ring_members(&alive_view, &mut dead, &mut removed, t0, GRACE);
+    assert_eq!(ids(&back.members), sorted(&["me", "d"]), "alive again");
+    assert!(removed.is_empty(), "a live member is no longer removed");
+    let dead_again = ring_members(&dead_view, &mut dead, &mut removed, t0, GRACE);
+    assert_eq!(
+        ids(&dead_again.members),
+        sorted(&["me", "d"]),
+        "dead again: a fresh grace"
+    );
 }

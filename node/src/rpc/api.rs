@@ -90,6 +90,77 @@ pub(crate) enum Request {
     /// The keyring (peers only: an operator with the cluster key). With
     /// `cluster`, this peer does it on every live member and reports each.
     Keyring { op: KeyringOp, cluster: bool },
+    /// Drop a dead member from the ring now, before its dead grace ends
+    /// (peers only: an operator with the cluster key). `node` is its name
+    /// or 8 to 32 hex digits of its id. With `cluster`, this peer does it
+    /// on every live member and reports each ([`crate::removenode`]).
+    RemoveNode { node: String, cluster: bool },
+    /// Anti-entropy now over this peer's ranges (those overlapping
+    /// `range`, or holding `key`, when given), in the background; its
+    /// progress is in [`HandoffReply::repair`] (peers only).
+    Repair {
+        range: Option<TokenRange>,
+        key: Option<Vec<u8>>,
+    },
+    /// Pause, resume or cancel this peer's transfers (peers only);
+    /// answered with the handoff report after it.
+    Transfers(TransferOp),
+}
+
+/// What [`Request::Transfers`] does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum TransferOp {
+    /// No new page is asked for until resumed (checkpoints stay).
+    Pause,
+    /// Pages are asked for again, from the checkpoints.
+    Resume,
+    /// The transfer of this range stops taking pages from its source; it
+    /// goes on from its checkpoint with the next holder (or later).
+    Cancel(TokenRange),
+}
+
+/// A repair run (`ringkv repair`), as `ringkv handoff` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RepairRow {
+    /// Whether it is still going.
+    pub(crate) running: bool,
+    /// This peer's ranges it covers, and how many are done.
+    pub(crate) ranges_total: u64,
+    pub(crate) ranges_done: u64,
+    /// Comparisons with another replica made, and how many differed.
+    pub(crate) compared: u64,
+    pub(crate) differed: u64,
+    /// Records pulled because another replica held a newer one.
+    pub(crate) records: u64,
+    /// Comparisons that failed (no answer, no live replica), and the
+    /// first few reasons.
+    pub(crate) failed: u64,
+    pub(crate) failures: Vec<String>,
+    /// Seconds since it started (until it ended, once it did).
+    pub(crate) elapsed: f64,
+}
+
+/// One member's answer to [`Request::RemoveNode`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RemoveNodeRow {
+    /// The member's name and address.
+    pub(crate) name: String,
+    pub(crate) addr: String,
+    /// Whether its ring dropped the member now (`Some(false)`: it had
+    /// already, or the member left; `None`: refused, see `error`).
+    pub(crate) changed: Option<bool>,
+    /// Why it refused (nothing changed on that member).
+    pub(crate) error: Option<String>,
+}
+
+/// Answer to [`Request::RemoveNode`]: the member removed and one row per
+/// member asked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RemoveNodeReply {
+    /// The removed member's name and full id.
+    pub(crate) name: String,
+    pub(crate) id: String,
+    pub(crate) members: Vec<RemoveNodeRow>,
 }
 
 /// What [`Request::Keyring`] does ([`crate::keyring`]).
@@ -231,6 +302,15 @@ pub(crate) struct HandoffReply {
     pub(crate) repairs: u64,
     pub(crate) ranges_dropped: u64,
     pub(crate) records_dropped: u64,
+    /// Dead members an operator removed from this peer's ring
+    /// (`ringkv removenode`), by name.
+    pub(crate) removed: Vec<String>,
+    /// The current or last repair run (`ringkv repair`).
+    pub(crate) repair: Option<RepairRow>,
+    /// Whether an operator paused the transfers (`ringkv handoff --pause`).
+    pub(crate) paused: bool,
+    /// Transfers an operator cancelled since start.
+    pub(crate) cancelled: u64,
 }
 
 /// One hot key, as `ringkv hot` shows it.

@@ -267,3 +267,82 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Str
     ringkv_testbed::http::request_within(addr, method, path, body, Duration::from_secs(40))
         .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e:#}"))
 }
+
+/// `n` distinct client Initials (distinct destination connection ids):
+/// a quinn client dials a UDP socket that reads and never answers.
+pub fn initials(n: usize) -> Vec<Vec<u8>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let sink = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("a sink");
+        let to = sink.local_addr().expect("its address");
+        let identity = ringkv_gossip::NodeIdentity::generate().expect("an identity");
+        // Any key: the server reads the Initial before any certificate.
+        let config = ringkv_gossip::transport::tls::client_config(
+            &ringkv_gossip::ClusterKey::from_bytes([9; 32]),
+            &identity,
+        )
+        .expect("config");
+        let endpoint =
+            quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("client");
+        let dialling: Vec<_> = (0..n)
+            .map(|_| {
+                endpoint.connect_with(
+                    config.clone(),
+                    to,
+                    ringkv_gossip::transport::tls::SERVER_NAME,
+                )
+            })
+            .collect::<Result<_, _>>()
+            .expect("connects start");
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while out.len() < n {
+            let (len, _) = tokio::time::timeout_at(deadline, sink.recv_from(&mut buf))
+                .await
+                .expect("the client's Initials arrive")
+                .expect("recv");
+            let packet = &buf[..len];
+            // A long-header Initial: 0b11xx_0000 type bits 00, then the
+            // version, then the destination connection id.
+            let initial = len > 6 && packet[0] & 0xf0 == 0xc0;
+            let dcid = initial.then(|| {
+                let cid_len = usize::from(packet[5]);
+                packet.get(6..6 + cid_len).map(<[u8]>::to_vec)
+            });
+            if let Some(Some(dcid)) = dcid {
+                if seen.insert(dcid) {
+                    out.push(packet.to_vec());
+                }
+            }
+        }
+        drop(dialling);
+        endpoint.close(0u32.into(), b"captured");
+        out
+    })
+}
+
+/// Sends every Initial once to `target`, spread over `sources` loopback
+/// addresses (127.0.0.2 up), about one per millisecond so the peer's
+/// socket buffer is not what drops them. The sockets are returned (open,
+/// never read): the peer's answers go nowhere.
+pub fn flood(target: SocketAddr, packets: &[Vec<u8>], sources: u8) -> Vec<std::net::UdpSocket> {
+    let sockets: Vec<std::net::UdpSocket> = (0..sources)
+        .map(|i| {
+            std::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 2 + i], 0))).expect("bind")
+        })
+        .collect();
+    for (i, packet) in packets.iter().enumerate() {
+        let _ = sockets[i % sockets.len()].send_to(packet, target);
+        if i % 4 == 3 {
+            std::thread::sleep(Duration::from_millis(4));
+        }
+    }
+    sockets
+}

@@ -274,6 +274,13 @@ impl<C: KvClient> Ctx<C> {
                 {
                     let mut tb = self.tb.lock().expect("not poisoned");
                     match step {
+                        Step::Kill(_) if n.contains(',') => {
+                            let names: Vec<String> = n.split(',').map(str::to_owned).collect();
+                            tb.kill_all(&names)?;
+                            for name in &names {
+                                self.last_fault.insert(name.clone(), t0);
+                            }
+                        }
                         Step::Kill(_) => tb.kill(n)?,
                         Step::Stop(_) => tb.stop(n)?,
                         Step::Cont(_) => tb.cont(n)?,

@@ -188,7 +188,13 @@ impl Cluster {
     /// Peer `i`'s ring at `now` (the members that are not leaving).
     fn ring(&mut self, i: usize, view: &View) -> Option<Ring> {
         let now = self.now;
-        let members = ring_view::ring_members(view, &mut self.peers[i].dead_since, now, DEAD_GRACE);
+        let members = ring_view::ring_members(
+            view,
+            &mut self.peers[i].dead_since,
+            &mut ring_view::Removed::new(),
+            now,
+            DEAD_GRACE,
+        );
         let key: Vec<NodeId> = members.members.iter().map(|s| s.id).collect();
         if let Some(r) = self.rings.get(&key) {
             return Some(r.clone());
@@ -201,7 +207,13 @@ impl Cluster {
     /// Peer `i`'s ring that still counts leaving members, when any leave.
     fn full(&mut self, i: usize, view: &View) -> Option<Ring> {
         let mut dead_since = self.peers[i].dead_since.clone();
-        let members = ring_view::ring_members(view, &mut dead_since, self.now, DEAD_GRACE);
+        let members = ring_view::ring_members(
+            view,
+            &mut dead_since,
+            &mut ring_view::Removed::new(),
+            self.now,
+            DEAD_GRACE,
+        );
         ring_view::build(&members, 0).ok()?.full
     }
 
