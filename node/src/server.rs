@@ -71,7 +71,7 @@ pub(crate) async fn serve_requests(
                 },
                 Err(e) => codec::encode(&Reply::<()>::error(RequestError::new(
                     ErrorKind::Refused,
-                    format!("bad request: {e:#}"),
+                    format!("{}: {e:#}", api::BAD_REQUEST),
                 ))),
             };
             if send.write_all(&reply).await.is_ok() {
@@ -102,6 +102,7 @@ fn refusal(request: &api::Request, role: &Role, view: &View, handoff: &Handoff) 
         ),
         Role::Client(_) => match request {
             R::Members
+            | R::MembersLegacy
             | R::Ring
             | R::Owners { .. }
             | R::Put { .. }
@@ -121,7 +122,7 @@ fn refusal(request: &api::Request, role: &Role, view: &View, handoff: &Handoff) 
 fn kind(request: &api::Request) -> &'static str {
     use api::Request as R;
     match request {
-        R::Members => "members",
+        R::Members | R::MembersLegacy => "members",
         R::Ring => "ring",
         R::Owners { .. } => "owners",
         R::Put { .. } => "put",
@@ -157,6 +158,9 @@ async fn dispatch(
     use api::Request as R;
     match request {
         R::Members => reply(Ok(status::members_reply(view, ring))),
+        R::MembersLegacy => reply(Ok(api::LegacyMembersReply::from(status::members_reply(
+            view, ring,
+        )))),
         R::Ring => status_reply(status::ring_reply(view, ring)),
         R::Owners { key } => status_reply(status::owners_reply(view, ring, &key)),
         R::Put {

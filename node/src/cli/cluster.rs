@@ -12,7 +12,7 @@ use ringkv_gossip::ClusterKey;
 
 use super::table::{pct, Align, Table};
 use crate::keyargs::{Access, AccessArgs};
-use crate::rpc::api::{MembersReply, OwnersReply, Request, RingReply};
+use crate::rpc::api::{LegacyMembersReply, MembersReply, OwnersReply, Request, RingReply};
 use crate::rpc::client;
 
 /// How long a CLI request may take.
@@ -57,8 +57,7 @@ pub(crate) fn keygen() -> String {
 
 pub(crate) async fn members(args: &MembersArgs) -> Result<String> {
     let key = args.peer.key.require()?;
-    let reply: MembersReply =
-        client::request(args.peer.peer, &key, &Request::Members, TIMEOUT).await?;
+    let reply = members_of(args.peer.peer, &key).await?;
     if !args.watch {
         return Ok(if args.peer.json {
             serde_json::to_string_pretty(&reply)? + "\n"
@@ -67,6 +66,21 @@ pub(crate) async fn members(args: &MembersArgs) -> Result<String> {
         });
     }
     watch_members(args.peer.peer, &key, reply, args.peer.json).await
+}
+
+/// `peer`'s view of the members. A peer of a build from before
+/// [`Request::Members`] refuses it as a bad request (it cannot decode the
+/// variant); it is then asked [`Request::MembersLegacy`], whose answer has
+/// no builds or wire versions (shown as `?`). docs/upgrades.md.
+async fn members_of(peer: SocketAddr, key: &Access) -> Result<MembersReply> {
+    match client::request(peer, key, &Request::Members, TIMEOUT).await {
+        Err(e) if client::refused_as_unknown(&e) => {
+            let old: LegacyMembersReply =
+                client::request(peer, key, &Request::MembersLegacy, TIMEOUT).await?;
+            Ok(old.into())
+        }
+        other => other,
+    }
 }
 
 /// Prints one line per change of any member's state, polling the peer.
@@ -97,7 +111,7 @@ async fn watch_members(
             _ = tokio::signal::ctrl_c() => return Ok(String::new()),
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
-        reply = client::request(peer, key, &Request::Members, TIMEOUT).await?;
+        reply = members_of(peer, key).await?;
     }
 }
 

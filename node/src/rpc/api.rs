@@ -18,6 +18,11 @@ pub(crate) const REQUEST_MAX: usize = KEY_MAX + VALUE_MAX + 4096;
 /// Largest answer a client reads.
 pub(crate) const REPLY_MAX: usize = 32 * 1024 * 1024;
 
+/// How a peer's answer to a request it cannot decode starts (a malformed
+/// request, or one from a newer build). Every build so far answers so;
+/// keep it (the CLI falls back to older requests on it).
+pub(crate) const BAD_REQUEST: &str = "bad request";
+
 /// How many replicas must answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub(crate) enum Consistency {
@@ -32,8 +37,10 @@ pub(crate) enum Consistency {
 /// What a client can ask.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Request {
-    /// The membership as this peer sees it.
-    Members,
+    /// The membership as this peer sees it, in the first builds' layout
+    /// ([`LegacyMembersReply`], without builds and wire versions): what a
+    /// CLI from before [`Request::Members`] asks (docs/upgrades.md).
+    MembersLegacy,
     /// The ring as this peer built it.
     Ring,
     /// The replicas of a key.
@@ -105,6 +112,10 @@ pub(crate) enum Request {
     /// Pause, resume or cancel this peer's transfers (peers only);
     /// answered with the handoff report after it.
     Transfers(TransferOp),
+    /// The membership as this peer sees it, with each member's build and
+    /// wire versions. New variants go after this one; no variant's layout
+    /// ever changes (`rpc/layout_tests.rs`).
+    Members,
 }
 
 /// What [`Request::Transfers`] does.
@@ -363,6 +374,99 @@ pub(crate) struct MemberRow {
     pub(crate) ownership: Option<f64>,
     /// Whether this row is the answering peer.
     pub(crate) this_peer: bool,
+}
+
+/// One member in [`LegacyMembersReply`]: [`MemberRow`] without `build`
+/// and `protocol`. Frozen.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LegacyMemberRow {
+    pub(crate) name: String,
+    pub(crate) id: String,
+    pub(crate) addr: String,
+    pub(crate) state: String,
+    pub(crate) incarnation: u64,
+    pub(crate) zone: Option<String>,
+    pub(crate) weight: u32,
+    pub(crate) status: String,
+    pub(crate) ownership: Option<f64>,
+    pub(crate) this_peer: bool,
+}
+
+/// Answer to [`Request::MembersLegacy`]: [`MembersReply`] as the first
+/// builds sent it. Frozen.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LegacyMembersReply {
+    pub(crate) index: u64,
+    pub(crate) view_digest: String,
+    pub(crate) ring_digest: Option<String>,
+    pub(crate) agreeing: usize,
+    pub(crate) reporting: usize,
+    pub(crate) joined: bool,
+    pub(crate) members: Vec<LegacyMemberRow>,
+}
+
+/// What an old build's answer does not say.
+const UNKNOWN: &str = "?";
+
+impl From<MembersReply> for LegacyMembersReply {
+    fn from(r: MembersReply) -> Self {
+        Self {
+            index: r.index,
+            view_digest: r.view_digest,
+            ring_digest: r.ring_digest,
+            agreeing: r.agreeing,
+            reporting: r.reporting,
+            joined: r.joined,
+            members: r
+                .members
+                .into_iter()
+                .map(|m| LegacyMemberRow {
+                    name: m.name,
+                    id: m.id,
+                    addr: m.addr,
+                    state: m.state,
+                    incarnation: m.incarnation,
+                    zone: m.zone,
+                    weight: m.weight,
+                    status: m.status,
+                    ownership: m.ownership,
+                    this_peer: m.this_peer,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<LegacyMembersReply> for MembersReply {
+    /// An old build's answer: builds and wire versions shown as `?`.
+    fn from(r: LegacyMembersReply) -> Self {
+        Self {
+            index: r.index,
+            view_digest: r.view_digest,
+            ring_digest: r.ring_digest,
+            agreeing: r.agreeing,
+            reporting: r.reporting,
+            joined: r.joined,
+            members: r
+                .members
+                .into_iter()
+                .map(|m| MemberRow {
+                    name: m.name,
+                    id: m.id,
+                    addr: m.addr,
+                    state: m.state,
+                    incarnation: m.incarnation,
+                    zone: m.zone,
+                    weight: m.weight,
+                    status: m.status,
+                    build: UNKNOWN.into(),
+                    protocol: UNKNOWN.into(),
+                    ownership: m.ownership,
+                    this_peer: m.this_peer,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Answer to [`Request::Members`].

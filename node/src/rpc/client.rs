@@ -278,8 +278,17 @@ impl Client {
         req: &Request,
         timeout: Duration,
     ) -> Result<Vec<u8>, PeerError> {
+        self.call_bytes(peer, codec::encode(req), timeout).await
+    }
+
+    /// [`Client::call_raw`] of a request already encoded.
+    async fn call_bytes(
+        &self,
+        peer: SocketAddr,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, PeerError> {
         let deadline = Instant::now() + timeout;
-        let body = codec::encode(req);
         let mut fresh = false;
         // A connection the peer closed because the key it was opened
         // under was removed: the request was not dispatched, so it is
@@ -360,7 +369,17 @@ impl Client {
         req: &Request,
         timeout: Duration,
     ) -> Result<T, CallError> {
-        let bytes = self.call_raw(peer, req, timeout).await?;
+        self.call_body(peer, codec::encode(req), timeout).await
+    }
+
+    /// [`Client::call`] of a request already encoded.
+    async fn call_body<T: DeserializeOwned>(
+        &self,
+        peer: SocketAddr,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<T, CallError> {
+        let bytes = self.call_bytes(peer, body, timeout).await?;
         match codec::decode::<Reply<T>>(&bytes, REPLY_MAX) {
             Ok(Reply::Ok(v)) => Ok(v),
             Ok(Reply::Err { kind, message }) => Err(CallError::Answered(RequestError::new(
@@ -416,6 +435,16 @@ pub(crate) async fn request<T: DeserializeOwned>(
             Err(with_kind(e))
         }
     }
+}
+
+/// Whether `e` is how a peer refuses a request it cannot decode, as every
+/// build answers a request variant from a newer build (`server.rs`,
+/// [`crate::rpc::api::BAD_REQUEST`]): the caller may fall back to an
+/// older request (docs/upgrades.md, "Peer RPC").
+pub(crate) fn refused_as_unknown(e: &anyhow::Error) -> bool {
+    let bad = format!("{}: ", crate::rpc::api::BAD_REQUEST);
+    e.downcast_ref::<RequestError>()
+        .is_some_and(|r| r.kind == ErrorKind::Refused && r.message.contains(&bad))
 }
 
 /// What [`request`] connects with: a cluster key or an [`Access`].
@@ -716,6 +745,48 @@ mod tests {
             ids.push(client.cached(addr).expect("a cached connection"));
         }
         assert_eq!(ids[0], ids[1], "the second call reused the connection");
+        client.close();
+        let _ = peer.shutdown(std::future::ready(())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_from_a_newer_build_is_refused_as_a_bad_request() {
+        // What a newer build's new request looks like to this one: the
+        // next variant index (`Request::Members` is the last variant).
+        let last = codec::encode(&Request::Members);
+        assert_eq!(last.len(), 2, "a format byte and a one-byte variant index");
+        let future = vec![last[0], last[1] + 1];
+        let dir = tempfile::tempdir().expect("temp dir");
+        let peer = daemon::start(settings(dir.path()), Listeners::default())
+            .await
+            .expect("the peer starts");
+        let addr = peer.addrs().quic;
+        let text = std::fs::read_to_string(dir.path().join("p1").join("cluster.key"))
+            .expect("the cluster key");
+        let key = ClusterKey::parse(text.trim()).expect("a cluster key");
+        let client = Client::for_cluster(&key, addr).expect("a client");
+        let err = match client.call_body::<()>(addr, future, CALL).await {
+            Err(CallError::Answered(e)) => anyhow::Error::from(e),
+            other => panic!("answered with an error: {other:?}"),
+        };
+        assert!(refused_as_unknown(&err), "{err:#}");
+        // A request it knows, refused for another reason, is not one.
+        let known = client
+            .call::<()>(
+                addr,
+                &Request::RemoveNode {
+                    node: "nobody".into(),
+                    cluster: false,
+                },
+                CALL,
+            )
+            .await
+            .map_err(|e| match e {
+                CallError::Answered(e) => anyhow::Error::from(e),
+                CallError::Peer(e) => panic!("answered: {e:?}"),
+            })
+            .expect_err("no such member");
+        assert!(!refused_as_unknown(&known), "{known:#}");
         client.close();
         let _ = peer.shutdown(std::future::ready(())).await;
     }

@@ -7,4 +7,6 @@
 pub(crate) mod api;
 pub(crate) mod client;
 pub(crate) mod codec;
+#[cfg(test)]
+mod layout_tests;
 pub(crate) mod pool;
