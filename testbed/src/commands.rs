@@ -525,6 +525,29 @@ pub struct ScenarioArgs {
     /// Leave the peers running at the end (needs --dir).
     #[arg(long, requires = "dir")]
     pub keep: bool,
+    /// Start the peers on this `ringkv` binary (an older build) instead of
+    /// this one; `upgrade NODE bin=self` steps move them to this one (a
+    /// rolling upgrade between two real builds, docs/upgrades.md).
+    #[arg(long, value_name = "PATH")]
+    pub peer_bin: Option<PathBuf>,
+}
+
+/// Refuses a `--peer-bin` that is not a `ringkv` binary this machine
+/// runs, before anything starts.
+fn check_peer_bin(bin: &Path) -> Result<()> {
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("--peer-bin {}: cannot run it", bin.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.starts_with("ringkv") {
+        bail!(
+            "--peer-bin {}: not a ringkv binary (`--version` printed {:?})",
+            bin.display(),
+            text.trim()
+        );
+    }
+    Ok(())
 }
 
 /// `scenario FILE`.
@@ -533,6 +556,9 @@ pub struct ScenarioArgs {
 /// A bad file, a cluster that does not come up, or a failed step.
 pub fn scenario_cmd<C: KvClient>(args: &ScenarioArgs) -> Result<String> {
     let scenario = crate::scenario::Scenario::read(&args.file)?;
+    if let Some(bin) = &args.peer_bin {
+        check_peer_bin(bin)?;
+    }
     let tmp;
     let dir = match &args.dir {
         Some(d) => d.clone(),
@@ -545,6 +571,7 @@ pub fn scenario_cmd<C: KvClient>(args: &ScenarioArgs) -> Result<String> {
         &scenario,
         &crate::scenario::RunOptions {
             bin: this_binary()?,
+            peer_bin: args.peer_bin.clone(),
             dir,
             progress: true,
             keep: args.keep,
@@ -565,4 +592,24 @@ pub fn scenario_cmd<C: KvClient>(args: &ScenarioArgs) -> Result<String> {
     }
     let _ = writeln!(text, "scenario {} passed", scenario.name);
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_bin_that_is_not_ringkv_is_refused_before_anything_starts() {
+        let missing = check_peer_bin(Path::new("/nonexistent/ringkv")).expect_err("refused");
+        assert!(
+            format!("{missing:#}").contains("cannot run it"),
+            "{missing:#}"
+        );
+        // Runs, but is not ringkv (prints no `ringkv` version).
+        let other = check_peer_bin(Path::new("/bin/true")).expect_err("refused");
+        assert!(
+            format!("{other:#}").contains("not a ringkv binary"),
+            "{other:#}"
+        );
+    }
 }

@@ -129,6 +129,7 @@ pub fn demo<C: KvClient>(args: &DemoArgs) -> Result<String> {
         &scenario,
         &RunOptions {
             bin: crate::commands::this_binary()?,
+            peer_bin: None,
             dir: dir.clone(),
             progress: true,
             // The figures are read after the run; the demo stops the peers.

@@ -35,8 +35,12 @@ impl Drop for DownGuard {
 /// How a run is set up.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// The `ringkv` binary.
+    /// The `ringkv` binary: the testbed's own, and what `upgrade NODE
+    /// bin=self` switches a peer to.
     pub bin: PathBuf,
+    /// The binary the peers start on, when not `bin` (an older build, for
+    /// a rolling upgrade between two real builds: docs/upgrades.md).
+    pub peer_bin: Option<PathBuf>,
     /// The cluster directory.
     pub dir: PathBuf,
     /// Print each step as it runs (to stdout).
@@ -98,6 +102,7 @@ pub fn run<C: KvClient>(scenario: &Scenario, opts: &RunOptions) -> Result<RunRep
         spec: scenario.load.clone(),
         add_flags: scenario.add_flags.clone(),
         dir: dir.clone(),
+        own_bin: opts.bin.clone(),
         started,
         last_fault: Default::default(),
     };
@@ -146,7 +151,7 @@ fn refuse_if_running(dir: &Path) -> Result<()> {
 fn bring_up(scenario: &Scenario, opts: &RunOptions) -> Result<(Testbed, Duration)> {
     let up = Testbed::up(
         &opts.dir,
-        &opts.bin,
+        opts.peer_bin.as_ref().unwrap_or(&opts.bin),
         scenario.nodes,
         scenario.node_flags.clone(),
         Duration::from_secs(60),
@@ -206,6 +211,8 @@ pub(super) struct Ctx<C> {
     /// Flags of the peers `add` starts.
     pub(super) add_flags: Vec<String>,
     pub(super) dir: PathBuf,
+    /// The testbed's own binary (`upgrade NODE bin=self`).
+    pub(super) own_bin: PathBuf,
     pub(super) started: Instant,
     /// When each peer last had a fault applied (for detection times).
     pub(super) last_fault: std::collections::BTreeMap<String, Duration>,
@@ -293,7 +300,13 @@ impl<C: KvClient> Ctx<C> {
                 String::new()
             }
             Step::Upgrade { node, bin, env } => {
-                let bin = bin.as_ref().map(PathBuf::from);
+                let bin = bin.as_ref().map(|b| {
+                    if b == crate::scenario::spec::SELF_BIN {
+                        self.own_bin.clone()
+                    } else {
+                        PathBuf::from(b)
+                    }
+                });
                 self.tb.lock().expect("not poisoned").restart_as(
                     node,
                     bin,

@@ -92,6 +92,9 @@ pub struct StepSpec {
     pub run: String,
 }
 
+/// `upgrade NODE bin=self`: the testbed's own binary.
+pub(super) const SELF_BIN: &str = "self";
+
 /// A parsed step.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
@@ -107,6 +110,9 @@ pub enum Step {
     Restart(String),
     /// Start a stopped peer again on another build: `upgrade NODE
     /// [bin=PATH] [KEY=VALUE ...]` (a binary, environment variables).
+    /// `bin=self` is the testbed's own binary: with `testbed scenario
+    /// --peer-bin OLD`, the peers start on an older build and `upgrade
+    /// NODE bin=self` moves each to this one.
     Upgrade {
         /// The peer.
         node: String,
