@@ -41,6 +41,9 @@ pub enum TestbedCommand {
     Partition(crate::commands::PartitionArgs),
     /// Clear every partition, loss and delay.
     Heal(crate::commands::DirArgs),
+    /// Take a peer's network link down or up: `link p2 down` (multi-host
+    /// mode, `up --netns`).
+    Link(crate::commands::LinkArgs),
     /// Drop a fraction of a peer's datagrams: `loss p2 10%`.
     Loss(crate::commands::LossArgs),
     /// Delay every datagram a peer sends: `delay p2 50ms`.
@@ -436,6 +439,7 @@ pub fn run<C: crate::load::KvClient>(cmd: &TestbedCommand) -> Result<String> {
         TestbedCommand::Add(dir) => c::add(dir),
         TestbedCommand::Partition(args) => c::partition(args),
         TestbedCommand::Heal(dir) => c::heal(dir),
+        TestbedCommand::Link(args) => c::link(args),
         TestbedCommand::Loss(args) => c::loss(args),
         TestbedCommand::Delay(args) => c::delay(args),
         TestbedCommand::Skew(args) => c::skew(args),

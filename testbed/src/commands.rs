@@ -38,6 +38,11 @@ pub struct UpArgs {
     /// How long the peers may take to converge.
     #[arg(long, default_value = "60s", value_parser = crate::cli::parse_duration)]
     pub converge_timeout: Duration,
+    /// Put every peer in a Linux network namespace of its own, on a bridge
+    /// the testbed creates (needs root, iproute2 and iptables): the
+    /// multi-host mode, where faults come from the kernel.
+    #[arg(long)]
+    pub netns: bool,
     /// Flags for every `ringkv node`, after `--` (e.g. `-- --dead-grace 0s`).
     #[arg(last = true)]
     pub node_flags: Vec<String>,
@@ -59,6 +64,18 @@ pub struct PartitionArgs {
     /// The two sides: `p1,p2 / p3,p4,p5`.
     #[arg(required = true, num_args = 1..)]
     pub sides: Vec<String>,
+    /// The cluster directory.
+    #[command(flatten)]
+    pub dir: DirArgs,
+}
+
+/// Arguments of `ringkv testbed link`.
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// The peer.
+    pub node: String,
+    /// `down` (its cable pulled) or `up`.
+    pub state: String,
     /// The cluster directory.
     #[command(flatten)]
     pub dir: DirArgs,
@@ -191,6 +208,7 @@ pub fn up(args: &UpArgs) -> Result<String> {
         n,
         args.node_flags.clone(),
         args.converge_timeout,
+        args.netns,
     )?;
     let mut out = format!(
         "{n} peers up and converged in {:.1} s in {}\n",
@@ -293,10 +311,34 @@ pub fn add(dir: &DirArgs) -> Result<String> {
 /// # Errors
 /// Bad sides, unknown peers, or no fault switch.
 pub fn partition(args: &PartitionArgs) -> Result<String> {
-    let (a, b) = faults::parse_partition(&args.sides.join(" "))?;
+    let text = args.sides.join(" ");
     let mut tb = Testbed::open(&args.dir.dir)?;
+    if text.contains("->") {
+        let (a, b) = faults::parse_one_way(&text)?;
+        tb.cut(&a, &b, false)?;
+        return Ok(format!(
+            "cut {} -> {} (one way)\n",
+            a.join(","),
+            b.join(",")
+        ));
+    }
+    let (a, b) = faults::parse_partition(&text)?;
     tb.partition(&a, &b)?;
     Ok(format!("partitioned {} / {}\n", a.join(","), b.join(",")))
+}
+
+/// `link NODE down|up`.
+///
+/// # Errors
+/// Not `up` or `down`, unknown peer, or not the multi-host mode.
+pub fn link(args: &LinkArgs) -> Result<String> {
+    let up = match args.state.as_str() {
+        "up" => true,
+        "down" => false,
+        other => bail!("{other:?}: expected `up` or `down`"),
+    };
+    Testbed::open(&args.dir.dir)?.link(&args.node, up)?;
+    Ok(format!("{}: link {}\n", args.node, args.state))
 }
 
 /// `heal`.
@@ -530,6 +572,9 @@ pub struct ScenarioArgs {
     /// rolling upgrade between two real builds, docs/upgrades.md).
     #[arg(long, value_name = "PATH")]
     pub peer_bin: Option<PathBuf>,
+    /// Run it in the multi-host mode (see `testbed up --netns`).
+    #[arg(long)]
+    pub netns: bool,
 }
 
 /// Refuses a `--peer-bin` that is not a `ringkv` binary this machine
@@ -576,6 +621,7 @@ pub fn scenario_cmd<C: KvClient>(args: &ScenarioArgs) -> Result<String> {
             progress: true,
             keep: args.keep,
             down_on_interrupt: !args.keep,
+            netns: args.netns,
         },
     )?;
     // The steps were printed as they ran: end with the totals.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 
 use crate::faults::{self, FaultSettings};
+use crate::netns::{self, KernelFaults, Net};
 use crate::procs::{self, ProcState};
 use crate::state::{PeerState, State};
 use crate::watch;
@@ -56,9 +57,11 @@ impl Testbed {
     /// # Errors
     /// No state file there, or a corrupt one.
     pub fn open(dir: &Path) -> Result<Self> {
+        let state = State::load(dir)?;
+        crate::http::set_token(state.admin_token.clone());
         Ok(Self {
             dir: dir.to_path_buf(),
-            state: State::load(dir)?,
+            state,
         })
     }
 
@@ -82,11 +85,23 @@ impl Testbed {
         nodes: usize,
         node_flags: Vec<String>,
         converge_limit: Duration,
+        netns: bool,
     ) -> Result<(Self, Duration)> {
         if nodes == 0 {
             bail!("a cluster needs at least one peer");
         }
+        if netns && nodes > netns::MAX_PEERS {
+            bail!(
+                "the multi-host mode holds at most {} peers",
+                netns::MAX_PEERS
+            );
+        }
         check_node_flags(&node_flags)?;
+        if netns {
+            if let Some(why) = netns::unavailable() {
+                bail!("{why}");
+            }
+        }
         if State::path(dir).exists() {
             let old = Self::open(dir)?;
             let running = old.still_running();
@@ -103,6 +118,9 @@ impl Testbed {
                 let _ = std::fs::remove_dir_all(&p.data);
                 let _ = std::fs::remove_file(&p.log);
             }
+            if let Some(net) = old.state.netns {
+                netns::Host::remove(net)?;
+            }
         }
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let bin = bin.canonicalize().unwrap_or_else(|_| bin.to_path_buf());
@@ -111,6 +129,10 @@ impl Testbed {
             dir: dir.canonicalize()?,
             state: State::new(bin, node_flags, fault_switch),
         };
+        crate::http::set_token(None);
+        if netns {
+            tb.make_network()?;
+        }
         let started = Instant::now();
         for _ in 0..nodes {
             if let Err(e) = tb.add() {
@@ -126,6 +148,55 @@ impl Testbed {
             );
         }
         Ok((tb, started.elapsed()))
+    }
+
+    /// The multi-host mode's network and admin token, recorded in the
+    /// state file before any of it exists so that `down` finds it after a
+    /// crash.
+    fn make_network(&mut self) -> Result<()> {
+        let token: String = rand::random::<[u8; 32]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let token_file = self.token_file();
+        crate::state::write_private(&token_file, format!("{token}\n").as_bytes())
+            .with_context(|| format!("cannot write {}", token_file.display()))?;
+        let hint = self
+            .dir
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0u8, |h, b| h.wrapping_mul(31).wrapping_add(*b));
+        let net = netns::Host::create(hint)?;
+        self.state.netns = Some(net);
+        self.state.admin_token = Some(token);
+        crate::http::set_token(self.state.admin_token.clone());
+        if let Err(e) = self.save() {
+            let _ = netns::Host::remove(net);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn token_file(&self) -> PathBuf {
+        self.dir.join("admin.token")
+    }
+
+    /// Peer `i`'s number in the multi-host mode's layout.
+    fn number(&self, i: usize) -> Result<usize> {
+        let name = &self.state.peers[i].name;
+        netns::peer_number(name).with_context(|| {
+            format!(
+                "{name} has no place on the testbed bridge (p1 to p{})",
+                netns::MAX_PEERS
+            )
+        })
+    }
+
+    fn require_netns(&self, what: &str) -> Result<Net> {
+        self.state.netns.with_context(|| {
+            format!("{what} needs the multi-host mode: start the cluster with `ringkv testbed up --netns` (or run the scenario with --netns)")
+        })
     }
 
     /// Names of the peers whose processes still exist (running or
@@ -154,15 +225,27 @@ impl Testbed {
         if self.state.fault_switch {
             args.push(FAULT_FLAG.to_owned());
         }
+        if self.state.netns.is_some() {
+            args.extend([
+                "--admin-token-file".to_owned(),
+                self.token_file().display().to_string(),
+            ]);
+        }
         let seed = self
             .state
             .peers
             .iter()
             .find(|q| q.name != p.name && procs::state(q.pid, &q.data) == ProcState::Running);
         if let Some(seed) = seed {
+            // In the multi-host mode, by name: each namespace resolves
+            // it through its own hosts file.
+            let at = match self.state.netns {
+                Some(_) => format!("{}.{}:{}", seed.name, netns::DOMAIN, netns::QUIC_PORT),
+                None => seed.addr.to_string(),
+            };
             args.extend([
                 "--join".to_owned(),
-                seed.addr.to_string(),
+                at,
                 "--cluster-key-file".to_owned(),
                 seed.data.join("cluster.key").display().to_string(),
             ]);
@@ -179,7 +262,17 @@ impl Testbed {
         let ready_path = crate::ready::path_for(&p.data);
         let _ = std::fs::remove_file(&ready_path);
         let bin = p.bin.as_ref().unwrap_or(&self.state.bin);
-        let (pid, offset, exited) = procs::spawn_detached(bin, &args, &p.env, &p.log)?;
+        let (pid, offset, exited) = match self.state.netns {
+            // `ip netns exec` enters the namespace, mounts its hosts file
+            // and execs the peer: the pid is the peer's.
+            Some(net) => {
+                let mut full = net.exec_prefix(self.number(i)?);
+                full.push(bin.display().to_string());
+                full.extend(args);
+                procs::spawn_detached(Path::new("ip"), &full, &p.env, &p.log)?
+            }
+            None => procs::spawn_detached(bin, &args, &p.env, &p.log)?,
+        };
         let gone = || exited.load(std::sync::atomic::Ordering::Relaxed);
         match crate::ready::wait(&ready_path, pid, START_TIMEOUT, gone) {
             Ok(ready) => {
@@ -231,9 +324,26 @@ impl Testbed {
             extra_flags: flags,
             bin: None,
             env: std::collections::BTreeMap::new(),
+            kernel: KernelFaults::default(),
         });
         let i = self.state.peers.len() - 1;
-        if let Err(e) = self.start(i, "127.0.0.1:0", "127.0.0.1:0") {
+        let (listen, admin) = match self.state.netns {
+            Some(net) => {
+                let placed = self.number(i).and_then(|n| {
+                    netns::Host::add_peer(net, n)?;
+                    Ok((net.quic(n).to_string(), net.admin(n).to_string()))
+                });
+                match placed {
+                    Ok(at) => at,
+                    Err(e) => {
+                        self.state.peers.pop();
+                        return Err(e);
+                    }
+                }
+            }
+            None => ("127.0.0.1:0".to_owned(), "127.0.0.1:0".to_owned()),
+        };
+        if let Err(e) = self.start(i, &listen, &admin) {
             self.state.peers.pop();
             return Err(e);
         }
@@ -380,7 +490,10 @@ impl Testbed {
             self.state.peers[i].admin.to_string(),
         );
         let any = "127.0.0.1:0";
-        if self.start(i, &addr, &admin).is_err() && self.start(i, &addr, any).is_err() {
+        if self.state.netns.is_some() {
+            // Its own address on the bridge: nobody else can take it.
+            self.start(i, &addr, &admin)?;
+        } else if self.start(i, &addr, &admin).is_err() && self.start(i, &addr, any).is_err() {
             self.start(i, any, any)?;
         }
         self.save()?;
@@ -422,6 +535,10 @@ impl Testbed {
             p.stopped_by_testbed.get_or_insert_with(|| "down".into());
         }
         self.save()?;
+        if let Some(net) = self.state.netns {
+            netns::Host::remove(net)?;
+            out.push((format!("network {}", net.cidr()), "removed"));
+        }
         Ok(out)
     }
 
@@ -450,6 +567,9 @@ impl Testbed {
     /// # Errors
     /// Unknown peers, no fault switch, or a peer refuses.
     pub fn partition(&mut self, a: &[String], b: &[String]) -> Result<()> {
+        if self.state.netns.is_some() {
+            return self.cut(a, b, true);
+        }
         self.require_switch()?;
         let ia = a
             .iter()
@@ -470,14 +590,93 @@ impl Testbed {
         self.save()
     }
 
-    /// Heals every fault on every peer (`{}`).
+    /// Drops, in the kernel, the packets the peers in `from` send to
+    /// those in `to`; with `both_ways`, those back too (multi-host mode).
+    ///
+    /// # Errors
+    /// Unknown peers, not the multi-host mode, or iptables fails.
+    pub fn cut(&mut self, from: &[String], to: &[String], both_ways: bool) -> Result<()> {
+        self.require_netns(if both_ways {
+            "a kernel partition"
+        } else {
+            "a one-way partition"
+        })?;
+        let ips = |names: &[String]| -> Result<Vec<(usize, std::net::Ipv4Addr)>> {
+            names
+                .iter()
+                .map(|n| {
+                    let i = self.state.index_of(n)?;
+                    let net = self.require_netns("a kernel partition")?;
+                    Ok((i, net.peer_ip(self.number(i)?)))
+                })
+                .collect()
+        };
+        let (from, to) = (ips(from)?, ips(to)?);
+        let add = |list: &mut Vec<std::net::Ipv4Addr>, more: &[(usize, std::net::Ipv4Addr)]| {
+            for (_, ip) in more {
+                if !list.contains(ip) {
+                    list.push(*ip);
+                }
+            }
+        };
+        for &(i, _) in &from {
+            let mut k = self.state.peers[i].kernel.clone();
+            add(&mut k.drop_out, &to);
+            if both_ways {
+                add(&mut k.drop_in, &to);
+            }
+            self.set_kernel(i, k)?;
+        }
+        if both_ways {
+            for &(i, _) in &to {
+                let mut k = self.state.peers[i].kernel.clone();
+                add(&mut k.drop_out, &from);
+                add(&mut k.drop_in, &from);
+                self.set_kernel(i, k)?;
+            }
+        }
+        self.save()
+    }
+
+    fn set_kernel(&mut self, i: usize, faults: KernelFaults) -> Result<()> {
+        let net = self.require_netns("a kernel fault")?;
+        netns::Host::apply(net, self.number(i)?, &faults)?;
+        self.state.peers[i].kernel = faults;
+        Ok(())
+    }
+
+    /// Takes a peer's link to the bridge down or brings it back up
+    /// (multi-host mode): its cable pulled, for everyone including the
+    /// testbed.
+    ///
+    /// # Errors
+    /// Unknown peer, not the multi-host mode, or `ip` fails.
+    pub fn link(&mut self, name: &str, up: bool) -> Result<()> {
+        self.require_netns("link down")?;
+        let i = self.state.index_of(name)?;
+        let mut k = self.state.peers[i].kernel.clone();
+        k.link_down = !up;
+        self.set_kernel(i, k)?;
+        self.save()
+    }
+
+    /// Heals every fault on every peer (`{}`), and in the multi-host mode
+    /// every kernel fault too.
     ///
     /// # Errors
     /// No fault switch, or a running peer refuses.
     pub fn heal(&mut self) -> Result<()> {
-        self.require_switch()?;
-        for i in 0..self.state.peers.len() {
-            self.set_faults(i, FaultSettings::default())?;
+        if self.state.netns.is_some() {
+            for i in 0..self.state.peers.len() {
+                self.set_kernel(i, KernelFaults::default())?;
+            }
+        }
+        if self.state.fault_switch {
+            for i in 0..self.state.peers.len() {
+                self.set_faults(i, FaultSettings::default())?;
+            }
+        } else if self.state.netns.is_none() {
+            self.require_switch()?;
         }
         self.save()
     }
@@ -487,8 +686,14 @@ impl Testbed {
     /// # Errors
     /// Unknown peer, no fault switch, or it refuses.
     pub fn loss(&mut self, name: &str, loss: f64) -> Result<()> {
-        self.require_switch()?;
         let i = self.state.index_of(name)?;
+        if self.state.netns.is_some() {
+            let mut k = self.state.peers[i].kernel.clone();
+            k.loss = (loss > 0.0).then_some(loss);
+            self.set_kernel(i, k)?;
+            return self.save();
+        }
+        self.require_switch()?;
         let mut s = self.state.peers[i].faults.clone();
         s.loss = (loss > 0.0).then_some(loss);
         self.set_faults(i, s)?;
@@ -577,7 +782,11 @@ impl Testbed {
                 p.admin.to_string(),
                 word,
                 view,
-                p.faults.describe(),
+                match (p.kernel.describe(), p.faults.is_healed()) {
+                    (Some(k), true) => k,
+                    (Some(k), false) => format!("{k}, {}", p.faults.describe()),
+                    (None, _) => p.faults.describe(),
+                },
             ]);
         }
         let mut out = render_rows(&rows);
@@ -680,6 +889,7 @@ mod tests {
             extra_flags: Vec::new(),
             bin: None,
             env: std::collections::BTreeMap::new(),
+            kernel: KernelFaults::default(),
         };
         let args = tb.start_args(&p, "127.0.0.1:0", "127.0.0.1:0");
         let at = args

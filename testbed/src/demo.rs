@@ -135,6 +135,7 @@ pub fn demo<C: KvClient>(args: &DemoArgs) -> Result<String> {
             // The figures are read after the run; the demo stops the peers.
             keep: true,
             down_on_interrupt: !args.keep,
+            netns: false,
         },
     )?;
     // Read the figures before the peers go.

@@ -120,6 +120,20 @@ pub fn parse_partition(text: &str) -> Result<(Vec<String>, Vec<String>)> {
     Ok((a, b))
 }
 
+/// Parses `A,B -> C` into a one-way partition: what the peers on the
+/// left send to those on the right is dropped, the other way is not.
+///
+/// # Errors
+/// Not two sides, an empty side, or a name on both sides.
+pub fn parse_one_way(text: &str) -> Result<(Vec<String>, Vec<String>)> {
+    let Some((a, b)) = text.split_once("->") else {
+        bail!("{text:?}: a one-way partition is two sides separated by '->', like \"p1 -> p2,p3\"");
+    };
+    parse_partition(&format!("{a} / {b}")).map_err(|_| {
+        anyhow::anyhow!("{text:?}: both sides need a peer, and no peer may be on both")
+    })
+}
+
 /// Parses a loss like `10%` or `0.1` into a fraction.
 ///
 /// # Errors

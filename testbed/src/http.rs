@@ -15,6 +15,27 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest answer read (a members view of many peers fits easily).
 const BODY_MAX: u64 = 16 * 1024 * 1024;
 
+/// The bearer token sent with every request, when set: the multi-host
+/// mode's peers serve their admin HTTP on a bridge address, where a token
+/// is required. One testbed cluster per process sets it (when its state
+/// is opened); a peer without a token ignores the header.
+static TOKEN: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// Sets (or clears) the token every later request carries.
+pub fn set_token(token: Option<String>) {
+    *TOKEN
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = token;
+}
+
+fn auth_header() -> String {
+    TOKEN
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_ref()
+        .map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"))
+}
+
 /// Sends `method path` with an optional JSON body; returns the status code
 /// and the body.
 ///
@@ -48,7 +69,8 @@ pub fn request_within(
     let body = body.unwrap_or("");
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: ringkv\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: ringkv\r\nConnection: close\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        auth_header(),
         body.len()
     )?;
     let mut text = String::new();

@@ -19,6 +19,7 @@ pub mod faults;
 pub mod history;
 pub mod http;
 pub mod load;
+pub mod netns;
 pub mod procs;
 pub mod ready;
 pub mod report;

@@ -12,6 +12,7 @@ use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::faults::FaultSettings;
+use crate::netns::{KernelFaults, Net};
 
 /// The state file's name inside the cluster directory.
 pub const STATE_FILE: &str = "testbed.json";
@@ -54,6 +55,10 @@ pub struct PeerState {
     /// `RINGKV_TEST_PROTOCOL_MAX`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Its kernel-made faults (multi-host mode only): iptables rules in
+    /// its namespace and its link state, which outlive its process.
+    #[serde(default, skip_serializing_if = "KernelFaults::is_healed")]
+    pub kernel: KernelFaults,
 }
 
 /// The whole state file.
@@ -73,6 +78,14 @@ pub struct State {
     pub fault_switch: bool,
     /// The peers, in start order.
     pub peers: Vec<PeerState>,
+    /// The multi-host mode's network (`up --netns`): every peer in a
+    /// namespace of its own on this bridge's subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<Net>,
+    /// The token of the peers' admin HTTP, which the multi-host mode
+    /// serves on a bridge address (a token is required off loopback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
 }
 
 impl State {
@@ -85,6 +98,8 @@ impl State {
             node_flags,
             fault_switch,
             peers: Vec::new(),
+            netns: None,
+            admin_token: None,
         }
     }
 
@@ -170,7 +185,7 @@ impl State {
 /// Writes `bytes` to a new file at `path` created with mode 0600, so the
 /// secret is never readable by others, not even for a moment (a leftover
 /// file is removed first: an existing file keeps its mode when opened).
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
@@ -211,6 +226,7 @@ mod tests {
             extra_flags: Vec::new(),
             bin: None,
             env: BTreeMap::new(),
+            kernel: KernelFaults::default(),
         });
         s
     }

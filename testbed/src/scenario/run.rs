@@ -50,6 +50,9 @@ pub struct RunOptions {
     /// Stop the peers and exit on Ctrl-C or SIGTERM (they are detached,
     /// so they would otherwise outlive the run).
     pub down_on_interrupt: bool,
+    /// Put every peer in a network namespace of its own (the multi-host
+    /// mode, [`crate::netns`]).
+    pub netns: bool,
 }
 
 /// Runs a scenario with `C` as the store client.
@@ -155,6 +158,7 @@ fn bring_up(scenario: &Scenario, opts: &RunOptions) -> Result<(Testbed, Duration
         scenario.nodes,
         scenario.node_flags.clone(),
         Duration::from_secs(60),
+        opts.netns,
     );
     up.inspect_err(|_| {
         // `up` leaves peers that did not converge running, for a
@@ -328,6 +332,15 @@ impl<C: KvClient> Ctx<C> {
             }
             Step::Partition(a, b) => {
                 self.tb.lock().expect("not poisoned").partition(a, b)?;
+                String::new()
+            }
+            Step::OneWay(a, b) => {
+                self.tb.lock().expect("not poisoned").cut(a, b, false)?;
+                String::new()
+            }
+            Step::Link(n, up) => {
+                self.tb.lock().expect("not poisoned").link(n, *up)?;
+                self.last_fault.insert(n.clone(), t0);
                 String::new()
             }
             Step::Heal => {

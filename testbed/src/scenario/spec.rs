@@ -125,6 +125,11 @@ pub enum Step {
     Add,
     /// Cut two groups off from each other.
     Partition(Vec<String>, Vec<String>),
+    /// Drop what the first group sends to the second, not the other way
+    /// (multi-host mode): `partition p1 -> p2,p3`.
+    OneWay(Vec<String>, Vec<String>),
+    /// A peer's link down (false) or up again (multi-host mode).
+    Link(String, bool),
     /// Clear all faults.
     Heal,
     /// Datagram loss on a peer.
@@ -188,6 +193,8 @@ impl fmt::Display for Step {
             }
             Self::Add => write!(f, "add"),
             Self::Partition(a, b) => write!(f, "partition {} / {}", a.join(","), b.join(",")),
+            Self::OneWay(a, b) => write!(f, "partition {} -> {}", a.join(","), b.join(",")),
+            Self::Link(n, up) => write!(f, "link {n} {}", if *up { "up" } else { "down" }),
             Self::Heal => write!(f, "heal"),
             Self::Loss(n, l) => write!(f, "loss {n} {}%", l * 100.0),
             Self::Delay(n, ms) => write!(f, "delay {n} {ms}ms"),
@@ -264,10 +271,19 @@ impl FromStr for Step {
             "add" if words.len() == 1 => Ok(Self::Add),
             "heal" if words.len() == 1 => Ok(Self::Heal),
             "check" if words.len() == 1 => Ok(Self::Check),
+            "partition" if s.contains("->") => {
+                let (a, b) = faults::parse_one_way(&words[1..].join(" "))?;
+                Ok(Self::OneWay(a, b))
+            }
             "partition" => {
                 let (a, b) = faults::parse_partition(&words[1..].join(" "))?;
                 Ok(Self::Partition(a, b))
             }
+            "link" => match words.as_slice() {
+                [_, n, "down"] => Ok(Self::Link((*n).to_owned(), false)),
+                [_, n, "up"] => Ok(Self::Link((*n).to_owned(), true)),
+                _ => bail!("{s:?}: expected `link NODE down` or `link NODE up`"),
+            },
             "loss" => match words.as_slice() {
                 [_, n, l] => Ok(Self::Loss((*n).to_owned(), faults::parse_loss(l)?)),
                 _ => bail!("{s:?}: expected `loss NODE 10%`"),
@@ -390,6 +406,9 @@ mod tests {
             "upgrade p3 bin=/opt/ringkv-next/ringkv A=1 B=2",
             "add",
             "partition p1,p2 / p3,p4,p5",
+            "partition p1 -> p2,p3",
+            "link p2 down",
+            "link p2 up",
             "heal",
             "loss p2 10%",
             "delay p2 50ms",
@@ -421,6 +440,8 @@ mod tests {
             ("expect p3 sleepy within 5s", "expect NODE dead"),
             ("wait forever", "not a duration"),
             ("partition p1 p2", "two sides"),
+            ("partition p1 -> ", "both sides need a peer"),
+            ("link p1 sideways", "link NODE down"),
             ("loss p1 200%", "between 0% and 100%"),
             ("skew p1 soon", "not a duration"),
             ("skew p1 500d", "out of range"),
