@@ -454,6 +454,17 @@ fn netns_scenario_clock_skew_loses_nothing() {
     }
 }
 
+/// Issue 15 item 2: a peer back at a new address keeps its identity
+/// and is re-dialed there; a seed that moved is still found by name.
+#[test]
+fn netns_scenario_readdress_keeps_identity_and_loses_nothing() {
+    if netns_here() {
+        let (out, _) = scenario_with("readdress", &["--netns"]);
+        assert!(out.contains("every running peer lists p3 at"), "{out}");
+        assert!(out.contains("p5 started"), "{out}");
+    }
+}
+
 fn sh(argv: &[&str]) -> (bool, String) {
     let out = Command::new(argv[0])
         .args(&argv[1..])
@@ -518,7 +529,7 @@ fn netns_peers_are_isolated_named_faulted_by_the_kernel_and_cleaned_up() {
     let p2_cmdline = std::fs::read(format!("/proc/{}/cmdline", pids(&dir)[1].1)).unwrap();
     assert!(String::from_utf8_lossy(&p2_cmdline).contains("p1.ringkv.test:7000"));
     // A one-way cut is an OUTPUT rule on the sender only.
-    ok(&["partition", "p1", "->", "p2", "--dir", &d]);
+    ok(&["partition", "--one-way", "p1", "/", "p2", "--dir", &d]);
     let (_, out1) = sh(&["ip", "netns", "exec", &ns(1), "iptables", "-S", "rkv-out"]);
     assert!(
         out1.contains(&format!("-d 10.213.{subnet}.12/32 -j DROP")),

@@ -1,7 +1,9 @@
 //! `ringkv testbed bench-membership`: real peers on this machine, kill -9
 //! one at a time, and how long until every live peer marks it dead and all
 //! rings agree again; idle CPU and memory per peer; and, optionally, a soak
-//! of idle peers checked for false positives.
+//! of idle peers checked for false positives. The peers are a testbed
+//! cluster ([`crate::control`]), on loopback or, with `--netns`, each in
+//! a network namespace of its own ([`crate::netns`]).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -11,13 +13,14 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use serde_json::Value;
 
-use crate::cluster::{proc_usage, Cluster};
+use crate::control::Testbed;
+use crate::procs::{proc_usage, ProcState};
 
 /// Arguments of `ringkv testbed bench-membership`.
 #[derive(Debug, Args)]
 pub struct BenchMembershipArgs {
-    /// Peers to start.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(3..=64))]
+    /// Peers to start (at most 64 on loopback, 120 with --netns).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(3..=120))]
     pub nodes: u64,
     /// Peers to kill -9, one at a time (each restarted before the next).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=100))]
@@ -34,6 +37,41 @@ pub struct BenchMembershipArgs {
     /// Directory for the peers' data and logs (default: a temporary one).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Each peer in a network namespace of its own (the multi-host mode;
+    /// needs root, iproute2 and iptables).
+    #[arg(long)]
+    pub netns: bool,
+}
+
+/// The bench's cluster: a testbed cluster, stopped (and its network
+/// removed) when dropped.
+struct Cluster(Testbed);
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.0.down();
+    }
+}
+
+impl Cluster {
+    fn running(&self) -> Vec<usize> {
+        (0..self.0.state.peers.len())
+            .filter(|&i| self.0.process(i) == ProcState::Running)
+            .collect()
+    }
+
+    fn members(&self, i: usize) -> Option<Value> {
+        let body = crate::http::get(self.0.state.peers[i].admin, "/v1/members").ok()?;
+        serde_json::from_str(&body).ok()
+    }
+
+    fn pid(&self, i: usize) -> Option<u32> {
+        (self.0.process(i) == ProcState::Running).then(|| self.0.state.peers[i].pid)
+    }
+
+    fn name(&self, i: usize) -> String {
+        self.0.state.peers[i].name.clone()
+    }
 }
 
 fn state_of(view: &Value, name: &str) -> Option<String> {
@@ -106,10 +144,21 @@ pub fn bench_membership(args: &BenchMembershipArgs) -> Result<String> {
         }
     };
     let n = usize::try_from(args.nodes)?;
+    if n > 64 && !args.netns {
+        bail!("--nodes {n}: at most 64 on loopback; --netns holds up to 120");
+    }
     let extra = vec!["--dead-grace".to_owned(), args.dead_grace.clone()];
     let mut out = String::new();
     let started = Instant::now();
-    let mut cluster = Cluster::start(&bin, &dir, n, &extra)?;
+    let (tb, _) = Testbed::up(
+        &dir.join("cluster"),
+        &bin,
+        n,
+        extra,
+        Duration::from_secs(180),
+        args.netns,
+    )?;
+    let mut cluster = Cluster(tb);
     let Some(took) = poll(&cluster, Duration::from_secs(60), converged) else {
         bail!(
             "{n} peers did not converge within 60 s; logs in {}",
@@ -124,16 +173,12 @@ pub fn bench_membership(args: &BenchMembershipArgs) -> Result<String> {
     );
 
     // Idle CPU and memory.
-    let before: Vec<Option<(u64, u64)>> = cluster
-        .peers
-        .iter()
-        .map(|p| p.pid().and_then(proc_usage))
+    let before: Vec<Option<(u64, u64)>> = (0..n)
+        .map(|i| cluster.pid(i).and_then(proc_usage))
         .collect();
     std::thread::sleep(Duration::from_secs(args.idle));
-    let after: Vec<Option<(u64, u64)>> = cluster
-        .peers
-        .iter()
-        .map(|p| p.pid().and_then(proc_usage))
+    let after: Vec<Option<(u64, u64)>> = (0..n)
+        .map(|i| cluster.pid(i).and_then(proc_usage))
         .collect();
     let mut cpu = Vec::new();
     let mut rss = Vec::new();
@@ -158,13 +203,13 @@ pub fn bench_membership(args: &BenchMembershipArgs) -> Result<String> {
     let (mut dead_times, mut ring_times) = (Vec::new(), Vec::new());
     for k in 0..usize::try_from(args.kills)? {
         let victim = 1 + k % (n - 1);
-        let name = cluster.peers[victim].name.clone();
+        let name = cluster.name(victim);
         let ring_before = cluster
             .members(0)
             .map(|v| v["ring_digest"].clone())
             .unwrap_or(Value::Null);
         let killed = Instant::now();
-        cluster.kill(victim);
+        cluster.0.kill(&name)?;
         let dead = poll(&cluster, Duration::from_secs(60), |c| {
             c.running()
                 .iter()
@@ -192,7 +237,7 @@ pub fn bench_membership(args: &BenchMembershipArgs) -> Result<String> {
         );
         dead_times.extend(d);
         ring_times.extend(r);
-        cluster.restart(victim)?;
+        cluster.0.restart(&name)?;
         if poll(&cluster, Duration::from_secs(60), converged).is_none() {
             bail!(
                 "the cluster did not converge after restarting {name}; logs in {}",

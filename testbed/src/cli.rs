@@ -35,6 +35,9 @@ pub enum TestbedCommand {
     Leave(crate::commands::PeerArgs),
     /// Start a stopped peer again: same data dir, addresses and flags.
     Restart(crate::commands::PeerArgs),
+    /// Start a stopped peer again at a new address, same identity
+    /// (multi-host mode): a pod back with a new IP.
+    Readdress(crate::commands::PeerArgs),
     /// Start one more peer, joining the cluster.
     Add(crate::commands::DirArgs),
     /// Cut two groups of peers off from each other: `p1,p2 / p3,p4,p5`.
@@ -436,6 +439,7 @@ pub fn run<C: crate::load::KvClient>(cmd: &TestbedCommand) -> Result<String> {
         TestbedCommand::Cont(args) => c::peer_action(PeerAction::Cont, args),
         TestbedCommand::Leave(args) => c::peer_action(PeerAction::Leave, args),
         TestbedCommand::Restart(args) => c::peer_action(PeerAction::Restart, args),
+        TestbedCommand::Readdress(args) => c::peer_action(PeerAction::Readdress, args),
         TestbedCommand::Add(dir) => c::add(dir),
         TestbedCommand::Partition(args) => c::partition(args),
         TestbedCommand::Heal(dir) => c::heal(dir),

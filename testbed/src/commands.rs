@@ -64,6 +64,10 @@ pub struct PartitionArgs {
     /// The two sides: `p1,p2 / p3,p4,p5`.
     #[arg(required = true, num_args = 1..)]
     pub sides: Vec<String>,
+    /// One way only: what the left side sends to the right is dropped,
+    /// the other way arrives (multi-host mode).
+    #[arg(long)]
+    pub one_way: bool,
     /// The cluster directory.
     #[command(flatten)]
     pub dir: DirArgs,
@@ -266,6 +270,8 @@ pub enum PeerAction {
     Leave,
     /// Start again from its data dir.
     Restart,
+    /// Start again from its data dir at another address.
+    Readdress,
 }
 
 /// Runs a one-peer fault.
@@ -281,6 +287,7 @@ pub fn peer_action(action: PeerAction, args: &PeerArgs) -> Result<String> {
         PeerAction::Cont => tb.cont(name)?,
         PeerAction::Leave => tb.leave(name)?,
         PeerAction::Restart => tb.restart(name)?,
+        PeerAction::Readdress => tb.readdress(name)?,
     }
     let i = tb.state.index_of(name)?;
     let p = &tb.state.peers[i];
@@ -311,10 +318,9 @@ pub fn add(dir: &DirArgs) -> Result<String> {
 /// # Errors
 /// Bad sides, unknown peers, or no fault switch.
 pub fn partition(args: &PartitionArgs) -> Result<String> {
-    let text = args.sides.join(" ");
+    let (a, b) = faults::parse_partition(&args.sides.join(" "))?;
     let mut tb = Testbed::open(&args.dir.dir)?;
-    if text.contains("->") {
-        let (a, b) = faults::parse_one_way(&text)?;
+    if args.one_way {
         tb.cut(&a, &b, false)?;
         return Ok(format!(
             "cut {} -> {} (one way)\n",
@@ -322,7 +328,6 @@ pub fn partition(args: &PartitionArgs) -> Result<String> {
             b.join(",")
         ));
     }
-    let (a, b) = faults::parse_partition(&text)?;
     tb.partition(&a, &b)?;
     Ok(format!("partitioned {} / {}\n", a.join(","), b.join(",")))
 }

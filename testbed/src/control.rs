@@ -193,6 +193,46 @@ impl Testbed {
         })
     }
 
+    /// Numbers of the peers at their second address.
+    fn moved_numbers(&self) -> Vec<usize> {
+        self.state
+            .peers
+            .iter()
+            .filter(|p| p.moved)
+            .filter_map(|p| netns::peer_number(&p.name))
+            .collect()
+    }
+
+    /// Starts a stopped peer again at its other address (multi-host
+    /// mode): same data dir, so same identity, and every hosts file now
+    /// names it there, as a pod that comes back with a new IP.
+    ///
+    /// # Errors
+    /// Unknown peer, it still runs, not the multi-host mode, or it does
+    /// not start.
+    pub fn readdress(&mut self, name: &str) -> Result<()> {
+        let net = self.require_netns("readdress")?;
+        let i = self.require(name, &[ProcState::Gone], "readdress")?;
+        let n = self.number(i)?;
+        let to_moved = !self.state.peers[i].moved;
+        self.state.peers[i].moved = to_moved;
+        let peers: Vec<usize> = self
+            .state
+            .peers
+            .iter()
+            .filter_map(|p| netns::peer_number(&p.name))
+            .collect();
+        let moved = self.moved_numbers();
+        if let Err(e) = netns::Host::readdress(net, n, to_moved, &peers, &moved) {
+            self.state.peers[i].moved = !to_moved;
+            return Err(e);
+        }
+        let p = &mut self.state.peers[i];
+        (p.addr, p.admin) = (net.quic(n, to_moved), net.admin(n, to_moved));
+        self.save()?;
+        self.restart(name)
+    }
+
     fn require_netns(&self, what: &str) -> Result<Net> {
         self.state.netns.with_context(|| {
             format!("{what} needs the multi-host mode: start the cluster with `ringkv testbed up --netns` (or run the scenario with --netns)")
@@ -325,13 +365,18 @@ impl Testbed {
             bin: None,
             env: std::collections::BTreeMap::new(),
             kernel: KernelFaults::default(),
+            moved: false,
         });
         let i = self.state.peers.len() - 1;
         let (listen, admin) = match self.state.netns {
             Some(net) => {
+                let moved = self.moved_numbers();
                 let placed = self.number(i).and_then(|n| {
-                    netns::Host::add_peer(net, n)?;
-                    Ok((net.quic(n).to_string(), net.admin(n).to_string()))
+                    netns::Host::add_peer(net, n, &moved)?;
+                    Ok((
+                        net.quic(n, false).to_string(),
+                        net.admin(n, false).to_string(),
+                    ))
                 });
                 match placed {
                     Ok(at) => at,
@@ -601,13 +646,17 @@ impl Testbed {
         } else {
             "a one-way partition"
         })?;
+        // By the addresses they are at now: rules name addresses, as a
+        // firewall does, so a peer moved later escapes them.
         let ips = |names: &[String]| -> Result<Vec<(usize, std::net::Ipv4Addr)>> {
             names
                 .iter()
                 .map(|n| {
                     let i = self.state.index_of(n)?;
-                    let net = self.require_netns("a kernel partition")?;
-                    Ok((i, net.peer_ip(self.number(i)?)))
+                    match self.state.peers[i].addr.ip() {
+                        std::net::IpAddr::V4(ip) => Ok((i, ip)),
+                        std::net::IpAddr::V6(ip) => bail!("{n} is at {ip}, not on the bridge"),
+                    }
                 })
                 .collect()
         };
@@ -890,6 +939,7 @@ mod tests {
             bin: None,
             env: std::collections::BTreeMap::new(),
             kernel: KernelFaults::default(),
+            moved: false,
         };
         let args = tb.start_args(&p, "127.0.0.1:0", "127.0.0.1:0");
         let at = args

@@ -11,7 +11,6 @@
 pub mod bench;
 pub mod check;
 pub mod cli;
-pub mod cluster;
 pub mod commands;
 pub mod control;
 pub mod demo;

@@ -9,7 +9,9 @@
 //!   testbed itself (its load, its observer) talks to the peers from there;
 //! - peer `pN` in namespace `rkvS-pN`, interface `eth0` at
 //!   `10.213.S.(10+N)/24` (a veth whose other end, `rkvSpN`, is a port of
-//!   the bridge), QUIC on port 7000 and admin HTTP on 7080;
+//!   the bridge), QUIC on port 7000 and admin HTTP on 7080; `readdress
+//!   NODE` moves it to `10.213.S.(130+N)` and back, as a pod comes back
+//!   with a new IP;
 //! - no default route, no NAT, and `FORWARD` rules (tagged
 //!   `ringkv-testbed`) that drop whatever would cross between the bridge
 //!   and the host's other interfaces: the /24 exists only there;
@@ -44,8 +46,9 @@ pub const DOMAIN: &str = "ringkv.test";
 pub const QUIC_PORT: u16 = 7000;
 /// Every peer's admin HTTP port.
 pub const ADMIN_PORT: u16 = 7080;
-/// Peers one cluster can hold (`.11` to `.250`).
-pub const MAX_PEERS: usize = 240;
+/// Peers one cluster can hold (`.11` to `.130`, and `.131` to `.250`
+/// for the same peers once moved).
+pub const MAX_PEERS: usize = 120;
 /// The first two octets of every testbed subnet.
 const PREFIX: [u8; 2] = [10, 213];
 /// The chain of inbound kernel faults in each namespace.
@@ -147,24 +150,45 @@ impl Net {
         Ipv4Addr::new(PREFIX[0], PREFIX[1], self.subnet, 1)
     }
 
-    /// Peer `pN`'s address.
+    /// Peer `pN`'s first address.
     ///
     /// # Panics
     /// `n` outside `1..=MAX_PEERS`.
     pub fn peer_ip(self, n: usize) -> Ipv4Addr {
+        self.peer_ip_at(n, false)
+    }
+
+    /// Peer `pN`'s address, first (`.10+N`) or moved (`.130+N`).
+    ///
+    /// # Panics
+    /// `n` outside `1..=MAX_PEERS`.
+    pub fn peer_ip_at(self, n: usize, moved: bool) -> Ipv4Addr {
         assert!((1..=MAX_PEERS).contains(&n), "peer number {n}");
-        let last = u8::try_from(10 + n).expect("at most 250");
+        let base = if moved { 10 + MAX_PEERS } else { 10 };
+        let last = u8::try_from(base + n).expect("at most 250");
         Ipv4Addr::new(PREFIX[0], PREFIX[1], self.subnet, last)
     }
 
     /// Peer `pN`'s QUIC address.
-    pub fn quic(self, n: usize) -> SocketAddr {
-        SocketAddr::from((self.peer_ip(n), QUIC_PORT))
+    pub fn quic(self, n: usize, moved: bool) -> SocketAddr {
+        SocketAddr::from((self.peer_ip_at(n, moved), QUIC_PORT))
     }
 
     /// Peer `pN`'s admin HTTP address.
-    pub fn admin(self, n: usize) -> SocketAddr {
-        SocketAddr::from((self.peer_ip(n), ADMIN_PORT))
+    pub fn admin(self, n: usize, moved: bool) -> SocketAddr {
+        SocketAddr::from((self.peer_ip_at(n, moved), ADMIN_PORT))
+    }
+
+    /// Commands that move peer `pN` from one of its addresses to the
+    /// other (its process stopped: nothing listens on the old one).
+    pub fn readdress(self, n: usize, to_moved: bool) -> Vec<Cmd> {
+        let ns = self.namespace(n);
+        let old = format!("{}/24", self.peer_ip_at(n, !to_moved));
+        let new = format!("{}/24", self.peer_ip_at(n, to_moved));
+        vec![
+            cmd(&["ip", "-n", &ns, "addr", "del", &old, "dev", "eth0"]),
+            cmd(&["ip", "-n", &ns, "addr", "add", &new, "dev", "eth0"]),
+        ]
     }
 
     /// Peer `pN`'s name in every namespace's hosts file.
@@ -258,13 +282,15 @@ impl Net {
     }
 
     /// The hosts file of every namespace: localhost and every possible
-    /// peer's name (a name whose peer is not there yet does not answer,
-    /// like a stopped machine).
-    pub fn hosts_file(self) -> String {
+    /// peer's name at its current address (the peers in `moved` at their
+    /// second one). A name whose peer is not there yet does not answer,
+    /// like a stopped machine.
+    pub fn hosts_file(self, moved: &[usize]) -> String {
         let mut out = String::from("127.0.0.1 localhost\n::1 localhost\n");
         let _ = writeln!(out, "{} testbed.{DOMAIN}", self.host_ip());
         for n in 1..=MAX_PEERS {
-            let _ = writeln!(out, "{} {}", self.peer_ip(n), Self::host_name(n));
+            let ip = self.peer_ip_at(n, moved.contains(&n));
+            let _ = writeln!(out, "{ip} {}", Self::host_name(n));
         }
         out
     }
@@ -445,13 +471,13 @@ impl Host {
     ///
     /// # Errors
     /// A command fails.
-    pub fn add_peer(net: Net, n: usize) -> Result<()> {
+    pub fn add_peer(net: Net, n: usize, moved: &[usize]) -> Result<()> {
         let ns = net.namespace(n);
         let _ = run(&cmd(&["ip", "netns", "del", &ns]));
         let dir = hosts_dir(&ns);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        std::fs::write(dir.join("hosts"), net.hosts_file())
+        std::fs::write(dir.join("hosts"), net.hosts_file(moved))
             .with_context(|| format!("cannot write {}/hosts", dir.display()))?;
         for c in net.peer_up(n) {
             if let Err(e) = run(&c) {
@@ -459,6 +485,32 @@ impl Host {
                 let _ = std::fs::remove_dir_all(&dir);
                 return Err(e);
             }
+        }
+        Ok(())
+    }
+
+    /// Moves peer `pN` to its other address and rewrites the hosts file
+    /// of every peer in `peers` to say so (in place: `ip netns exec`
+    /// bind-mounts the file, so a running peer reads the new names, as
+    /// it would after a DNS update).
+    ///
+    /// # Errors
+    /// A command fails or a hosts file cannot be written.
+    pub fn readdress(
+        net: Net,
+        n: usize,
+        to_moved: bool,
+        peers: &[usize],
+        moved: &[usize],
+    ) -> Result<()> {
+        for c in net.readdress(n, to_moved) {
+            run(&c)?;
+        }
+        let text = net.hosts_file(moved);
+        for &m in peers {
+            let path = hosts_dir(&net.namespace(m)).join("hosts");
+            std::fs::write(&path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(())
     }
@@ -565,13 +617,27 @@ mod tests {
         assert_eq!(NET.bridge(), "rkv42");
         assert_eq!(NET.cidr(), "10.213.42.0/24");
         assert_eq!(NET.host_ip().to_string(), "10.213.42.1");
-        assert_eq!(NET.quic(3).to_string(), "10.213.42.13:7000");
-        assert_eq!(NET.admin(3).to_string(), "10.213.42.13:7080");
+        assert_eq!(NET.quic(3, false).to_string(), "10.213.42.13:7000");
+        assert_eq!(NET.admin(3, false).to_string(), "10.213.42.13:7080");
+        assert_eq!(NET.quic(3, true).to_string(), "10.213.42.133:7000");
+        assert_eq!(NET.peer_ip_at(MAX_PEERS, true).to_string(), "10.213.42.250");
+        let moves: Vec<String> = NET
+            .readdress(3, true)
+            .iter()
+            .map(|c| c.argv.join(" "))
+            .collect();
+        assert_eq!(
+            moves,
+            [
+                "ip -n rkv42-p3 addr del 10.213.42.13/24 dev eth0",
+                "ip -n rkv42-p3 addr add 10.213.42.133/24 dev eth0"
+            ]
+        );
         assert_eq!(NET.namespace(3), "rkv42-p3");
         assert_eq!(peer_number("p3"), Some(3));
         assert_eq!(peer_number("p0"), None);
         assert_eq!(peer_number("q3"), None);
-        assert_eq!(peer_number("p241"), None);
+        assert_eq!(peer_number("p121"), None);
         // Interface names hold at most 15 bytes.
         let widest = Net { subnet: 255 };
         assert!(widest.host_veth(MAX_PEERS).len() <= 15);
@@ -612,10 +678,13 @@ mod tests {
 
     #[test]
     fn every_peer_is_named_in_every_hosts_file() {
-        let hosts = NET.hosts_file();
+        let hosts = NET.hosts_file(&[]);
         assert!(hosts.contains("10.213.42.11 p1.ringkv.test\n"));
-        assert!(hosts.contains(&format!("10.213.42.250 p{MAX_PEERS}.ringkv.test\n")));
+        assert!(hosts.contains(&format!("10.213.42.130 p{MAX_PEERS}.ringkv.test\n")));
         assert!(hosts.starts_with("127.0.0.1 localhost\n"));
+        let moved = NET.hosts_file(&[2]);
+        assert!(moved.contains("10.213.42.132 p2.ringkv.test\n"), "{moved}");
+        assert!(moved.contains("10.213.42.11 p1.ringkv.test\n"));
     }
 
     #[test]

@@ -59,6 +59,10 @@ pub struct PeerState {
     /// its namespace and its link state, which outlive its process.
     #[serde(default, skip_serializing_if = "KernelFaults::is_healed")]
     pub kernel: KernelFaults,
+    /// Whether it was moved to its second address (multi-host mode,
+    /// `readdress`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub moved: bool,
 }
 
 /// The whole state file.
@@ -227,6 +231,7 @@ mod tests {
             bin: None,
             env: BTreeMap::new(),
             kernel: KernelFaults::default(),
+            moved: false,
         });
         s
     }

@@ -137,6 +137,52 @@ impl<C: KvClient> Ctx<C> {
         )
     }
 
+    /// Waits until every other running peer lists `name` at the QUIC
+    /// address it runs at now (after `readdress`: re-dialed there).
+    pub(super) fn expect_address(&self, name: &str, limit: Duration) -> Result<String> {
+        let start = Instant::now();
+        let mut last = String::from("no peer answered");
+        while start.elapsed() < limit {
+            let (want, observers) = {
+                let tb = self.tb.lock().expect("not poisoned");
+                let i = tb.state.index_of(name)?;
+                let observers: Vec<_> = (0..tb.state.peers.len())
+                    .filter(|&j| j != i && tb.process(j) == ProcState::Running)
+                    .map(|j| tb.state.peers[j].clone())
+                    .collect();
+                (tb.state.peers[i].addr, observers)
+            };
+            let mut off = Vec::new();
+            for o in &observers {
+                let listed = crate::http::get(o.admin, "/v1/members")
+                    .ok()
+                    .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+                    .and_then(|v| {
+                        v["members"].as_array()?.iter().find_map(|m| {
+                            (m["name"].as_str()? == name)
+                                .then(|| m["addr"].as_str().map(str::to_owned))
+                                .flatten()
+                        })
+                    });
+                if listed.as_deref() != Some(want.to_string().as_str()) {
+                    off.push(format!("{}: {}", o.name, listed.as_deref().unwrap_or("-")));
+                }
+            }
+            if off.is_empty() && !observers.is_empty() {
+                return Ok(format!(
+                    "every running peer lists {name} at {want} after {:.2} s",
+                    start.elapsed().as_secs_f64()
+                ));
+            }
+            last = off.join(", ");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!(
+            "not every peer lists {name} at its address within {:.0} s ({last})",
+            limit.as_secs_f64()
+        )
+    }
+
     pub(super) fn expect_state(
         &self,
         name: &str,

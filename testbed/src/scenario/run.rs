@@ -338,6 +338,15 @@ impl<C: KvClient> Ctx<C> {
                 self.tb.lock().expect("not poisoned").cut(a, b, false)?;
                 String::new()
             }
+            Step::Readdress(n) => {
+                self.tb.lock().expect("not poisoned").readdress(n)?;
+                self.last_fault.insert(n.clone(), t0);
+                self.refresh_live();
+                let tb = self.tb.lock().expect("not poisoned");
+                let i = tb.state.index_of(n)?;
+                format!("{n} restarted at {}", tb.state.peers[i].addr)
+            }
+            Step::ExpectAddress(n, limit) => self.expect_address(n, *limit)?,
             Step::Link(n, up) => {
                 self.tb.lock().expect("not poisoned").link(n, *up)?;
                 self.last_fault.insert(n.clone(), t0);

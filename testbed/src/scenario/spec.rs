@@ -130,6 +130,11 @@ pub enum Step {
     OneWay(Vec<String>, Vec<String>),
     /// A peer's link down (false) or up again (multi-host mode).
     Link(String, bool),
+    /// Start a stopped peer again at another address (multi-host mode).
+    Readdress(String),
+    /// Every other running peer lists a peer at the address it runs at
+    /// now, within a bound.
+    ExpectAddress(String, Duration),
     /// Clear all faults.
     Heal,
     /// Datagram loss on a peer.
@@ -195,6 +200,8 @@ impl fmt::Display for Step {
             Self::Partition(a, b) => write!(f, "partition {} / {}", a.join(","), b.join(",")),
             Self::OneWay(a, b) => write!(f, "partition {} -> {}", a.join(","), b.join(",")),
             Self::Link(n, up) => write!(f, "link {n} {}", if *up { "up" } else { "down" }),
+            Self::Readdress(n) => write!(f, "readdress {n}"),
+            Self::ExpectAddress(n, d) => write!(f, "expect {n} address within {}", secs(d)),
             Self::Heal => write!(f, "heal"),
             Self::Loss(n, l) => write!(f, "loss {n} {}%", l * 100.0),
             Self::Delay(n, ms) => write!(f, "delay {n} {ms}ms"),
@@ -249,6 +256,7 @@ impl FromStr for Step {
             "cont" => one(Self::Cont),
             "leave" => one(Self::Leave),
             "restart" => one(Self::Restart),
+            "readdress" => one(Self::Readdress),
             "upgrade" => {
                 let [_, node, rest @ ..] = words.as_slice() else {
                     bail!("{s:?}: expected `upgrade NODE [bin=PATH] [KEY=VALUE ...]`");
@@ -320,6 +328,9 @@ impl FromStr for Step {
                         .map_err(|_| anyhow::anyhow!("{s:?}: {v:?} is not a wire version"))?,
                     duration(d)?,
                 )),
+                [_, n, "address", "within", d] => {
+                    Ok(Self::ExpectAddress((*n).to_owned(), duration(d)?))
+                }
                 [_, n, st @ ("alive" | "suspect" | "dead" | "left"), rest @ ..] => {
                     let (from, d) = match rest {
                         ["within", d] => (Vec::new(), d),
@@ -409,6 +420,8 @@ mod tests {
             "partition p1 -> p2,p3",
             "link p2 down",
             "link p2 up",
+            "readdress p3",
+            "expect p3 address within 20s",
             "heal",
             "loss p2 10%",
             "delay p2 50ms",
