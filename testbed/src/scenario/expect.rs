@@ -183,6 +183,50 @@ impl<C: KvClient> Ctx<C> {
         )
     }
 
+    /// Samples every peer's view every 250 ms for `span`: fails at the
+    /// first running peer seen dead by another running peer (a false
+    /// positive); counts the suspicions on the way (each refuted, or it
+    /// would have become a death).
+    pub(super) fn expect_nobody_dead(&self, span: Duration) -> Result<String> {
+        let start = Instant::now();
+        let (mut samples, mut suspicions) = (0u64, 0u64);
+        let mut suspected: std::collections::BTreeSet<(String, String)> = Default::default();
+        while start.elapsed() < span {
+            let targets = watch::targets(&self.tb.lock().expect("not poisoned").state);
+            let snap = watch::observe(&targets);
+            let running: Vec<&str> = snap.running();
+            for o in snap
+                .peers
+                .iter()
+                .filter(|o| o.process == ProcState::Running)
+            {
+                for s in running.iter().filter(|s| **s != o.name) {
+                    match snap.cell(o, s) {
+                        'D' => bail!(
+                            "{} saw {s} dead at {:.1} s, while {s} ran (a false positive; {suspicions} suspicions before)",
+                            o.name,
+                            start.elapsed().as_secs_f64()
+                        ),
+                        'S' => {
+                            if suspected.insert((o.name.clone(), (*s).to_owned())) {
+                                suspicions += 1;
+                            }
+                        }
+                        _ => {
+                            suspected.remove(&(o.name.clone(), (*s).to_owned()));
+                        }
+                    }
+                }
+            }
+            samples += 1;
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Ok(format!(
+            "nobody seen dead over {:.0} s ({samples} samples of every view); {suspicions} suspicions, all refuted",
+            span.as_secs_f64()
+        ))
+    }
+
     pub(super) fn expect_state(
         &self,
         name: &str,

@@ -347,6 +347,7 @@ impl<C: KvClient> Ctx<C> {
                 format!("{n} restarted at {}", tb.state.peers[i].addr)
             }
             Step::ExpectAddress(n, limit) => self.expect_address(n, *limit)?,
+            Step::ExpectNobodyDead(d) => self.expect_nobody_dead(*d)?,
             Step::Link(n, up) => {
                 self.tb.lock().expect("not poisoned").link(n, *up)?;
                 self.last_fault.insert(n.clone(), t0);

@@ -135,6 +135,9 @@ pub enum Step {
     /// Every other running peer lists a peer at the address it runs at
     /// now, within a bound.
     ExpectAddress(String, Duration),
+    /// For this long, no running peer sees another running peer dead
+    /// (false positives), sampled every 250 ms.
+    ExpectNobodyDead(Duration),
     /// Clear all faults.
     Heal,
     /// Datagram loss on a peer.
@@ -202,6 +205,7 @@ impl fmt::Display for Step {
             Self::Link(n, up) => write!(f, "link {n} {}", if *up { "up" } else { "down" }),
             Self::Readdress(n) => write!(f, "readdress {n}"),
             Self::ExpectAddress(n, d) => write!(f, "expect {n} address within {}", secs(d)),
+            Self::ExpectNobodyDead(d) => write!(f, "expect nobody dead for {}", secs(d)),
             Self::Heal => write!(f, "heal"),
             Self::Loss(n, l) => write!(f, "loss {n} {}%", l * 100.0),
             Self::Delay(n, ms) => write!(f, "delay {n} {ms}ms"),
@@ -328,6 +332,7 @@ impl FromStr for Step {
                         .map_err(|_| anyhow::anyhow!("{s:?}: {v:?} is not a wire version"))?,
                     duration(d)?,
                 )),
+                [_, "nobody", "dead", "for", d] => Ok(Self::ExpectNobodyDead(duration(d)?)),
                 [_, n, "address", "within", d] => {
                     Ok(Self::ExpectAddress((*n).to_owned(), duration(d)?))
                 }
@@ -422,6 +427,7 @@ mod tests {
             "link p2 up",
             "readdress p3",
             "expect p3 address within 20s",
+            "expect nobody dead for 600s",
             "heal",
             "loss p2 10%",
             "delay p2 50ms",
@@ -487,7 +493,7 @@ mod tests {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
                 let s = Scenario::read(&path).unwrap();
-                assert!((3..=5).contains(&s.nodes), "{}", path.display());
+                assert!((3..=10).contains(&s.nodes), "{}", path.display());
                 assert!(!s.steps.is_empty(), "{}", path.display());
                 n += 1;
             }
