@@ -38,6 +38,9 @@ const PENDING_ADDRS_MAX: usize = 1024;
 const IO_LOOP_BOUND: usize = 256;
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the published view's counters and agreement are rebuilt
+/// when membership has not changed (see `Runner::flush`).
+const REFRESH_EVERY: Duration = Duration::from_millis(100);
 
 /// The membership as the runner last published it.
 #[derive(Clone, Debug)]
@@ -256,6 +259,8 @@ struct Runner {
     /// Of those, how many were acknowledged.
     notices_acked: usize,
     stats: Arc<TransportStats>,
+    /// When the published view was last rebuilt.
+    refreshed: Option<tokio::time::Instant>,
 }
 
 impl Runner {
@@ -284,6 +289,7 @@ impl Runner {
             leaving: None,
             notices: tokio::task::JoinSet::new(),
             notices_acked: 0,
+            refreshed: None,
             stats,
         }
     }
@@ -453,18 +459,29 @@ impl Runner {
         let view = self.view_tx.borrow();
         let stale = view.digest != self.swim.view_digest() || view.joined != self.swim.is_joined();
         drop(view);
+        let now = tokio::time::Instant::now();
         if changed || stale {
             self.index += 1;
+            self.refreshed = Some(now);
             let _ = self
                 .view_tx
                 .send(Arc::new(snapshot(&self.swim, self.index)));
-        } else {
-            // Counters and agreement change all the time; refresh them
-            // without bumping the index that watchers wait on.
-            let index = self.index;
-            let swim = &self.swim;
-            self.view_tx
-                .send_modify(|v| *v = Arc::new(snapshot(swim, index)));
+        } else if self
+            .refreshed
+            .is_none_or(|at| now.duration_since(at) >= REFRESH_EVERY)
+        {
+            // Counters and agreement change with every message: refresh
+            // them at most every REFRESH_EVERY, and without waking the
+            // watchers (they read them when they look; they wait on
+            // membership changes). Waking every watcher and copying the
+            // whole member list on every datagram was most of an idle
+            // peer's work, and it grew with the cluster.
+            self.refreshed = Some(now);
+            let snap = Arc::new(snapshot(&self.swim, self.index));
+            self.view_tx.send_if_modified(|v| {
+                *v = snap;
+                false
+            });
         }
     }
 

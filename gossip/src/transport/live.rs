@@ -42,7 +42,7 @@ use crate::transport::credentials::client_ca_cert;
 use crate::transport::keyring::{Fingerprint, Keyring};
 use crate::transport::tls::{
     alpn_protocols, ca_params, certificate_error, cluster_ca_cert, ed25519_key_pair, node_params,
-    rustls_error, transport_config, NodeIdentity, TlsError,
+    rustls_error, server_transport_config, transport_config, NodeIdentity, TlsError,
 };
 
 /// Serial number of cross certificates (the CAs' own are 1 and 2).
@@ -193,7 +193,7 @@ impl TlsKeys {
         let crypto =
             quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(rustls_error)?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        config.transport_config(Arc::new(transport_config()));
+        config.transport_config(Arc::new(server_transport_config()));
         Ok(config)
     }
 

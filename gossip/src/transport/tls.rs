@@ -375,7 +375,7 @@ pub fn server_config(key: &ClusterKey, me: &NodeIdentity) -> Result<quinn::Serve
     tls.send_tls13_tickets = 0;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(rustls_error)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(transport_config()));
+    config.transport_config(Arc::new(server_transport_config()));
     Ok(config)
 }
 
@@ -437,15 +437,36 @@ pub fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
     Some(node_id_of_public_key(&public_key))
 }
 
-/// Transport parameters for peer connections: datagrams on (1 MiB receive
-/// buffer) for gossip, keep-alive every 5 s so idle peer links survive NAT
-/// and the 30 s idle timeout, and at most 256 concurrent bidirectional and
-/// 256 unidirectional streams per connection from the peer.
+/// How often the dialing side of an otherwise quiet connection sends a
+/// keep-alive: well inside the 30 s idle timeout and the usual NAT
+/// mapping lifetimes.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// Transport parameters for the connections a peer dials: datagrams on
+/// (1 MiB receive buffer) for gossip, a keep-alive every 10 s of silence so
+/// idle peer links survive NAT and the 30 s idle timeout, and at most 256
+/// concurrent bidirectional and 256 unidirectional streams per connection
+/// from the peer.
+///
+/// Only the dialer keeps a connection alive ([`server_transport_config`]
+/// sends none): one side's PING and the other's ACK refresh both idle
+/// timers, and with both sides pinging every 5 s, the two connections a
+/// peer keeps to every other (gossip and replica pool, each way) cost an
+/// idle peer dozens of wake-ups a second at 30 peers, growing with the
+/// cluster (docs/BENCHMARKS.md).
 pub fn transport_config() -> quinn::TransportConfig {
+    let mut config = server_transport_config();
+    config.keep_alive_interval(Some(KEEP_ALIVE));
+    config
+}
+
+/// [`transport_config`] for the connections a peer accepts: the same
+/// limits, no keep-alive of its own (the dialer sends them).
+pub fn server_transport_config() -> quinn::TransportConfig {
     let mut config = quinn::TransportConfig::default();
     config
         .datagram_receive_buffer_size(Some(1 << 20))
-        .keep_alive_interval(Some(Duration::from_secs(5)))
+        .keep_alive_interval(None)
         .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
             30_000,
         ))))

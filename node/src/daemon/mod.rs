@@ -25,7 +25,7 @@ use ringkv_gossip::proto::version::ProtocolRange;
 use ringkv_gossip::runner::{self, Handle, RunnerParts};
 use ringkv_gossip::transport::keyring::Keyring;
 use ringkv_gossip::transport::live::TlsKeys;
-use ringkv_gossip::transport::tls::transport_config;
+use ringkv_gossip::transport::tls::{server_transport_config, transport_config};
 use ringkv_gossip::{Config as GossipConfig, Meta, NodeId, NodeIdentity, NodeStatus, Swim};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -286,7 +286,7 @@ fn endpoint(
         .tls
         .server_config_up_to(protocol_max)
         .context("cannot build the TLS server config")?;
-    server.transport_config(Arc::new(transport_config()));
+    server.transport_config(Arc::new(server_transport_config()));
     let mut client = opened
         .tls
         .client_config_up_to(protocol_max)
