@@ -261,6 +261,8 @@ struct Runner {
     stats: Arc<TransportStats>,
     /// When the published view was last rebuilt.
     refreshed: Option<tokio::time::Instant>,
+    /// Whether a rebuild was skipped since (too soon after the last).
+    refresh_due: bool,
 }
 
 impl Runner {
@@ -290,6 +292,7 @@ impl Runner {
             notices: tokio::task::JoinSet::new(),
             notices_acked: 0,
             refreshed: None,
+            refresh_due: false,
             stats,
         }
     }
@@ -303,10 +306,17 @@ impl Runner {
         self.spawn_accept_loop();
         self.flush();
         loop {
-            let deadline = self.swim.poll_timeout().map_or_else(
+            let mut deadline = self.swim.poll_timeout().map_or_else(
                 || tokio::time::Instant::now() + Duration::from_secs(1),
                 tokio::time::Instant::from_std,
             );
+            let refresh_at = self
+                .refreshed
+                .filter(|_| self.refresh_due)
+                .map(|at| at + REFRESH_EVERY);
+            if let Some(at) = refresh_at {
+                deadline = deadline.min(at);
+            }
             tokio::select! {
                 () = &mut shutdown => break,
                 input = self.inbox_rx.recv() => {
@@ -321,7 +331,9 @@ impl Runner {
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    self.swim.handle_timeout(Self::now());
+                    if refresh_at != Some(deadline) {
+                        self.swim.handle_timeout(Self::now());
+                    }
                 }
                 cmd = self.commands.recv() => match cmd {
                     Some(cmd) => self.on_command(cmd),
@@ -477,11 +489,17 @@ impl Runner {
             // whole member list on every datagram was most of an idle
             // peer's work, and it grew with the cluster.
             self.refreshed = Some(now);
+            self.refresh_due = false;
             let snap = Arc::new(snapshot(&self.swim, self.index));
             self.view_tx.send_if_modified(|v| {
                 *v = snap;
                 false
             });
+        } else {
+            // Refreshed less than REFRESH_EVERY ago: the run loop wakes
+            // for it, so the published counters are never older than
+            // that, even if nothing else happens.
+            self.refresh_due = true;
         }
     }
 
