@@ -569,4 +569,28 @@ fn netns_peers_are_isolated_named_faulted_by_the_kernel_and_cleaned_up() {
     let left = ringkv_testbed::netns::Host::leftovers(net);
     assert!(left.is_empty(), "left behind: {left:?}");
     assert!(!Path::new(&format!("/etc/netns/{}", ns(1))).exists());
+    // The subnet is free again and another testbed takes it: a second
+    // `down` here must leave that one's network alone.
+    let bridge = format!("rkv{subnet}");
+    let (made, why) = sh(&["ip", "link", "add", &bridge, "type", "bridge"]);
+    assert!(made, "{why}");
+    let (labelled, why) = sh(&[
+        "ip",
+        "link",
+        "set",
+        &bridge,
+        "alias",
+        "ringkv-testbed:someone-else",
+    ]);
+    let again = testbed(&["down", "--dir", &d]);
+    let still = Path::new("/sys/class/net").join(&bridge).exists();
+    let _ = sh(&["ip", "link", "del", &bridge]);
+    assert!(labelled, "{why}");
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("left alone"),
+        "{}",
+        text(&again)
+    );
+    assert!(still, "another testbed's bridge was removed");
 }

@@ -150,14 +150,26 @@ pub fn bench_membership(args: &BenchMembershipArgs) -> Result<String> {
     let extra = vec!["--dead-grace".to_owned(), args.dead_grace.clone()];
     let mut out = String::new();
     let started = Instant::now();
-    let (tb, _) = Testbed::up(
+    let up = Testbed::up(
         &dir.join("cluster"),
         &bin,
         n,
         extra,
         Duration::from_secs(180),
         args.netns,
-    )?;
+    );
+    let tb = match up {
+        Ok((tb, _)) => tb,
+        Err(e) => {
+            // `up` leaves peers that did not converge running for a
+            // person to look at; the bench stops them (and removes the
+            // network) before its directory may go.
+            if let Ok(mut tb) = Testbed::open(&dir.join("cluster")) {
+                let _ = tb.down();
+            }
+            return Err(e);
+        }
+    };
     let mut cluster = Cluster(tb);
     let Some(took) = poll(&cluster, Duration::from_secs(60), converged) else {
         bail!(

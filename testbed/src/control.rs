@@ -119,7 +119,7 @@ impl Testbed {
                 let _ = std::fs::remove_file(&p.log);
             }
             if let Some(net) = old.state.netns {
-                netns::Host::remove(net)?;
+                netns::Host::remove(net, &old.state.netns_owner)?;
             }
         }
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -167,12 +167,20 @@ impl Testbed {
             .as_encoded_bytes()
             .iter()
             .fold(0u8, |h, b| h.wrapping_mul(31).wrapping_add(*b));
-        let net = netns::Host::create(hint)?;
-        self.state.netns = Some(net);
+        let owner: String = rand::random::<[u8; 8]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.state.netns_owner.clone_from(&owner);
         self.state.admin_token = Some(token);
         crate::http::set_token(self.state.admin_token.clone());
-        if let Err(e) = self.save() {
-            let _ = netns::Host::remove(net);
+        let created = netns::Host::create(hint, &owner, |net| {
+            self.state.netns = Some(net);
+            self.save()
+        });
+        if let Err(e) = created {
+            self.state.netns = None;
+            let _ = self.save();
             return Err(e);
         }
         Ok(())
@@ -581,8 +589,12 @@ impl Testbed {
         }
         self.save()?;
         if let Some(net) = self.state.netns {
-            netns::Host::remove(net)?;
-            out.push((format!("network {}", net.cidr()), "removed"));
+            let how = if netns::Host::remove(net, &self.state.netns_owner)? {
+                "removed"
+            } else {
+                "left alone: another testbed's now"
+            };
+            out.push((format!("network {}", net.cidr()), how));
         }
         Ok(out)
     }
@@ -875,7 +887,7 @@ pub fn check_node_flags(flags: &[String]) -> Result<()> {
             bail!("{name} is set by the testbed for each peer; leave it out of the node flags");
         }
         if name == "--admin-token-file" {
-            bail!("--admin-token-file: the testbed drives its peers' admin HTTP on 127.0.0.1 without a token; leave it out of the node flags");
+            bail!("--admin-token-file: the testbed sets its peers' admin access itself (on 127.0.0.1 without a token, or with its own token with --netns); leave it out of the node flags");
         }
     }
     Ok(())

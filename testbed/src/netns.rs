@@ -310,11 +310,11 @@ impl Net {
             let p = p.min(1.0);
             let _ = writeln!(
                 out,
-                "-A {CHAIN_IN} ! -s {host} -m statistic --mode random --probability {p:.6} -j DROP"
+                "-A {CHAIN_IN} -i eth0 ! -s {host} -m statistic --mode random --probability {p:.6} -j DROP"
             );
             let _ = writeln!(
                 out,
-                "-A {CHAIN_OUT} ! -d {host} -m statistic --mode random --probability {p:.6} -j DROP"
+                "-A {CHAIN_OUT} -o eth0 ! -d {host} -m statistic --mode random --probability {p:.6} -j DROP"
             );
         }
         out.push_str("COMMIT\n");
@@ -407,6 +407,41 @@ pub fn unavailable() -> Option<String> {
 #[derive(Debug)]
 pub struct Host;
 
+/// The alias a cluster's bridge carries.
+fn label_of(owner: &str) -> String {
+    format!("{TAG}:{owner}")
+}
+
+/// The alias of `net`'s bridge, if the bridge exists.
+fn bridge_label(net: Net) -> Option<String> {
+    let path = std::path::Path::new("/sys/class/net")
+        .join(net.bridge())
+        .join("ifalias");
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|t| t.trim().to_owned())
+}
+
+/// The host ends of veths named for `net` (`rkvSpN`, and `rkvSqN` if a
+/// move into its namespace failed).
+fn host_veths(net: Net) -> Vec<String> {
+    let (p, q) = (format!("rkv{}p", net.subnet), format!("rkv{}q", net.subnet));
+    let ours = |n: &str| {
+        [&p, &q].iter().any(|pre| {
+            n.strip_prefix(pre.as_str())
+                .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+        })
+    };
+    std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| ours(n))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn hosts_dir(ns: &str) -> PathBuf {
     PathBuf::from("/etc/netns").join(ns)
 }
@@ -429,11 +464,19 @@ fn in_use(net: Net) -> bool {
 impl Host {
     /// Creates a bridge on a free subnet (the first free one from
     /// `start`, so that clusters in different directories rarely race
-    /// for the same one; `ip link add` is the atomic claim).
+    /// for the same one; `ip link add` is the atomic claim), labelled as
+    /// `owner`'s (its alias), so that [`Host::remove`] never takes down
+    /// another cluster's network that later got the same subnet. `record`
+    /// is called with each subnet before it is claimed: the state file
+    /// names it before anything of it exists.
     ///
     /// # Errors
-    /// The mode is unavailable, or no subnet is free.
-    pub fn create(start: u8) -> Result<Net> {
+    /// The mode is unavailable, `record` fails, or no subnet is free.
+    pub fn create(
+        start: u8,
+        owner: &str,
+        mut record: impl FnMut(Net) -> Result<()>,
+    ) -> Result<Net> {
         if let Some(why) = unavailable() {
             bail!("{why}");
         }
@@ -443,6 +486,7 @@ impl Host {
             if in_use(net) {
                 continue;
             }
+            record(net)?;
             if run(&cmd(&[
                 "ip",
                 "link",
@@ -455,9 +499,17 @@ impl Host {
             {
                 continue;
             }
-            for c in net.bridge_up() {
+            let label = cmd(&[
+                "ip",
+                "link",
+                "set",
+                &net.bridge(),
+                "alias",
+                &label_of(owner),
+            ]);
+            for c in std::iter::once(label).chain(net.bridge_up()) {
                 if let Err(e) = run(&c) {
-                    let _ = Self::remove(net);
+                    let _ = Self::remove(net, owner);
                     return Err(e);
                 }
             }
@@ -503,8 +555,13 @@ impl Host {
         peers: &[usize],
         moved: &[usize],
     ) -> Result<()> {
-        for c in net.readdress(n, to_moved) {
-            run(&c)?;
+        let [del, add] = <[Cmd; 2]>::try_from(net.readdress(n, to_moved)).expect("two steps");
+        run(&del)?;
+        if let Err(e) = run(&add) {
+            // Put the old address back: a peer with none cannot restart.
+            let back = net.readdress(n, !to_moved);
+            let _ = run(&back[1]);
+            return Err(e);
         }
         let text = net.hosts_file(moved);
         for &m in peers {
@@ -531,14 +588,21 @@ impl Host {
         Ok(())
     }
 
-    /// Removes everything of `net`: every namespace named for it (also
-    /// those a crashed run left behind and the state file never
-    /// recorded), their hosts files, the bridge and its `FORWARD` rules.
-    /// What is already gone is skipped.
+    /// Removes everything of `net`, `owner`'s cluster network: every
+    /// namespace named for it (also those a crashed run left behind and
+    /// the state file never recorded) and the processes still in them,
+    /// their hosts files, leftover veths, the bridge and its `FORWARD`
+    /// rules. What is already gone is skipped. When the bridge exists but
+    /// is labelled for another owner (the subnet was free again, after a
+    /// reboot or an earlier `down`, and another cluster took it), nothing
+    /// is touched and `Ok(false)` says so.
     ///
     /// # Errors
     /// Something remains after the attempt.
-    pub fn remove(net: Net) -> Result<()> {
+    pub fn remove(net: Net, owner: &str) -> Result<bool> {
+        if bridge_label(net).is_some_and(|l| l != label_of(owner)) {
+            return Ok(false);
+        }
         let prefix = net.namespace_prefix();
         let listed = run(&cmd(&["ip", "netns", "list"])).unwrap_or_default();
         for ns in listed
@@ -546,7 +610,22 @@ impl Host {
             .filter_map(|l| l.split_whitespace().next())
             .filter(|ns| ns.starts_with(&prefix))
         {
+            // A process left in a namespace keeps it (and its veth)
+            // alive after `ip netns del` removes the name.
+            let pids = run(&cmd(&["ip", "netns", "pids", ns])).unwrap_or_default();
+            for pid in pids
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
             let _ = run(&cmd(&["ip", "netns", "del", ns]));
+        }
+        for veth in host_veths(net) {
+            let _ = run(&cmd(&["ip", "link", "del", &veth]));
         }
         if let Ok(entries) = std::fs::read_dir("/etc/netns") {
             for e in entries.flatten() {
@@ -573,7 +652,7 @@ impl Host {
         if !left.is_empty() {
             bail!("could not remove {}", left.join(", "));
         }
-        Ok(())
+        Ok(true)
     }
 
     /// What of `net` still exists: namespaces, the bridge, rules.
@@ -594,6 +673,11 @@ impl Host {
         {
             out.push(format!("bridge {}", net.bridge()));
         }
+        out.extend(
+            host_veths(net)
+                .into_iter()
+                .map(|v| format!("interface {v}")),
+        );
         let rules = run(&cmd(&["iptables", "-S", "FORWARD"])).unwrap_or_default();
         let br = net.bridge();
         out.extend(
@@ -707,9 +791,9 @@ mod tests {
             "{rules}"
         );
         assert!(rules.contains(
-            "-A rkv-in ! -s 10.213.42.1 -m statistic --mode random --probability 0.100000 -j DROP\n"
+            "-A rkv-in -i eth0 ! -s 10.213.42.1 -m statistic --mode random --probability 0.100000 -j DROP\n"
         ));
-        assert!(rules.contains("-A rkv-out ! -d 10.213.42.1 -m statistic"));
+        assert!(rules.contains("-A rkv-out -o eth0 ! -d 10.213.42.1 -m statistic"));
         assert!(rules.ends_with("COMMIT\n"));
         assert_eq!(
             f.describe().unwrap(),

@@ -86,6 +86,10 @@ pub struct State {
     /// namespace of its own on this bridge's subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<Net>,
+    /// This cluster's label on its bridge (a random id), so that `down`
+    /// never removes another cluster's network on the same subnet.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub netns_owner: String,
     /// The token of the peers' admin HTTP, which the multi-host mode
     /// serves on a bridge address (a token is required off loopback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,6 +107,7 @@ impl State {
             fault_switch,
             peers: Vec::new(),
             netns: None,
+            netns_owner: String::new(),
             admin_token: None,
         }
     }
