@@ -174,6 +174,7 @@ impl Testbed {
         self.state.netns_owner.clone_from(&owner);
         self.state.admin_token = Some(token);
         crate::http::set_token(self.state.admin_token.clone());
+        self.state.neighbour_limits = netns::raise_neighbour_limits()?;
         let created = netns::Host::create(hint, &owner, |net| {
             self.state.netns = Some(net);
             self.save()
@@ -595,6 +596,10 @@ impl Testbed {
                 "left alone: another testbed's now"
             };
             out.push((format!("network {}", net.cidr()), how));
+        }
+        if let Some(old) = self.state.neighbour_limits.take() {
+            netns::restore_neighbour_limits(old);
+            self.save()?;
         }
         Ok(out)
     }

@@ -403,6 +403,59 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
+/// The host's neighbour (ARP) table limits, soft and hard.
+const GC_THRESH: [&str; 2] = [
+    "/proc/sys/net/ipv4/neigh/default/gc_thresh2",
+    "/proc/sys/net/ipv4/neigh/default/gc_thresh3",
+];
+/// What the mode needs of them: the neighbour table is one table for all
+/// of the host's namespaces, and N peers that all talk to each other hold
+/// about N² entries (a peer of its own per namespace per peer), so at 40
+/// peers the default hard limit of 1024 overflows ("neighbor table
+/// overflow" in the kernel log) and new peers never reach their seed.
+/// Room for [`MAX_PEERS`].
+const GC_THRESH_NEEDED: [u64; 2] = [8192, 16384];
+
+/// Raises the host's neighbour table limits to [`GC_THRESH_NEEDED`] where
+/// they are lower; the old values, for [`restore_neighbour_limits`], when
+/// anything was raised.
+///
+/// # Errors
+/// The limits cannot be read or written.
+pub fn raise_neighbour_limits() -> Result<Option<[u64; 2]>> {
+    let mut old = [0u64; 2];
+    for (i, path) in GC_THRESH.iter().enumerate() {
+        old[i] = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {path}"))?
+            .trim()
+            .parse()
+            .with_context(|| format!("{path} is not a number"))?;
+    }
+    if old.iter().zip(GC_THRESH_NEEDED).all(|(o, n)| *o >= n) {
+        return Ok(None);
+    }
+    // The hard limit first when raising, so soft <= hard throughout.
+    for i in [1, 0] {
+        let want = old[i].max(GC_THRESH_NEEDED[i]);
+        std::fs::write(GC_THRESH[i], format!("{want}\n"))
+            .with_context(|| format!("cannot raise {}", GC_THRESH[i]))?;
+    }
+    Ok(Some(old))
+}
+
+/// Puts back limits [`raise_neighbour_limits`] raised, unless someone
+/// changed them since (then they are left as they are).
+pub fn restore_neighbour_limits(old: [u64; 2]) {
+    for i in [0, 1] {
+        let now: Option<u64> = std::fs::read_to_string(GC_THRESH[i])
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        if now == Some(old[i].max(GC_THRESH_NEEDED[i])) {
+            let _ = std::fs::write(GC_THRESH[i], format!("{}\n", old[i]));
+        }
+    }
+}
+
 /// The IO shell: creates and removes a cluster's network.
 #[derive(Debug)]
 pub struct Host;

@@ -90,6 +90,10 @@ pub struct State {
     /// never removes another cluster's network on the same subnet.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub netns_owner: String,
+    /// The host's neighbour table limits before `up --netns` raised them
+    /// (restored by `down`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neighbour_limits: Option<[u64; 2]>,
     /// The token of the peers' admin HTTP, which the multi-host mode
     /// serves on a bridge address (a token is required off loopback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,6 +112,7 @@ impl State {
             peers: Vec::new(),
             netns: None,
             netns_owner: String::new(),
+            neighbour_limits: None,
             admin_token: None,
         }
     }
