@@ -77,7 +77,7 @@ impl Handoff {
         if mine.hash == theirs.hash {
             return;
         }
-        match self.diff_from(range, other).await {
+        match self.diff_from(range, other, false).await {
             Ok(0) => {}
             Ok(n) => {
                 self.repairs.fetch_add(n, Relaxed);

@@ -139,45 +139,133 @@ fn has_announced(view: &View, id: &NodeId) -> bool {
         .any(|m| m.id == *id && m.meta.tags.contains_key(READY_TAG))
 }
 
+/// A range a sync pulls, and from whom.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PlannedPull {
+    /// The positions concerned, `(start, end]`.
+    pub(crate) range: TokenRange,
+    /// Live holders that announced a ring, in the order to try them: the
+    /// range is copied from one and compared with others, a majority of
+    /// them in all.
+    pub(crate) sources: Vec<NodeId>,
+    /// Live holders that have announced no ring yet (still pulling their
+    /// first ranges, or restarted and not yet settled). They may lack what
+    /// was written before they joined, but hold every write they
+    /// acknowledged: while too few replicas of a key had announced, writes
+    /// were acknowledged by such replicas alone (the route's degraded
+    /// mode). So the pull also merges their keys and versions until it
+    /// has merged a majority of all the live holders.
+    pub(crate) unannounced: Vec<NodeId>,
+}
+
+impl PlannedPull {
+    /// Nobody live to pull from.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sources.is_empty() && self.unannounced.is_empty()
+    }
+
+    /// How many holders a complete pull has merged: a majority of the
+    /// live holders, and among them a majority of those that announced.
+    pub(crate) fn needed(&self) -> (usize, usize) {
+        let majority = |n: usize| if n == 0 { 0 } else { n / 2 + 1 };
+        (
+            majority(self.sources.len()),
+            majority(self.sources.len() + self.unannounced.len()),
+        )
+    }
+}
+
 /// What a sync of `ring` pulls. Planned against `ready`, the ring this
-/// peer last held fully (for a peer that holds none, the ring of the
-/// others that announced one); sources are live members that announced a
-/// ring. A range whose holders there are all dead or never announced is
-/// planned again against the ring of the others that announced, leaving
-/// members included: the live copies may be only there. `full` is the
-/// ring that still counts leaving members.
+/// peer last held fully; for a peer that holds none, against the ring of
+/// the other members, which is where the data was while this peer was not
+/// in the ring. Sources are the live holders there: those that announced
+/// a ring, and those that have not ([`PlannedPull::unannounced`]).
+///
+/// A range none of whose holders there is live and announced is also
+/// planned against the ring of the others that announced, leaving members
+/// included: after joiners died before they pulled, the live copies may be
+/// only there. That ring is a guess at where data was (it gives every
+/// range to the members that announced, which may never have replicated
+/// it), so its holders are added to the range's own, never used in their
+/// place: a cluster whose first pulls a failure interrupted has writes
+/// acknowledged by replicas that announced nothing, and a joiner that
+/// copied only from the announced members lost them (issue 13: the
+/// readdress scenario, 4 of 732 writes). `full` is the ring that still
+/// counts leaving members.
 pub(crate) fn plan_pulls(
     ready: Option<&Ring>,
     ring: &Ring,
     full: Option<&Ring>,
     view: &View,
-) -> Vec<Pull> {
+) -> Vec<PlannedPull> {
     let me = view.me.id;
-    let source =
-        |id: &NodeId| has_announced(view, id) && holder(view, id).is_some_and(|(_, s)| s.is_live());
-    let fallback = || announced_ring(ring, full, view);
-    let Some(ready) = ready else {
-        return pulls(fallback().as_ref(), ring, &me, REPLICAS, &source);
+    let live = |id: &NodeId| holder(view, id).is_some_and(|(_, s)| s.is_live());
+    let announced = |id: &NodeId| has_announced(view, id) && live(id);
+    let others = if ready.is_some() {
+        None
+    } else {
+        ring_of_others(ring, full, &me)
     };
-    let mut plan = pulls(Some(ready), ring, &me, REPLICAS, &source);
+    let base = ready.or(others.as_ref());
+    let plan = |base: Option<&Ring>| -> Vec<PlannedPull> {
+        let sources = pulls(base, ring, &me, REPLICAS, &announced);
+        let holders = pulls(base, ring, &me, REPLICAS, &live);
+        sources
+            .into_iter()
+            .zip(holders)
+            .map(|(s, h): (Pull, Pull)| {
+                debug_assert_eq!(s.range, h.range);
+                let unannounced = h
+                    .sources
+                    .into_iter()
+                    .filter(|id| !s.sources.contains(id))
+                    .collect();
+                PlannedPull {
+                    range: s.range,
+                    sources: s.sources,
+                    unannounced,
+                }
+            })
+            .collect()
+    };
+    let mut plan = plan(base);
     let orphans: Vec<TokenRange> = plan
         .iter()
         .filter(|p| p.sources.is_empty())
         .map(|p| p.range)
         .collect();
+    plan.retain(|p| !p.is_empty());
     if orphans.is_empty() {
         return plan;
     }
-    plan.retain(|p| !p.sources.is_empty());
-    if let Some(base) = fallback() {
-        let again = pulls(Some(&base), ring, &me, REPLICAS, &source);
+    if let Some(guess) = announced_ring(ring, full, view) {
+        let again = pulls(Some(&guess), ring, &me, REPLICAS, &announced);
         plan.extend(
             again
                 .into_iter()
-                .filter(|p| orphans.iter().any(|o| overlap(o, &p.range))),
+                .filter(|p| orphans.iter().any(|o| overlap(o, &p.range)))
+                .map(|p| PlannedPull {
+                    range: p.range,
+                    sources: p.sources,
+                    unannounced: Vec::new(),
+                })
+                .filter(|p| !p.is_empty()),
         );
     }
     plan
+}
+
+/// The ring of every member but `me` (`full`, with the leaving ones, when
+/// given): for a peer that never held a ring, where its ranges were.
+fn ring_of_others(current: &Ring, full: Option<&Ring>, me: &NodeId) -> Option<Ring> {
+    let others: Vec<NodeSpec> = full
+        .unwrap_or(current)
+        .nodes()
+        .iter()
+        .filter(|n| n.id != *me)
+        .cloned()
+        .collect();
+    Ring::build(&others, DEFAULT_VNODES).ok()
 }
 
 /// Whether two ranges share a position.

@@ -185,7 +185,7 @@ impl Handoff {
         if mine.hash == theirs.hash {
             return Ok(None);
         }
-        let n = self.diff_from(range, other).await?;
+        let n = self.diff_from(range, other, false).await?;
         self.repairs.fetch_add(n, Relaxed);
         Ok(Some(n))
     }

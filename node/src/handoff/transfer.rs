@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use ringkv_gossip::runner::View;
 use ringkv_gossip::State;
-use ringkv_ring::handoff::Pull;
 use ringkv_ring::{Ring, TokenRange};
 use ringkv_storage::Record;
 use serde::{Deserialize, Serialize};
@@ -23,7 +22,7 @@ use crate::rpc::api::{RangePageReply, Reply, Request, SummaryReply, VersionsRepl
 use crate::rpc::codec;
 
 use super::check::{accept_page, check_page};
-use super::phase::plan_pulls;
+use super::phase::{plan_pulls, PlannedPull};
 use super::{stored_ready_ring, Handoff, Transfer, PAGE_MAX, PULL_PREFIX, RANGE_TIMEOUT};
 
 /// Keys fetched per `ReadMany`.
@@ -61,7 +60,7 @@ impl Handoff {
         let full = self.kv.ring.borrow().full.clone();
         let ready = stored_ready_ring(&self.kv);
         let plan = plan_pulls(ready.as_ref(), ring, full.as_ref(), &view);
-        let work: Vec<Pull> = plan.into_iter().filter(|p| !p.sources.is_empty()).collect();
+        let work: Vec<PlannedPull> = plan.into_iter().filter(|p| !p.is_empty()).collect();
         {
             let mut p = self.progress.lock().expect("progress lock");
             p.ring = Some(tag.to_owned());
@@ -106,7 +105,7 @@ impl Handoff {
     }
 
     /// One range: copy it from a holder, then compare with enough others.
-    async fn transfer(&self, pull: &Pull, view: &View) -> Result<()> {
+    async fn transfer(&self, pull: &PlannedPull, view: &View) -> Result<()> {
         let name = pull_name(&pull.range);
         let mut cp: Checkpoint = self
             .kv
@@ -119,16 +118,19 @@ impl Handoff {
         // one is tried last (waiting on a dead source costs the range
         // timeout, and stalls every range behind it after a kill).
         let now_view = self.kv.view.borrow().clone();
-        let mut sources: Vec<(Holder, State)> = pull
-            .sources
-            .iter()
-            .filter_map(|id| holder(&now_view, id).or_else(|| holder(view, id)))
-            .filter(|(_, s)| s.is_live())
-            .collect();
-        sources.sort_by_key(|(_, s)| *s != State::Alive);
-        let sources: Vec<Holder> = sources.into_iter().map(|(h, _)| h).collect();
+        let live_now = |ids: &[ringkv_gossip::NodeId]| -> Vec<Holder> {
+            let mut found: Vec<(Holder, State)> = ids
+                .iter()
+                .filter_map(|id| holder(&now_view, id).or_else(|| holder(view, id)))
+                .filter(|(_, s)| s.is_live())
+                .collect();
+            found.sort_by_key(|(_, s)| *s != State::Alive);
+            found.into_iter().map(|(h, _)| h).collect()
+        };
+        let sources = live_now(&pull.sources);
+        let unannounced = live_now(&pull.unannounced);
         let mut used = Vec::new();
-        if !cp.copied {
+        if !cp.copied && !pull.sources.is_empty() {
             // A peer back from a long absence holds an old copy: diffing
             // keys and versions moves only what changed. Anyone else holds
             // at most the writes sent to it since the change: stream.
@@ -142,7 +144,7 @@ impl Handoff {
                     .is_empty();
             for source in &sources {
                 let outcome = if holds_some {
-                    self.diff_from(&pull.range, source).await.map(|_| ())
+                    self.diff_from(&pull.range, source, false).await.map(|_| ())
                 } else {
                     self.stream(&pull.range, source, &name, &mut cp).await
                 };
@@ -163,22 +165,43 @@ impl Handoff {
             }
         }
         // Every quorum write reached a majority of the holders: after
-        // merging a majority, this peer has them all.
-        let majority = pull.sources.len() / 2 + 1;
-        let mut merged = used.len().max(usize::from(cp.copied));
+        // merging a majority of those that announced, and a majority of
+        // all the live ones, this peer has them all.
+        let (announced_needed, needed) = pull.needed();
+        let mut merged_announced = used.len().max(usize::from(cp.copied));
         for source in sources.iter().filter(|s| !used.contains(&s.id)) {
-            if merged >= majority {
+            if merged_announced >= announced_needed {
                 break;
             }
             match self.verify_with(&pull.range, source).await {
-                Ok(()) => merged += 1,
+                Ok(()) => merged_announced += 1,
                 Err(e) => {
                     debug!(range = %pull.range, source = %source.name, err = %format!("{e:#}"), "cannot compare with this holder")
                 }
             }
         }
-        if merged < majority {
-            bail!("compared with {merged} of the {majority} holders needed");
+        if merged_announced < announced_needed {
+            bail!("compared with {merged_announced} of the {announced_needed} holders needed");
+        }
+        // Holders that announced nothing serve no summary (they are still
+        // receiving), but list what they hold: whatever they acknowledged.
+        let mut merged = merged_announced;
+        for source in &unannounced {
+            if merged >= needed {
+                break;
+            }
+            match self.diff_from(&pull.range, source, true).await {
+                Ok(_) => merged += 1,
+                Err(e) => {
+                    debug!(range = %pull.range, source = %source.name, err = %format!("{e:#}"), "cannot list what this holder holds")
+                }
+            }
+        }
+        if merged < needed {
+            bail!(
+                "merged {merged} of the {needed} live holders needed ({} of them announced no ring yet)",
+                pull.unannounced.len()
+            );
         }
         Ok(())
     }
@@ -190,7 +213,7 @@ impl Handoff {
         let range2 = *range;
         let mine = tokio::task::spawn_blocking(move || store.summary(&range2)).await??;
         if mine.hash != theirs.hash {
-            self.diff_from(range, source).await?;
+            self.diff_from(range, source, false).await?;
         }
         Ok(())
     }
@@ -368,7 +391,14 @@ impl Handoff {
 
     /// Lists `source`'s keys and versions in `range` and pulls every
     /// record newer there than here; returns how many changed here.
-    pub(super) async fn diff_from(&self, range: &TokenRange, source: &Holder) -> Result<u64> {
+    /// `any`: what it holds even while it is still receiving its first
+    /// ranges (a holder that announced nothing yet; it refuses otherwise).
+    pub(super) async fn diff_from(
+        &self,
+        range: &TokenRange,
+        source: &Holder,
+        any: bool,
+    ) -> Result<u64> {
         let mut after: Option<Vec<u8>> = None;
         let mut changed = 0;
         loop {
@@ -380,7 +410,7 @@ impl Handoff {
                         range: *range,
                         after: after.clone(),
                         max: VERSIONS_PAGE,
-                        any: false,
+                        any,
                     },
                 )
                 .await?;

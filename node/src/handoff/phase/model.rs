@@ -381,7 +381,7 @@ impl Cluster {
         let plan = plan_pulls(old.as_ref(), ring, full.as_ref(), view);
         let mut failed = false;
         for pull in plan.iter().filter(|p| !p.sources.is_empty()) {
-            let majority = pull.sources.len() / 2 + 1;
+            let (majority, _) = pull.needed();
             let answering: Vec<usize> = pull
                 .sources
                 .iter()
