@@ -20,6 +20,8 @@ mod removenode_tests;
 mod repair_tests;
 mod replica;
 #[cfg(test)]
+mod ring_change_tests;
+#[cfg(test)]
 mod roles_tests;
 #[cfg(test)]
 mod rotation_tests;
@@ -53,6 +55,10 @@ use crate::shared::Kv;
 
 pub(crate) use crate::routing::REPLICAS;
 use crate::routing::{Replica, Routing};
+
+/// How many times a put is sent again because the ring changed while it
+/// was out, before it gives up (outcome unknown).
+const RING_CHANGES_MAX: usize = 3;
 
 /// Outcome of one replica request.
 enum Answer<T> {
@@ -204,6 +210,15 @@ impl Kv {
     }
 
     /// The routing table of the current view and ring.
+    /// The current ring's digest (`None` before there is one).
+    fn ring_digest(&self) -> Option<ringkv_ring::RingDigest> {
+        self.ring
+            .borrow()
+            .ring
+            .as_ref()
+            .map(ringkv_ring::Ring::digest)
+    }
+
     fn routing(&self) -> Arc<Routing> {
         let view = self.view.borrow().clone();
         let ring = self.ring.borrow().clone();
@@ -248,7 +263,8 @@ impl Kv {
             .into());
         }
         let needed = required(consistency, self.replication());
-        let route = self.route(&key, needed)?;
+        let mut route_ring = self.ring_digest();
+        let mut route = self.route(&key, needed)?;
         let mut plan = WritePlan::new(&route, needed)?;
         // The ABD write's first phase: the newest version a read quorum
         // holds, so this write is stamped past every write acknowledged
@@ -264,21 +280,52 @@ impl Kv {
         if let Some(v) = newer.filter(|v| self.too_far_ahead(v)) {
             return Err(plan.too_far_ahead(&v, self.max_clock_offset).into());
         }
+        // A write sent again because the ring changed while it was out.
+        let mut again: Option<Record> = None;
+        let mut ring_changes = 0;
         loop {
-            let version = {
-                let mut clock = self.clock.lock().expect("clock lock");
-                if let Some(newer) = &newer {
-                    clock.observe(newer);
+            let record = if let Some(record) = again.take() {
+                record
+            } else {
+                let version = {
+                    let mut clock = self.clock.lock().expect("clock lock");
+                    if let Some(newer) = &newer {
+                        clock.observe(newer);
+                    }
+                    clock.tick(self.wall_ms())
+                };
+                match (&value, expires_ms) {
+                    (Some(v), Some(at)) => Record::put_expiring(v.clone(), version, at),
+                    (Some(v), None) => Record::put(v.clone(), version),
+                    (None, _) => Record::tombstone(version),
                 }
-                clock.tick(self.wall_ms())
             };
-            let record = match (&value, expires_ms) {
-                (Some(v), Some(at)) => Record::put_expiring(v.clone(), version, at),
-                (Some(v), None) => Record::put(v.clone(), version),
-                (None, _) => Record::tombstone(version),
-            };
+            // The first phase, or an earlier round, may have waited out a
+            // dead replica for seconds: route by the ring as it is now.
+            if self.ring_digest() != route_ring {
+                route_ring = self.ring_digest();
+                route = self.route(&key, needed)?;
+            }
             let round = self.write_round(&route, &key, &record, needed).await?;
             match plan.handle_round(&route, round) {
+                // Acknowledged by the replicas of a ring that changed while
+                // the write was out: a new replica may have merged its
+                // range before the write landed, and miss it. The handoff
+                // settle covers routes as old as the settle time; a put
+                // that waited out a dead replica is older. So it is sent
+                // again to the new ring's replicas (same version), and
+                // acknowledged only under the ring that is current then.
+                WriteStep::Done(_) if self.ring_digest() != route_ring => {
+                    ring_changes += 1;
+                    if ring_changes > RING_CHANGES_MAX {
+                        return Err(RequestError::new(
+                            ErrorKind::Unknown,
+                            format!("the ring changed {ring_changes} times while this write was out; outcome unknown: replicas of an earlier ring hold it"),
+                        )
+                        .into());
+                    }
+                    again = Some(record);
+                }
                 WriteStep::Done(acked) => {
                     return Ok(PutReply {
                         acknowledged: acked.iter().map(|r| r.name.to_string()).collect(),

@@ -21,16 +21,11 @@ pub(super) fn settings(dir: &Path, name: &str, seed: Option<&Peer>, extra: &[&st
         .iter()
         .map(ToString::to_string)
         .collect();
-    flags.extend(
-        [
-            "--settle",
-            "200ms",
-            "--admin",
-            "127.0.0.1:0",
-            "--testbed-faults",
-        ]
-        .map(String::from),
-    );
+    // A short settle, unless the test asks for its own.
+    if !extra.contains(&"--settle") {
+        flags.extend(["--settle", "200ms"].map(String::from));
+    }
+    flags.extend(["--admin", "127.0.0.1:0", "--testbed-faults"].map(String::from));
     flags.extend(extra.iter().map(ToString::to_string));
     if let Some(seed) = seed {
         let key = dir.join(&seed.addrs().name).join("cluster.key");
