@@ -209,7 +209,6 @@ impl Kv {
         Ok(route)
     }
 
-    /// The routing table of the current view and ring.
     /// The current ring's digest (`None` before there is one).
     fn ring_digest(&self) -> Option<ringkv_ring::RingDigest> {
         self.ring
@@ -219,6 +218,7 @@ impl Kv {
             .map(ringkv_ring::Ring::digest)
     }
 
+    /// The routing table of the current view and ring.
     fn routing(&self) -> Arc<Routing> {
         let view = self.view.borrow().clone();
         let ring = self.ring.borrow().clone();
@@ -304,7 +304,18 @@ impl Kv {
             // dead replica for seconds: route by the ring as it is now.
             if self.ring_digest() != route_ring {
                 route_ring = self.ring_digest();
-                route = self.route(&key, needed)?;
+                route = match self.route(&key, needed) {
+                    Ok(route) => route,
+                    // A quorum of an earlier ring holds it already.
+                    Err(e) if ring_changes > 0 => {
+                        return Err(RequestError::new(
+                            ErrorKind::Unknown,
+                            format!("the ring changed while this write was out, and the new ring gives no route ({e:#}); outcome unknown: replicas of the earlier ring hold it"),
+                        )
+                        .into())
+                    }
+                    Err(e) => return Err(e),
+                };
             }
             let round = self.write_round(&route, &key, &record, needed).await?;
             match plan.handle_round(&route, round) {
@@ -324,6 +335,9 @@ impl Kv {
                         )
                         .into());
                     }
+                    // Whatever happens to the re-sent write, this one may
+                    // be read: no error after this says "nothing written".
+                    plan.mark_written();
                     again = Some(record);
                 }
                 WriteStep::Done(acked) => {

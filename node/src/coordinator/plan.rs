@@ -610,6 +610,12 @@ impl WritePlan {
 }
 
 impl WritePlan {
+    /// An earlier round was acknowledged (by the replicas of a ring that
+    /// changed since): every later failure is "outcome unknown".
+    pub(crate) fn mark_written(&mut self) {
+        self.acked_any = true;
+    }
+
     /// The error of a write that a replica's newer version, stamped more
     /// than `max_offset` ahead of this peer's clock, keeps from winning.
     pub(crate) fn too_far_ahead(

@@ -156,6 +156,9 @@ pub(crate) struct PlannedPull {
     /// mode). So the pull also merges their keys and versions until it
     /// has merged a majority of all the live holders.
     pub(crate) unannounced: Vec<NodeId>,
+    /// Planned against the guessed ring of the members that announced
+    /// (see [`plan_pulls`]); its checkpoint is kept apart.
+    pub(crate) guess: bool,
 }
 
 impl PlannedPull {
@@ -224,6 +227,7 @@ pub(crate) fn plan_pulls(
                     range: s.range,
                     sources: s.sources,
                     unannounced,
+                    guess: false,
                 }
             })
             .collect()
@@ -235,22 +239,33 @@ pub(crate) fn plan_pulls(
         .map(|p| p.range)
         .collect();
     plan.retain(|p| !p.is_empty());
-    if orphans.is_empty() {
+    // A peer that held no ring also merges a majority of the announced
+    // ring's holders, for every range: peers joining at the same moment
+    // are in the ring of the others too, push the old holders out of a
+    // range's replicas there, and count as (empty) holders of it. The
+    // announced ring is then the old one. (In a steady cluster with one
+    // joiner the two rings are the same, and so are the plans.)
+    if ready.is_some() && orphans.is_empty() {
         return plan;
     }
     if let Some(guess) = announced_ring(ring, full, view) {
-        let again = pulls(Some(&guess), ring, &me, REPLICAS, &announced);
-        plan.extend(
-            again
-                .into_iter()
-                .filter(|p| orphans.iter().any(|o| overlap(o, &p.range)))
-                .map(|p| PlannedPull {
-                    range: p.range,
-                    sources: p.sources,
-                    unannounced: Vec::new(),
-                })
-                .filter(|p| !p.is_empty()),
-        );
+        let again: Vec<PlannedPull> = pulls(Some(&guess), ring, &me, REPLICAS, &announced)
+            .into_iter()
+            .filter(|p| ready.is_none() || orphans.iter().any(|o| overlap(o, &p.range)))
+            .map(|p| PlannedPull {
+                range: p.range,
+                sources: p.sources,
+                unannounced: Vec::new(),
+                guess: true,
+            })
+            .filter(|p| {
+                !p.is_empty()
+                    && !plan.iter().any(|q| {
+                        q.range == p.range && q.sources == p.sources && q.unannounced.is_empty()
+                    })
+            })
+            .collect();
+        plan.extend(again);
     }
     plan
 }

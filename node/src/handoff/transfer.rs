@@ -47,6 +47,10 @@ struct Checkpoint {
     cursor: Option<Vec<u8>>,
     /// The range came over from one holder; what remains is verification.
     copied: bool,
+    /// The holder it came from: a copy counts only while that holder is
+    /// still among the range's sources (a plan made since may not list
+    /// it, when it never held the range).
+    source: Option<ringkv_gossip::NodeId>,
 }
 
 fn pull_name(range: &TokenRange) -> String {
@@ -106,13 +110,20 @@ impl Handoff {
 
     /// One range: copy it from a holder, then compare with enough others.
     async fn transfer(&self, pull: &PlannedPull, view: &View) -> Result<()> {
-        let name = pull_name(&pull.range);
+        let name = if pull.guess {
+            format!("{}-guess", pull_name(&pull.range))
+        } else {
+            pull_name(&pull.range)
+        };
         let mut cp: Checkpoint = self
             .kv
             .store
             .progress(&name)?
             .and_then(|b| codec::decode(&b, 1 << 20).ok())
             .unwrap_or_default();
+        if cp.copied && !cp.source.is_some_and(|s| pull.sources.contains(&s)) {
+            cp = Checkpoint::default();
+        }
         // Sources as the view is now, not as it was when the ring's pulls
         // were planned: a holder that died since is skipped, and a suspect
         // one is tried last (waiting on a dead source costs the range
@@ -151,6 +162,7 @@ impl Handoff {
                 match outcome {
                     Ok(()) => {
                         cp.copied = true;
+                        cp.source = Some(source.id);
                         self.kv.store.set_progress(&name, &codec::encode(&cp))?;
                         used.push(source.id);
                         break;

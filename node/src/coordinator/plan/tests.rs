@@ -420,3 +420,27 @@ fn a_degraded_write_needs_the_holders_not_only_receiving_replicas() {
     let new = Route::plan(&["x", "y"], &["x", "y"], |_| false, 2);
     assert!(new.degraded && new.write_done(&["x", "y"], 2));
 }
+
+/// A put acknowledged under a ring that changed is sent again to the new
+/// ring's replicas; when that round reaches nobody, the write still
+/// stands on the old ring's quorum, so the failure is "outcome unknown",
+/// never "nothing was written".
+#[test]
+fn a_resend_after_a_ring_change_never_fails_definite() {
+    let old = Route::plan(&["p1", "p2", "p3"], &[], |_| true, 2);
+    let mut plan = WritePlan::new(&old, 2).unwrap();
+    let mut round = WriteRound::default();
+    round.handle_answer("p1", WriteResult::Applied);
+    round.handle_answer("p2", WriteResult::Applied);
+    assert!(matches!(plan.handle_round(&old, round), WriteStep::Done(_)));
+    plan.mark_written();
+    let new = Route::plan(&["p4", "p5", "p3"], &[], |_| true, 2);
+    let mut round = WriteRound::default();
+    for p in ["p4", "p5", "p3"] {
+        round.handle_answer(p, WriteResult::Unreachable);
+    }
+    let WriteStep::Fail(e) = plan.handle_round(&new, round) else {
+        panic!("nobody answered");
+    };
+    assert_eq!(e.kind, ErrorKind::Unknown, "{e}");
+}

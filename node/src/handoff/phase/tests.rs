@@ -567,3 +567,45 @@ fn a_new_peer_merges_a_majority_of_the_real_holders_when_few_announced() {
     }
     assert!(checked > 0);
 }
+
+/// Three peers join a stable, announced cluster at the same moment. In
+/// the ring of the others, the other two joiners push old holders out of
+/// many ranges' replicas: a majority there can be one old holder and an
+/// empty joiner, which misses a write two other old holders acknowledged.
+/// So a peer that held no ring merges a majority of the announced ring's
+/// holders too, for every range.
+#[test]
+fn joiners_at_once_merge_a_majority_of_the_old_holders() {
+    let old = ring(&["x", "y", "z"]);
+    let tag = ring_tag(&old);
+    let v = view(
+        member("me", State::Alive, None),
+        vec![
+            member("q", State::Alive, None),
+            member("r", State::Alive, None),
+            member("x", State::Alive, Some(&tag)),
+            member("y", State::Alive, Some(&tag)),
+            member("z", State::Alive, Some(&tag)),
+        ],
+        true,
+    );
+    let current = ring(&["me", "q", "r", "x", "y", "z"]);
+    let plan = plan_pulls(None, &current, None, &v);
+    for (range, _) in current.ranges_replicated_by(&id("me"), 3) {
+        for pos in [range.end, ringkv_ring::Token(range.start.0.wrapping_add(1))] {
+            let holders = old.replicas_of(pos, 3);
+            let merged_enough = plan.iter().any(|p| {
+                p.range.contains(pos)
+                    && holders.iter().all(|h| p.sources.contains(h))
+                    && p.needed().0 >= 2
+            });
+            assert!(
+                merged_enough,
+                "{pos}: no pull merges a majority of the old holders {holders:?}: {:?}",
+                plan.iter()
+                    .filter(|p| p.range.contains(pos))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+}
