@@ -87,12 +87,31 @@ pub(super) fn get(k: &[u8]) -> Request {
     }
 }
 
+/// How long a test's teardown lets a peer hand its ranges over before it
+/// leaves anyway (the second signal). Teardown is not the test: a leave
+/// that waits for the others to pull its ranges took more than the whole
+/// `WAIT` on a loaded CI machine, one peer after the other.
+const TEARDOWN_HANDOFF: Duration = Duration::from_secs(5);
+
+/// Stops every peer, all at once.
 pub(super) async fn stop(peers: Vec<Peer>) {
+    let mut stopping = tokio::task::JoinSet::new();
     for p in peers {
-        let stopped = tokio::time::timeout(WAIT, p.shutdown(std::future::pending()))
-            .await
-            .expect("the peer stops in time");
-        assert!(stopped.unfinished.is_empty(), "{:?}", stopped.unfinished);
+        stopping.spawn(async move {
+            let name = p.addrs().name.clone();
+            let hurry = tokio::time::sleep(TEARDOWN_HANDOFF);
+            let stopped = tokio::time::timeout(WAIT, p.shutdown(hurry)).await;
+            (name, stopped)
+        });
+    }
+    while let Some(joined) = stopping.join_next().await {
+        let (name, stopped) = joined.expect("joined");
+        let stopped = stopped.unwrap_or_else(|_| panic!("{name} stops in time"));
+        assert!(
+            stopped.unfinished.is_empty(),
+            "{name}: {:?}",
+            stopped.unfinished
+        );
     }
 }
 
