@@ -456,22 +456,19 @@ fn leaving(name: &str, tag: &str) -> Member {
 fn covered(plan: &[PlannedPull], ring: &Ring, held: Option<&Ring>, allowed: &[&str]) {
     let me = id("me");
     let allowed: Vec<NodeId> = allowed.iter().map(|n| id(n)).collect();
-    for (range, _) in ring.ranges_replicated_by(&me, 3) {
-        for pos in [range.end, ringkv_ring::Token(range.start.0.wrapping_add(1))] {
-            if held.is_some_and(|h| h.replicas_of(pos, 3).contains(&me)) {
-                continue;
-            }
-            let pull = plan
-                .iter()
-                .find(|p| p.range.contains(pos) && !p.sources.is_empty());
-            let pull = pull.unwrap_or_else(|| panic!("{pos} is not pulled"));
-            assert!(!pull.sources.is_empty(), "{pos} has no source");
-            assert!(
-                pull.sources.iter().all(|s| allowed.contains(s)),
-                "{pos}: {:?}",
-                pull.sources
-            );
+    for pos in my_positions(ring) {
+        if held.is_some_and(|h| h.replicas_of(pos, 3).contains(&me)) {
+            continue;
         }
+        let pull = plan
+            .iter()
+            .find(|p| p.range.contains(pos) && !p.sources.is_empty());
+        let pull = pull.unwrap_or_else(|| panic!("{pos} is not pulled"));
+        assert!(
+            pull.sources.iter().all(|s| allowed.contains(s)),
+            "{pos}: {:?}",
+            pull.sources
+        );
     }
 }
 
@@ -545,27 +542,7 @@ fn a_new_peer_merges_a_majority_of_the_real_holders_when_few_announced() {
     );
     let current = ring(&["me", "a", "b", "c", "d"]);
     let plan = plan_pulls(None, &current, None, &v);
-    let mut checked = 0;
-    for (range, _) in current.ranges_replicated_by(&id("me"), 3) {
-        for pos in [range.end, ringkv_ring::Token(range.start.0.wrapping_add(1))] {
-            let holders = four.replicas_of(pos, 3);
-            let merged_enough = plan.iter().any(|p| {
-                let all: Vec<NodeId> = p.sources.iter().chain(&p.unannounced).copied().collect();
-                p.range.contains(pos)
-                    && holders.iter().all(|h| all.contains(h))
-                    && p.needed().1 >= 2
-            });
-            assert!(
-                merged_enough,
-                "{pos}: no pull merges a majority of its holders {holders:?}: {:?}",
-                plan.iter()
-                    .filter(|p| p.range.contains(pos))
-                    .collect::<Vec<_>>()
-            );
-            checked += 1;
-        }
-    }
-    assert!(checked > 0);
+    merges_a_majority_of(&plan, &current, &four, false);
 }
 
 /// Three peers join a stable, announced cluster at the same moment. In
@@ -591,21 +568,45 @@ fn joiners_at_once_merge_a_majority_of_the_old_holders() {
     );
     let current = ring(&["me", "q", "r", "x", "y", "z"]);
     let plan = plan_pulls(None, &current, None, &v);
-    for (range, _) in current.ranges_replicated_by(&id("me"), 3) {
-        for pos in [range.end, ringkv_ring::Token(range.start.0.wrapping_add(1))] {
-            let holders = old.replicas_of(pos, 3);
-            let merged_enough = plan.iter().any(|p| {
-                p.range.contains(pos)
-                    && holders.iter().all(|h| p.sources.contains(h))
-                    && p.needed().0 >= 2
-            });
-            assert!(
-                merged_enough,
-                "{pos}: no pull merges a majority of the old holders {holders:?}: {:?}",
-                plan.iter()
-                    .filter(|p| p.range.contains(pos))
-                    .collect::<Vec<_>>()
-            );
-        }
+    merges_a_majority_of(&plan, &current, &old, true);
+}
+
+/// Every position `me` replicates in `current` is covered by a pull
+/// whose holders (its announced sources, and unless `announced_only` the
+/// unannounced ones) include every replica `old` gives the position, and
+/// whose merge needs at least two of them.
+fn merges_a_majority_of(plan: &[PlannedPull], current: &Ring, old: &Ring, announced_only: bool) {
+    let positions = my_positions(current);
+    assert!(!positions.is_empty());
+    for pos in positions {
+        let holders = old.replicas_of(pos, 3);
+        let merged_enough = plan.iter().any(|p| {
+            let mut all = p.sources.clone();
+            if !announced_only {
+                all.extend(&p.unannounced);
+            }
+            let needed = if announced_only {
+                p.needed().0
+            } else {
+                p.needed().1
+            };
+            p.range.contains(pos) && holders.iter().all(|h| all.contains(h)) && needed >= 2
+        });
+        assert!(
+            merged_enough,
+            "{pos}: no pull merges a majority of the holders {holders:?}: {:?}",
+            plan.iter()
+                .filter(|p| p.range.contains(pos))
+                .collect::<Vec<_>>()
+        );
     }
+}
+
+/// Two positions of each range `me` replicates in `ring`: its first and
+/// its last.
+fn my_positions(ring: &Ring) -> Vec<ringkv_ring::Token> {
+    ring.ranges_replicated_by(&id("me"), 3)
+        .into_iter()
+        .flat_map(|(range, _)| [range.end, ringkv_ring::Token(range.start.0.wrapping_add(1))])
+        .collect()
 }
