@@ -53,6 +53,14 @@ struct Checkpoint {
     source: Option<ringkv_gossip::NodeId>,
 }
 
+impl Checkpoint {
+    /// The holders this copy merged already: the one a resumed copy came
+    /// from, so that comparing again with it does not count it twice.
+    fn merged(&self) -> Vec<ringkv_gossip::NodeId> {
+        self.source.filter(|_| self.copied).into_iter().collect()
+    }
+}
+
 fn pull_name(range: &TokenRange) -> String {
     format!("{PULL_PREFIX}{:016x}-{:016x}", range.start.0, range.end.0)
 }
@@ -140,7 +148,7 @@ impl Handoff {
         };
         let sources = live_now(&pull.sources);
         let unannounced = live_now(&pull.unannounced);
-        let mut used = Vec::new();
+        let mut used = cp.merged();
         if !cp.copied && !pull.sources.is_empty() {
             // A peer back from a long absence holds an old copy: diffing
             // keys and versions moves only what changed. Anyone else holds
@@ -180,7 +188,7 @@ impl Handoff {
         // merging a majority of those that announced, and a majority of
         // all the live ones, this peer has them all.
         let (announced_needed, needed) = pull.needed();
-        let mut merged_announced = used.len().max(usize::from(cp.copied));
+        let mut merged_announced = used.len();
         for source in sources.iter().filter(|s| !used.contains(&s.id)) {
             if merged_announced >= announced_needed {
                 break;
@@ -501,7 +509,7 @@ mod tests {
     use ringkv_gossip::runner::View;
     use ringkv_gossip::{NodeId, State};
 
-    use super::unless_dead;
+    use super::{unless_dead, Checkpoint};
     use crate::test_support::member;
 
     fn view(source: State) -> Arc<View> {
@@ -531,6 +539,30 @@ mod tests {
             .expect("task");
         let e = out.expect_err("no answer from a dead source");
         assert!(e.to_string().contains("declared dead"), "{e}");
+    }
+
+    /// A copy resumed from its checkpoint has merged its source already:
+    /// comparing with that holder again must not count it a second time
+    /// (it did: the copy counted one, the comparison another, so a range
+    /// of three holders was "merged from a majority" having seen one).
+    #[test]
+    fn a_resumed_copy_counts_its_source_once() {
+        let src = NodeId::from_name("src");
+        let resumed = Checkpoint {
+            cursor: None,
+            copied: true,
+            source: Some(src),
+        };
+        assert_eq!(resumed.merged(), vec![src]);
+        let midway = Checkpoint {
+            cursor: Some(b"k".to_vec()),
+            copied: false,
+            source: None,
+        };
+        assert!(
+            midway.merged().is_empty(),
+            "nothing merged before the copy ends"
+        );
     }
 
     #[tokio::test(start_paused = true)]
