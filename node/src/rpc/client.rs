@@ -93,6 +93,13 @@ pub(crate) struct Client {
     config: quinn::ClientConfig,
     /// Open connections by peer; a broken one is dropped and redialled.
     conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    /// One dial at a time per peer: calls that find no connection wait for
+    /// the dial in progress and share what it made. Without it, a burst of
+    /// calls to a peer not yet dialled (every request of a new cluster's
+    /// first moment, or after a peer restarted) opened one handshake each,
+    /// and the peer's admission took 8 per source address and ignored the
+    /// rest: their calls waited out the timeout and failed.
+    dialing: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>>,
     on_connect: Option<OnConnect>,
     /// Who may answer at an address (a peer: the members there).
     expect: Option<Expect>,
@@ -114,6 +121,7 @@ impl Client {
             endpoint,
             config,
             conns: Mutex::new(HashMap::new()),
+            dialing: Mutex::new(HashMap::new()),
             on_connect: None,
             expect: None,
         }
@@ -207,19 +215,38 @@ impl Client {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The connection to `peer`: the cached one if it is open (and `fresh`
-    /// is false), else a new one; and whether it came from the cache.
-    async fn connection(
-        &self,
-        peer: SocketAddr,
-        fresh: bool,
-    ) -> Result<(quinn::Connection, bool), PeerError> {
-        if !fresh {
-            let cached = self.lock().get(&peer).cloned();
-            if let Some(conn) = cached.filter(|c| c.close_reason().is_none()) {
-                return Ok((conn, true));
-            }
+    /// The cached connection to `peer`, if it is open.
+    fn cached_open(&self, peer: SocketAddr) -> Option<quinn::Connection> {
+        let cached = self.lock().get(&peer).cloned();
+        cached.filter(|c| c.close_reason().is_none())
+    }
+
+    /// The connection to `peer`: the cached one if it is open, else one
+    /// dialled now (by this call, or by the call whose dial it waited
+    /// for); and whether this call did not dial it. A caller whose cached
+    /// connection failed forgets it first ([`Client::forget_conn`]).
+    async fn connection(&self, peer: SocketAddr) -> Result<(quinn::Connection, bool), PeerError> {
+        if let Some(conn) = self.cached_open(peer) {
+            return Ok((conn, true));
         }
+        let gate = DialGate::new(self, peer);
+        let _turn = gate.gate.lock().await;
+        match self.cached_open(peer) {
+            Some(conn) => Ok((conn, true)),
+            None => self.dial(peer).await.map(|conn| (conn, false)),
+        }
+    }
+
+    fn dialing(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>> {
+        self.dialing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Dials `peer`, checks who answered, and caches the connection.
+    async fn dial(&self, peer: SocketAddr) -> Result<quinn::Connection, PeerError> {
         let conn = self
             .endpoint
             .connect_with(self.config.clone(), peer, SERVER_NAME)
@@ -243,7 +270,7 @@ impl Client {
         if let Some(f) = &self.on_connect {
             f(&conn);
         }
-        Ok((conn, false))
+        Ok(conn)
     }
 
     /// Dials `peer` now unless a connection is cached (to find out early
@@ -256,7 +283,7 @@ impl Client {
         peer: SocketAddr,
         timeout: Duration,
     ) -> Result<(), PeerError> {
-        match tokio::time::timeout(timeout, self.connection(peer, false)).await {
+        match tokio::time::timeout(timeout, self.connection(peer)).await {
             Ok(r) => r.map(drop),
             Err(_) => Err(no_connection(peer, timeout)),
         }
@@ -289,15 +316,15 @@ impl Client {
         timeout: Duration,
     ) -> Result<Vec<u8>, PeerError> {
         let deadline = Instant::now() + timeout;
-        let mut fresh = false;
+        // Whether the cached connection failed once already.
+        let mut retried = false;
         // A connection the peer closed because the key it was opened
         // under was removed: the request was not dispatched, so it is
         // sent once more on a fresh connection (under the current key).
         let mut retry_removed_key = true;
         loop {
             let (conn, mut send, mut recv) = loop {
-                let (conn, cached) = match timeout_at(deadline, self.connection(peer, fresh)).await
-                {
+                let (conn, cached) = match timeout_at(deadline, self.connection(peer)).await {
                     Ok(r) => r?,
                     Err(_) => return Err(no_connection(peer, timeout)),
                 };
@@ -305,11 +332,11 @@ impl Client {
                     Ok(Ok((send, recv))) => break (conn, send, recv),
                     Ok(Err(e)) => {
                         self.forget_conn(peer, &conn);
-                        if !cached {
+                        if !cached || retried {
                             return Err(connection_failed(peer, &e, false));
                         }
                         // A dead cached connection: retry once on a fresh one.
-                        fresh = true;
+                        retried = true;
                     }
                     Err(_) => {
                         self.forget_conn(peer, &conn);
@@ -339,7 +366,6 @@ impl Client {
                     self.forget_conn(peer, &conn);
                     if retry_removed_key && closed_for_removed_key(&conn) {
                         retry_removed_key = false;
-                        fresh = true;
                         continue;
                     }
                     return Err(e);
@@ -397,6 +423,32 @@ impl Client {
     #[cfg(test)]
     fn cached(&self, peer: SocketAddr) -> Option<usize> {
         self.lock().get(&peer).map(quinn::Connection::stable_id)
+    }
+}
+
+/// A call's share of the dial gate of one peer. When the last call holding
+/// it is done (or dropped by its timeout), the gate goes: the map holds only
+/// the gates of dials in progress or awaited.
+struct DialGate<'a> {
+    client: &'a Client,
+    peer: SocketAddr,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> DialGate<'a> {
+    fn new(client: &'a Client, peer: SocketAddr) -> Self {
+        let gate = client.dialing().entry(peer).or_default().clone();
+        Self { client, peer, gate }
+    }
+}
+
+impl Drop for DialGate<'_> {
+    fn drop(&mut self) {
+        let mut gates = self.client.dialing();
+        // The map's and this one: nobody else waits on it.
+        if Arc::strong_count(&self.gate) == 2 {
+            gates.remove(&self.peer);
+        }
     }
 }
 
@@ -634,6 +686,44 @@ mod tests {
         );
         // The connection may lead to a dead process: the next call dials.
         assert_eq!(client.cached(addr), None);
+        client.close();
+        server.close(0u32.into(), b"done");
+        task.abort();
+    }
+
+    /// Calls that find no connection to a peer share one dial: a burst of
+    /// them used to open a handshake each, more than the peer's admission
+    /// takes from one address (8), and the rest failed after the timeout.
+    #[tokio::test]
+    async fn concurrent_calls_to_a_peer_not_yet_dialled_share_one_connection() {
+        let key = test_key();
+        let identity = NodeIdentity::generate().expect("an identity");
+        let config = server_config(&key, &identity).expect("a server config");
+        let server = quinn::Endpoint::server(config, loopback()).expect("a server endpoint");
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (accepting, count) = (server.clone(), accepted.clone());
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(incoming) = accepting.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if let Ok(conn) = incoming.await {
+                    held.push(conn);
+                }
+            }
+        });
+        let addr = server.local_addr().expect("its address");
+        let client = Arc::new(Client::for_cluster(&key, addr).expect("a client"));
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let client = client.clone();
+            calls.spawn(async move { client.connect(addr, CALL).await });
+        }
+        while let Some(done) = calls.join_next().await {
+            done.expect("the call ran").expect("connected");
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(client.cached(addr).is_some());
+        assert!(client.dialing().is_empty(), "no gate outlives its dial");
         client.close();
         server.close(0u32.into(), b"done");
         task.abort();
