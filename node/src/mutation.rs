@@ -36,7 +36,8 @@ pub(crate) enum Mutation {
 }
 
 /// The environment variable a debug build's peer reads its process-wide
-/// mutations from.
+/// mutations from (a release build reads none).
+#[cfg(debug_assertions)]
 pub(crate) const PROCESS_MUTATIONS_ENV: &str = "RINGKV_TEST_MUTATIONS";
 
 /// Whether this process runs with `m`: named in [`PROCESS_MUTATIONS_ENV`],
