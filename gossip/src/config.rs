@@ -66,6 +66,14 @@ pub struct Config {
     /// peers, stretched by `ceil(log2(N/32)) + 1` beyond (memberlist's rule),
     /// so its bandwidth stays flat as the cluster grows. 30 s.
     pub push_pull_interval: Duration,
+    /// A live peer whose reported view has differed from this peer's for
+    /// longer than an update is retransmitted (`retransmit_limit(N)` gossip
+    /// rounds) missed something gossip will no longer bring: this peer
+    /// starts a push-pull with it then, at most once every this long at up
+    /// to 32 peers, stretched by `ceil(N / 32)` beyond, so a cluster whose
+    /// views keep moving (a large one starting) does not trade full states
+    /// more than the periodic push-pull does. 2 s.
+    pub repair_interval: Duration,
     /// Dead and left members are forgotten this long after they changed
     /// state. 30 min: long enough to heal partitions by gossip, short
     /// enough that the member table does not grow forever.
@@ -128,6 +136,7 @@ impl Default for Config {
             gossip_interval: Duration::from_millis(200),
             gossip_fanout: 3,
             push_pull_interval: Duration::from_secs(30),
+            repair_interval: Duration::from_secs(2),
             dead_reap_after: Duration::from_secs(30 * 60),
             seed_contact_interval: Duration::from_secs(60),
             max_datagram_size: 1200,
@@ -210,7 +219,10 @@ impl Config {
         if self.retransmit_mult == 0 {
             return bad("retransmit_mult", "must be at least 1");
         }
-        if self.gossip_interval.is_zero() || self.push_pull_interval.is_zero() {
+        if self.gossip_interval.is_zero()
+            || self.push_pull_interval.is_zero()
+            || self.repair_interval.is_zero()
+        {
             return bad("gossip_interval", "intervals must be above zero");
         }
         if self.max_datagram_size < 512 || self.max_datagram_size > 65_000 {
@@ -241,6 +253,20 @@ impl Config {
     pub fn retransmit_limit(&self, n: usize) -> u32 {
         let scale = ((n + 1) as f64).log10().ceil().max(1.0);
         self.retransmit_mult * scale as u32
+    }
+
+    /// How long a live peer's view may differ from this peer's before a
+    /// push-pull repairs it, in a cluster of `n` peers: as long as an
+    /// update is still being gossiped.
+    pub fn disagreement_max(&self, n: usize) -> Duration {
+        self.gossip_interval * self.retransmit_limit(n)
+    }
+
+    /// Least time between two repairs by push-pull in a cluster of `n`
+    /// peers (see [`Config::repair_interval`]).
+    pub fn repair_period(&self, n: usize) -> Duration {
+        let scale = u32::try_from(n.div_ceil(32).max(1)).unwrap_or(u32::MAX);
+        self.repair_interval.saturating_mul(scale)
     }
 
     /// Push-pull period for a cluster of `n` peers.

@@ -181,6 +181,40 @@ impl<R: RngCore> Swim<R> {
         }
     }
 
+    /// Notes the view `from` reported (after applying what it carried)
+    /// and starts a push-pull with it when its view has differed from
+    /// this one for longer than an update is gossiped: one of the two
+    /// missed an update that gossip will not bring again (each is sent a
+    /// bounded number of times, to random peers), and the periodic
+    /// push-pull may be 30 s away. Seen in a loaded five-peer cluster: one
+    /// peer missed another's ready announcement for 8 s and kept routing
+    /// around a replica that held its ranges, failing writes when a third
+    /// died. Push-pull sends both full states, so whichever side missed
+    /// the update gets it.
+    pub(crate) fn repair_if_disagreeing(&mut self, now: Instant, from: NodeId, view: u64) {
+        if view == self.digest || self.left {
+            self.disagree_since.remove(&from);
+            return;
+        }
+        if !self.live.contains(&from) {
+            return;
+        }
+        let n = self.live.len() + 1;
+        let since = *self.disagree_since.entry(from).or_insert(now);
+        if now.saturating_duration_since(since) < self.config.disagreement_max(n)
+            || self.repair_after.is_some_and(|t| now < t)
+        {
+            return;
+        }
+        let Some(addr) = self.members.get(&from).map(|m| m.meta.addr) else {
+            return;
+        };
+        self.repair_after = Some(now + self.config.repair_period(n));
+        self.disagree_since.remove(&from);
+        self.stats.view_repairs += 1;
+        self.push_pull_with(now, addr);
+    }
+
     /// The seed addresses no live member has: where a partitioned or
     /// rescheduled part of the cluster may be.
     pub(crate) fn seeds_outside_view(&self) -> Vec<SocketAddr> {
@@ -231,6 +265,7 @@ impl<R: RngCore> Swim<R> {
             self.shape ^= member.shape_part();
             self.dead.remove(&id);
             self.peer_views.remove(&id);
+            self.disagree_since.remove(&id);
             self.events_push(Event::MemberReaped(id));
         }
     }

@@ -119,6 +119,9 @@ pub struct Stats {
     pub foreign_dropped: u64,
     /// Stalls of this peer's own loop noticed.
     pub stalls: u64,
+    /// Push-pulls started because a live peer's view stayed different
+    /// from this peer's past the gossip of an update (a missed update).
+    pub view_repairs: u64,
     /// Statements dropped, by reason (unsigned, forged, too big a jump...).
     pub rejected: Rejections,
     /// Messages decoded, by wire version (`[v - MIN_VERSION]`): shows when
@@ -170,6 +173,11 @@ pub struct Swim<R> {
     pub(crate) shape: u64,
     /// What each peer last reported: `(view digest, ring-shape digest)`.
     pub(crate) peer_views: BTreeMap<NodeId, (u64, u64)>,
+    /// Since when each live peer has reported a view other than this
+    /// peer's, without a report of the same view in between.
+    pub(crate) disagree_since: BTreeMap<NodeId, Instant>,
+    /// No repair by push-pull before this (see [`Config::repair_period`]).
+    pub(crate) repair_after: Option<Instant>,
     pub(crate) probe_order: Vec<NodeId>,
     pub(crate) probe_next: usize,
     /// Probes in flight by seq: the round-robin one and suspicion probes.
@@ -253,6 +261,8 @@ impl<R: RngCore> Swim<R> {
             digest,
             shape,
             peer_views: BTreeMap::new(),
+            disagree_since: BTreeMap::new(),
+            repair_after: None,
             probe_order: Vec::new(),
             probe_next: 0,
             probes: BTreeMap::new(),
@@ -479,6 +489,7 @@ impl<R: RngCore> Swim<R> {
         }
         // Applies them, and answers the stale ones (correction.rs).
         self.apply_gossip(now, env.from_addr, env.updates);
+        self.repair_if_disagreeing(now, env.from, env.view);
         match env.body {
             Body::Ping { seq, target } => self.on_ping(now, env.from_addr, seq, target),
             Body::PingReq {

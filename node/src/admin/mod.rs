@@ -249,6 +249,7 @@ fn record_gossip(st: &GossipStats, transport: &TransportStats) {
     }
     metrics::counter!("ringkv_gossip_foreign_dropped_total").absolute(st.foreign_dropped);
     metrics::counter!("ringkv_stalls_total").absolute(st.stalls);
+    metrics::counter!("ringkv_view_repairs_total").absolute(st.view_repairs);
     // Membership statements dropped: unsigned, forged, wild incarnations or
     // weights, a full member table, a connection to the wrong peer.
     for (reason, n) in st.rejected.iter() {

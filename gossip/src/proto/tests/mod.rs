@@ -228,7 +228,12 @@ impl Net {
     /// `n` peers, all joined through peer 0 and seeing each other Alive,
     /// with nothing left to gossip.
     fn joined(n: usize, seed: u64) -> Self {
-        let mut net = Self::new(n, seed);
+        Self::joined_with(n, seed, &Config::for_test())
+    }
+
+    /// [`Net::joined`] with `config`.
+    fn joined_with(n: usize, seed: u64, config: &Config) -> Self {
+        let mut net = Self::with_config(n, seed, config);
         for i in 1..n {
             net.join(i, 0);
         }
