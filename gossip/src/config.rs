@@ -70,9 +70,10 @@ pub struct Config {
     /// longer than an update is retransmitted (`retransmit_limit(N)` gossip
     /// rounds) missed something gossip will no longer bring: this peer
     /// starts a push-pull with it then, at most once every this long at up
-    /// to 32 peers, stretched by `ceil(N / 32)` beyond, so a cluster whose
-    /// views keep moving (a large one starting) does not trade full states
-    /// more than the periodic push-pull does. 2 s.
+    /// to 32 peers, and at most once per push-pull period beyond: there an
+    /// update has many more relays, full states are large, and views that
+    /// keep moving (a large cluster starting, loss) would otherwise trade
+    /// them far more often than the periodic push-pull does. 2 s.
     pub repair_interval: Duration,
     /// Dead and left members are forgotten this long after they changed
     /// state. 30 min: long enough to heal partitions by gossip, short
@@ -265,8 +266,11 @@ impl Config {
     /// Least time between two repairs by push-pull in a cluster of `n`
     /// peers (see [`Config::repair_interval`]).
     pub fn repair_period(&self, n: usize) -> Duration {
-        let scale = u32::try_from(n.div_ceil(32).max(1)).unwrap_or(u32::MAX);
-        self.repair_interval.saturating_mul(scale)
+        if n <= 32 {
+            self.repair_interval
+        } else {
+            self.push_pull_period(n)
+        }
     }
 
     /// Push-pull period for a cluster of `n` peers.
