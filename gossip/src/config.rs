@@ -69,11 +69,12 @@ pub struct Config {
     /// A live peer whose reported view has differed from this peer's for
     /// longer than an update is retransmitted (`retransmit_limit(N)` gossip
     /// rounds) missed something gossip will no longer bring: this peer
-    /// starts a push-pull with it then, at most once every this long at up
-    /// to 32 peers, and at most once per push-pull period beyond: there an
-    /// update has many more relays, full states are large, and views that
-    /// keep moving (a large cluster starting, loss) would otherwise trade
-    /// them far more often than the periodic push-pull does. 2 s.
+    /// starts a push-pull with it then, at most once every this long, in
+    /// clusters of up to [`REPAIR_PEERS_MAX`] peers. Beyond, an update has
+    /// many more relays, full states are large, and views keep moving (at
+    /// 1,000 peers and 10% loss they never stay equal): one repair per
+    /// peer per push-pull period there still added 2.4 KB/s per peer (18%)
+    /// in the simulator. 2 s.
     pub repair_interval: Duration,
     /// Dead and left members are forgotten this long after they changed
     /// state. 30 min: long enough to heal partitions by gossip, short
@@ -119,6 +120,10 @@ pub struct Config {
     /// (docs/upgrades.md).
     pub protocol_max: u8,
 }
+
+/// The largest cluster in which a peer repairs a disagreeing view by
+/// push-pull at once (see [`Config::repair_interval`]).
+pub const REPAIR_PEERS_MAX: usize = 32;
 
 impl Default for Config {
     fn default() -> Self {
@@ -264,13 +269,10 @@ impl Config {
     }
 
     /// Least time between two repairs by push-pull in a cluster of `n`
-    /// peers (see [`Config::repair_interval`]).
-    pub fn repair_period(&self, n: usize) -> Duration {
-        if n <= 32 {
-            self.repair_interval
-        } else {
-            self.push_pull_period(n)
-        }
+    /// peers (see [`Config::repair_interval`]); `None`: no repairs beyond
+    /// [`REPAIR_PEERS_MAX`] peers.
+    pub fn repair_period(&self, n: usize) -> Option<Duration> {
+        (n <= REPAIR_PEERS_MAX).then_some(self.repair_interval)
     }
 
     /// Push-pull period for a cluster of `n` peers.

@@ -200,6 +200,10 @@ impl<R: RngCore> Swim<R> {
             return;
         }
         let n = self.live.len() + 1;
+        let Some(period) = self.config.repair_period(n) else {
+            self.disagree_since.clear();
+            return;
+        };
         let since = *self.disagree_since.entry(from).or_insert(now);
         if now.saturating_duration_since(since) < self.config.disagreement_max(n)
             || self.repair_after.is_some_and(|t| now < t)
@@ -209,7 +213,7 @@ impl<R: RngCore> Swim<R> {
         let Some(addr) = self.members.get(&from).map(|m| m.meta.addr) else {
             return;
         };
-        self.repair_after = Some(now + self.config.repair_period(n));
+        self.repair_after = Some(now + period);
         self.disagree_since.remove(&from);
         self.stats.view_repairs += 1;
         self.push_pull_with(now, addr);

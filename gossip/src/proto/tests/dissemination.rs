@@ -163,7 +163,7 @@ fn a_peer_that_missed_an_update_repairs_its_view_by_push_pull() {
         let now = net.now;
         net.p_mut(0).handle_update_meta(now, new_meta);
         let started = net.now;
-        let limit = config.disagreement_max(5) + config.repair_period(5) + ms(1_000);
+        let limit = config.disagreement_max(5) + config.repair_interval + ms(1_000);
         let at = net.run_until(limit, "n3 learned n0's update", |net| {
             net.p(3).member(&id(0)).is_some_and(|m| m.incarnation == 2)
         });
