@@ -442,11 +442,26 @@ pub fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
 /// mapping lifetimes.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
+/// Concurrent request streams a peer may open on one connection: replica
+/// requests, one stream each (the RESP server lets 128 keys per peer into
+/// the coordinator at once, docs/BENCHMARKS.md).
+pub const BIDI_STREAMS_MAX: u32 = 256;
+
+/// Concurrent one-way streams a peer may open on one connection: gossip
+/// messages too large for a datagram (push-pull, joins) and leave notices,
+/// a few at a time. More wait for a slot; they are not refused. quinn
+/// allocates the state of every stream the peer may open when the
+/// connection starts, so this limit costs memory on each of the four
+/// connections a peer keeps to every other: at 256 (the bidirectional
+/// limit's value, used for both before) an idle peer of a 30-peer cluster
+/// held about 2 MB more than at 16 (docs/BENCHMARKS.md).
+pub const UNI_STREAMS_MAX: u32 = 16;
+
 /// Transport parameters for the connections a peer dials: datagrams on
 /// (1 MiB receive buffer) for gossip, a keep-alive every 10 s of silence so
-/// idle peer links survive NAT and the 30 s idle timeout, and at most 256
-/// concurrent bidirectional and 256 unidirectional streams per connection
-/// from the peer.
+/// idle peer links survive NAT and the 30 s idle timeout, and at most
+/// [`BIDI_STREAMS_MAX`] concurrent bidirectional and [`UNI_STREAMS_MAX`]
+/// unidirectional streams per connection from the peer.
 ///
 /// Only the dialer keeps a connection alive ([`server_transport_config`]
 /// sends none): one side's PING and the other's ACK refresh both idle
@@ -470,8 +485,8 @@ pub fn server_transport_config() -> quinn::TransportConfig {
         .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
             30_000,
         ))))
-        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(256))
-        .max_concurrent_uni_streams(quinn::VarInt::from_u32(256));
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(BIDI_STREAMS_MAX))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(UNI_STREAMS_MAX));
     config
 }
 
@@ -861,6 +876,77 @@ mod tests {
             .expect("server task")
             .expect("server handshake");
         assert_eq!(seen, Some(client_id.node_id()));
+        close(&client_endpoint).await;
+        close(&server_endpoint).await;
+    }
+
+    /// More one-way messages at once than a connection has stream slots
+    /// for ([`UNI_STREAMS_MAX`]): the ones past the limit wait for a slot
+    /// and all arrive; none fails.
+    #[tokio::test]
+    async fn one_way_messages_past_the_stream_limit_wait_and_all_arrive() {
+        let key = key(13);
+        let server_endpoint = server(&key, &identity());
+        let addr = server_endpoint.local_addr().expect("bound");
+        let client_endpoint = client(&key, &identity());
+        let count = 3 * UNI_STREAMS_MAX as usize;
+        let received = tokio::spawn({
+            let endpoint = server_endpoint.clone();
+            async move {
+                let conn = endpoint
+                    .accept()
+                    .await
+                    .expect("open")
+                    .await
+                    .expect("handshake");
+                let mut readers = tokio::task::JoinSet::new();
+                for _ in 0..count {
+                    let mut recv = conn.accept_uni().await.expect("a stream");
+                    readers.spawn(async move { recv.read_to_end(1 << 16).await.expect("read") });
+                }
+                let mut got = Vec::new();
+                while let Some(bytes) = readers.join_next().await {
+                    got.push(bytes.expect("reader"));
+                }
+                got.sort();
+                got
+            }
+        });
+        let conn = timeout(STEP, connect(&client_endpoint, addr))
+            .await
+            .expect("connect in time")
+            .expect("handshake succeeds");
+        let mut senders = tokio::task::JoinSet::new();
+        for i in 0..count {
+            let conn = conn.clone();
+            senders.spawn(async move {
+                let mut send = conn.open_uni().await.expect("a slot, in time");
+                // Held open a moment, so the streams overlap.
+                send.write_all(&[0u8; 2048]).await.expect("write");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                send.write_all(format!("{i:04}").as_bytes())
+                    .await
+                    .expect("write");
+                send.finish().expect("finish");
+                send.stopped().await.expect("acknowledged");
+            });
+        }
+        timeout(STEP, async {
+            while let Some(sent) = senders.join_next().await {
+                sent.expect("sender");
+            }
+        })
+        .await
+        .expect("every message sent in time");
+        let got = timeout(STEP, received)
+            .await
+            .expect("every message arrives in time")
+            .expect("receiver");
+        assert_eq!(got.len(), count);
+        for (i, bytes) in got.iter().enumerate() {
+            assert!(bytes.ends_with(format!("{i:04}").as_bytes()), "message {i}");
+        }
+        conn.close(0u32.into(), b"bye");
         close(&client_endpoint).await;
         close(&server_endpoint).await;
     }
