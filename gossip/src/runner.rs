@@ -38,6 +38,9 @@ const PENDING_ADDRS_MAX: usize = 1024;
 const IO_LOOP_BOUND: usize = 256;
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a gossip message too large for a datagram may wait for a
+/// stream slot and be written before it is given up (gossip sends again).
+const STREAM_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the published view's counters and agreement are rebuilt
 /// when membership has not changed (see `Runner::flush`).
 const REFRESH_EVERY: Duration = Duration::from_millis(100);
@@ -801,12 +804,18 @@ fn send_on(conn: &quinn::Connection, channel: Channel, bytes: Vec<u8>) {
     }
     let conn = conn.clone();
     tokio::spawn(async move {
-        let Ok(mut stream) = conn.open_uni().await else {
-            return;
-        };
-        if stream.write_all(&bytes).await.is_ok() {
-            let _ = stream.finish();
-        }
+        // Bounded: a peer that never frees a stream slot or reads (one
+        // slow or hostile) would otherwise keep every full state sent to
+        // it in a task until the connection's idle timeout.
+        let _ = tokio::time::timeout(STREAM_SEND_TIMEOUT, async move {
+            let Ok(mut stream) = conn.open_uni().await else {
+                return;
+            };
+            if stream.write_all(&bytes).await.is_ok() {
+                let _ = stream.finish();
+            }
+        })
+        .await;
     });
 }
 

@@ -11,7 +11,7 @@ use ringkv_ring::NodeId;
 use crate::proto::auth::Reject;
 use crate::proto::member::State;
 use crate::proto::message::{Body, Entry, Update};
-use crate::proto::swim::{Event, Source, Swim};
+use crate::proto::swim::{Disagreement, Event, Source, Swim};
 use crate::proto::timer::TimerKind;
 
 impl<R: RngCore> Swim<R> {
@@ -140,7 +140,9 @@ impl<R: RngCore> Swim<R> {
         let Some(member) = entry.member() else {
             return;
         };
-        if self.members.contains_key(&member.id) {
+        if self.members.contains_key(&member.id)
+            || self.reaped_at_or_after(&member.id, member.incarnation)
+        {
             return;
         }
         if self.members.len() >= self.config.members_max {
@@ -191,9 +193,19 @@ impl<R: RngCore> Swim<R> {
     /// around a replica that held its ranges, failing writes when a third
     /// died. Push-pull sends both full states, so whichever side missed
     /// the update gets it.
+    ///
+    /// A repair that leaves the views different (a statement one side
+    /// cannot check, a peer that reports a false digest) doubles the wait
+    /// before the next with that peer, up to the periodic push-pull's, so
+    /// such a peer neither costs a full state every 2 s nor takes every
+    /// repair slot from peers that did miss something.
     pub(crate) fn repair_if_disagreeing(&mut self, now: Instant, from: NodeId, view: u64) {
-        if view == self.digest || self.left {
-            self.disagree_since.remove(&from);
+        if self.left {
+            self.disagree.clear();
+            return;
+        }
+        if view == self.digest {
+            self.disagree.remove(&from);
             return;
         }
         if !self.live.contains(&from) {
@@ -201,11 +213,19 @@ impl<R: RngCore> Swim<R> {
         }
         let n = self.live.len() + 1;
         let Some(period) = self.config.repair_period(n) else {
-            self.disagree_since.clear();
+            self.disagree.clear();
             return;
         };
-        let since = *self.disagree_since.entry(from).or_insert(now);
-        if now.saturating_duration_since(since) < self.config.disagreement_max(n)
+        let d = *self.disagree.entry(from).or_insert(Disagreement {
+            since: now,
+            repairs: 0,
+        });
+        let wait = self
+            .config
+            .disagreement_max(n)
+            .saturating_mul(1 << d.repairs.min(16))
+            .min(self.config.push_pull_period(n));
+        if now.saturating_duration_since(d.since) < wait
             || self.repair_after.is_some_and(|t| now < t)
         {
             return;
@@ -214,7 +234,13 @@ impl<R: RngCore> Swim<R> {
             return;
         };
         self.repair_after = Some(now + period);
-        self.disagree_since.remove(&from);
+        self.disagree.insert(
+            from,
+            Disagreement {
+                since: now,
+                repairs: d.repairs.saturating_add(1),
+            },
+        );
         self.stats.view_repairs += 1;
         self.push_pull_with(now, addr);
     }
@@ -269,8 +295,14 @@ impl<R: RngCore> Swim<R> {
             self.shape ^= member.shape_part();
             self.dead.remove(&id);
             self.peer_views.remove(&id);
-            self.disagree_since.remove(&id);
+            self.disagree.remove(&id);
+            if self.reaped.len() < self.config.members_max {
+                self.reaped.insert(id, (member.incarnation, now));
+            }
             self.events_push(Event::MemberReaped(id));
         }
+        let keep = self.config.dead_reap_after;
+        self.reaped
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < keep);
     }
 }

@@ -132,6 +132,15 @@ pub struct Stats {
 /// Wire versions this build knows: `MIN_VERSION..=MAX_KNOWN_VERSION`.
 pub const VERSIONS: usize = (codec::MAX_KNOWN_VERSION - codec::MIN_VERSION + 1) as usize;
 
+/// A live peer whose reported view differs from this peer's.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Disagreement {
+    /// Since when, or since the last repair with it.
+    pub(crate) since: Instant,
+    /// Repairs with it since the views last agreed.
+    pub(crate) repairs: u32,
+}
+
 /// Where an update came from; push-pull states are weaker evidence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Source {
@@ -173,9 +182,16 @@ pub struct Swim<R> {
     pub(crate) shape: u64,
     /// What each peer last reported: `(view digest, ring-shape digest)`.
     pub(crate) peer_views: BTreeMap<NodeId, (u64, u64)>,
-    /// Since when each live peer has reported a view other than this
-    /// peer's, without a report of the same view in between.
-    pub(crate) disagree_since: BTreeMap<NodeId, Instant>,
+    /// Live peers whose reported view differs from this peer's: since
+    /// when (or since the last repair with them), and how many repairs
+    /// with them have not made the views agree (each doubles the wait).
+    pub(crate) disagree: BTreeMap<NodeId, Disagreement>,
+    /// Members forgotten by reaping, with the incarnation they were gone
+    /// at and when: a full state from a peer that has not reaped them yet
+    /// must not bring them back (each peer reaps on its own timer, so the
+    /// views differ for a while, and a repair would otherwise restore
+    /// them and restart their clock, for ever). Kept `dead_reap_after`.
+    pub(crate) reaped: BTreeMap<NodeId, (Incarnation, Instant)>,
     /// No repair by push-pull before this (see [`Config::repair_period`]).
     pub(crate) repair_after: Option<Instant>,
     pub(crate) probe_order: Vec<NodeId>,
@@ -261,7 +277,8 @@ impl<R: RngCore> Swim<R> {
             digest,
             shape,
             peer_views: BTreeMap::new(),
-            disagree_since: BTreeMap::new(),
+            disagree: BTreeMap::new(),
+            reaped: BTreeMap::new(),
             repair_after: None,
             probe_order: Vec::new(),
             probe_next: 0,
@@ -489,7 +506,8 @@ impl<R: RngCore> Swim<R> {
         }
         // Applies them, and answers the stale ones (correction.rs).
         self.apply_gossip(now, env.from_addr, env.updates);
-        self.repair_if_disagreeing(now, env.from, env.view);
+        let (from, view) = (env.from, env.view);
+        let full_state = matches!(env.body, Body::PushPull { .. });
         match env.body {
             Body::Ping { seq, target } => self.on_ping(now, env.from_addr, seq, target),
             Body::PingReq {
@@ -509,6 +527,11 @@ impl<R: RngCore> Swim<R> {
             } => {
                 self.on_push_pull(now, env.from_addr, reply, members);
             }
+        }
+        // A full state is itself the repair (its digest was taken before
+        // either side merged): judging it would have both sides repair.
+        if !full_state {
+            self.repair_if_disagreeing(now, from, view);
         }
     }
 
@@ -717,6 +740,9 @@ impl<R: RngCore> Swim<R> {
         let Update::Alive { meta, .. } = &update else {
             return false;
         };
+        if self.reaped_at_or_after(&id, incarnation) {
+            return false;
+        }
         if self.members.len() >= self.config.members_max {
             self.reject(Reject::TableFull);
             return false;
@@ -876,6 +902,7 @@ impl<R: RngCore> Swim<R> {
             }
         } else {
             self.live.remove(&id);
+            self.disagree.remove(&id);
             if state == State::Dead {
                 self.dead.insert(id);
             } else {
@@ -906,6 +933,14 @@ impl<R: RngCore> Swim<R> {
             self.events_push(Event::MetaChanged(id));
         }
         self.rebroadcast(id);
+    }
+
+    /// Whether `id` was reaped here at `incarnation` or later: what a
+    /// peer that has not reaped it yet says of it is old news.
+    pub(crate) fn reaped_at_or_after(&self, id: &NodeId, incarnation: Incarnation) -> bool {
+        self.reaped
+            .get(id)
+            .is_some_and(|(reaped, _)| incarnation <= *reaped)
     }
 
     /// Queues the signed statement behind our view of `id` for gossip.

@@ -181,3 +181,74 @@ fn a_peer_that_missed_an_update_repairs_its_view_by_push_pull() {
         assert_eq!(repairs(&net), before, "no repair while the views agree");
     });
 }
+
+/// A member this peer reaped does not come back in the full state of a
+/// peer that has not reaped it yet (each reaps on its own timer, and a
+/// repair push-pull would otherwise restore it and restart its clock, so
+/// that dead members were never forgotten).
+#[test]
+fn a_reaped_member_does_not_come_back_in_an_older_full_state() {
+    for_seeds(|seed| {
+        let config = Config {
+            dead_reap_after: ms(3_000),
+            ..Config::for_test()
+        };
+        let mut net = Net::with_config(3, seed, &config);
+        for i in 1..3 {
+            net.join(i, 0);
+        }
+        net.run_until(ms(3_000), "all Alive", |net| net.all_alive(&[0, 1, 2]));
+        net.crash(2);
+        net.run_until(ms(20_000), "n2 forgotten at n0", |net| {
+            net.p(0).member(&id(2)).is_none()
+        });
+        let n1 = net.p(0).member(&id(1)).expect("n1 known").incarnation;
+        let body = Body::PushPull {
+            join: false,
+            reply: true,
+            members: vec![member(1, n1, State::Alive), member(2, 1, State::Dead)],
+        };
+        net.inject(0, Channel::Stream, &envelope(1, body, Vec::new()));
+        assert!(net.p(0).member(&id(2)).is_none(), "n2 came back");
+        // Nor alive, at the incarnation it died at.
+        let body = Body::PushPull {
+            join: false,
+            reply: true,
+            members: vec![member(1, n1, State::Alive), member(2, 1, State::Alive)],
+        };
+        net.inject(0, Channel::Stream, &envelope(1, body, Vec::new()));
+        assert!(net.p(0).member(&id(2)).is_none(), "n2 came back alive");
+    });
+}
+
+/// A peer whose reported view never matches (here one that always
+/// reports digest 0) costs a repair at doubling intervals, not one every
+/// `repair_interval`.
+#[test]
+fn repairs_with_a_peer_whose_view_never_matches_back_off() {
+    for_seeds(|seed| {
+        let config = Config {
+            push_pull_interval: Duration::from_secs(600),
+            seed_contact_interval: Duration::from_secs(600),
+            ..Config::for_test()
+        };
+        let mut net = Net::with_config(1, seed, &config);
+        net.puppets.insert(addr(1), id(1));
+        let body = Body::PushPull {
+            join: false,
+            reply: true,
+            members: vec![member(1, 1, State::Alive)],
+        };
+        net.inject(0, Channel::Stream, &envelope(1, body, Vec::new()));
+        assert_eq!(net.p(0).live_count(), 1);
+        // The puppet acks every probe, always with view digest 0.
+        net.run_for(ms(30_000));
+        let repairs = net.p(0).stats().view_repairs;
+        let every_interval = (30_000 / config.repair_interval.as_millis()) as u64;
+        assert!(repairs >= 2, "it did repair: {repairs}");
+        assert!(
+            repairs <= every_interval / 2,
+            "{repairs} repairs in 30 s; one per repair_interval would be {every_interval}"
+        );
+    });
+}
