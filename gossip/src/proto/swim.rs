@@ -194,6 +194,8 @@ pub struct Swim<R> {
     pub(crate) reaped: BTreeMap<NodeId, (Incarnation, Instant)>,
     /// No repair by push-pull before this (see [`Config::repair_period`]).
     pub(crate) repair_after: Option<Instant>,
+    /// Whether a [`TimerKind::GossipNow`] is set and not yet run.
+    pub(crate) gossip_now_set: bool,
     pub(crate) probe_order: Vec<NodeId>,
     pub(crate) probe_next: usize,
     /// Probes in flight by seq: the round-robin one and suspicion probes.
@@ -280,6 +282,7 @@ impl<R: RngCore> Swim<R> {
             disagree: BTreeMap::new(),
             reaped: BTreeMap::new(),
             repair_after: None,
+            gossip_now_set: false,
             probe_order: Vec::new(),
             probe_next: 0,
             probes: BTreeMap::new(),
@@ -538,8 +541,9 @@ impl<R: RngCore> Swim<R> {
     /// Timers due at `now` fire.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.observe_time(now);
-        // Bounded: each timer is popped once; handlers only add timers in
-        // the future of `now` except none.
+        // Bounded: each timer is popped once; handlers add timers in the
+        // future of `now`, except a GossipNow (at `now`), whose handler
+        // adds none.
         while let Some((_, kind)) = self.timers.pop_due(now) {
             self.on_timer(now, kind);
         }
@@ -556,6 +560,10 @@ impl<R: RngCore> Swim<R> {
                 self.gossip_round(now, true);
                 let next = now + self.config.gossip_interval;
                 self.timers.set(next, TimerKind::Gossip);
+            }
+            TimerKind::GossipNow => {
+                self.gossip_now_set = false;
+                self.gossip_round(now, false);
             }
             TimerKind::PushPull => self.on_push_pull_tick(now),
             TimerKind::Reap => self.on_reap(now),
@@ -918,6 +926,7 @@ impl<R: RngCore> Swim<R> {
                 self.start_suspicion(now, id, incarnation, by);
                 if before != State::Suspect {
                     self.events_push(Event::MemberSuspected(id));
+                    self.gossip_soon(now);
                 }
                 if by != self.me.id {
                     self.maybe_probe_suspect(now, id);
@@ -925,7 +934,10 @@ impl<R: RngCore> Swim<R> {
             }
             (State::Suspect, State::Alive) => self.events_push(Event::MemberRecovered(id)),
             (State::Dead | State::Left, State::Alive) => self.events_push(Event::MemberJoined(id)),
-            (b, State::Dead) if b != State::Dead => self.events_push(Event::MemberDead(id)),
+            (b, State::Dead) if b != State::Dead => {
+                self.events_push(Event::MemberDead(id));
+                self.gossip_soon(now);
+            }
             (b, State::Left) if b != State::Left => self.events_push(Event::MemberLeft(id)),
             _ => {}
         }
@@ -933,6 +945,19 @@ impl<R: RngCore> Swim<R> {
             self.events_push(Event::MetaChanged(id));
         }
         self.rebroadcast(id);
+    }
+
+    /// Has the update just queued gossiped in a round of its own as soon
+    /// as this input is handled, rather than at the next periodic round
+    /// (up to `gossip_interval` away, at every hop): a suspicion reaches
+    /// the suspect (to refute) and other probers (to confirm) sooner, and
+    /// a death reaches every peer sooner. One such round at a time, so a
+    /// push-pull that brings many changes adds one round, not one each.
+    fn gossip_soon(&mut self, now: Instant) {
+        if !self.gossip_now_set {
+            self.gossip_now_set = true;
+            self.timers.set(now, TimerKind::GossipNow);
+        }
     }
 
     /// Whether `id` was reaped here at `incarnation` or later: what a

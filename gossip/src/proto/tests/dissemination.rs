@@ -182,6 +182,36 @@ fn a_peer_that_missed_an_update_repairs_its_view_by_push_pull() {
     });
 }
 
+/// A peer that finds a member dead gossips it in a round of its own at
+/// once, not at its next periodic round (200 ms away at worst, at every
+/// hop of the spread; here the periodic rounds are a minute apart).
+#[test]
+fn a_death_is_gossiped_at_once_not_at_the_next_round() {
+    for_seeds(|seed| {
+        let mut net = Net::joined(4, seed);
+        for i in 0..4 {
+            net.p_mut(i).config.gossip_interval = Duration::from_secs(60);
+        }
+        // The rounds already due run once more, then not for a minute.
+        net.run_for(ms(100));
+        net.crash(3);
+        let dead_at = net.run_until(ms(5_000), "n0 holds n3 dead", |net| {
+            net.event_at(0, &Event::MemberDead(id(3))).is_some()
+        });
+        // Learned from a message, it is gossiped at the next step.
+        net.run_for(STEP);
+        let is_death = |u: &Update| matches!(u, Update::Dead { id: i, .. } if *i == id(3));
+        let gossiped = net.log.iter().any(|s| {
+            s.from == 0
+                && s.at >= dead_at
+                && s.at <= dead_at + STEP
+                && matches!(s.env.body, Body::Gossip)
+                && carries(&s.env, is_death)
+        });
+        assert!(gossiped, "n0 gossiped n3's death the moment it held it");
+    });
+}
+
 /// A member this peer reaped does not come back in the full state of a
 /// peer that has not reaped it yet (each reaps on its own timer, and a
 /// repair push-pull would otherwise restore it and restart its clock, so
