@@ -24,8 +24,8 @@ pub(crate) enum TimerKind {
     Suspicion { id: NodeId },
     /// Gossip to random peers.
     Gossip,
-    /// One extra gossip round now: a member was just found suspect or
-    /// dead here (see `Swim::gossip_soon`).
+    /// One extra gossip round now: a member was just found dead here
+    /// (see `Swim::gossip_soon`).
     GossipNow,
     /// Full-state exchange with a random peer.
     PushPull,

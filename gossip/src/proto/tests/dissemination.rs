@@ -223,29 +223,19 @@ fn a_reaped_member_does_not_come_back_in_an_older_full_state() {
             dead_reap_after: ms(3_000),
             ..Config::for_test()
         };
-        let mut net = Net::with_config(3, seed, &config);
-        for i in 1..3 {
-            net.join(i, 0);
-        }
-        net.run_until(ms(3_000), "all Alive", |net| net.all_alive(&[0, 1, 2]));
-        net.crash(2);
+        let mut net = Net::with_n2_dead(seed, &config);
         net.run_until(ms(20_000), "n2 forgotten at n0", |net| {
             net.p(0).member(&id(2)).is_none()
         });
         let n1 = net.p(0).member(&id(1)).expect("n1 known").incarnation;
-        let body = Body::PushPull {
-            join: false,
-            reply: true,
-            members: vec![member(1, n1, State::Alive), member(2, 1, State::Dead)],
-        };
+        let body = full_state(vec![member(1, n1, State::Alive), member(2, 1, State::Dead)]);
         net.inject(0, Channel::Stream, &envelope(1, body, Vec::new()));
         assert!(net.p(0).member(&id(2)).is_none(), "n2 came back");
         // Nor alive, at the incarnation it died at.
-        let body = Body::PushPull {
-            join: false,
-            reply: true,
-            members: vec![member(1, n1, State::Alive), member(2, 1, State::Alive)],
-        };
+        let body = full_state(vec![
+            member(1, n1, State::Alive),
+            member(2, 1, State::Alive),
+        ]);
         net.inject(0, Channel::Stream, &envelope(1, body, Vec::new()));
         assert!(net.p(0).member(&id(2)).is_none(), "n2 came back alive");
     });
@@ -264,11 +254,7 @@ fn repairs_with_a_peer_whose_view_never_matches_back_off() {
         };
         let mut net = Net::with_config(1, seed, &config);
         net.puppets.insert(addr(1), id(1));
-        let body = Body::PushPull {
-            join: false,
-            reply: true,
-            members: vec![member(1, 1, State::Alive)],
-        };
+        let body = full_state(vec![member(1, 1, State::Alive)]);
         net.inject(0, Channel::Stream, &envelope(1, body, Vec::new()));
         assert_eq!(net.p(0).live_count(), 1);
         // The puppet acks every probe, always with view digest 0.

@@ -193,15 +193,7 @@ fn dead_members_are_reaped_after_dead_reap_after() {
             dead_reap_after: ms(3_000),
             ..Config::for_test()
         };
-        let mut net = Net::with_config(3, seed, &config);
-        for i in 1..3 {
-            net.join(i, 0);
-        }
-        net.run_until(ms(3_000), "all Alive", |net| net.all_alive(&[0, 1, 2]));
-        net.crash(2);
-        net.run_until(ms(3_000), "n2 dead at both", |net| {
-            net.state_of(0, 2) == Some(State::Dead) && net.state_of(1, 2) == Some(State::Dead)
-        });
+        let mut net = Net::with_n2_dead(seed, &config);
         net.run_until(ms(20_000), "n2 forgotten at both", |net| {
             net.p(0).member(&id(2)).is_none() && net.p(1).member(&id(2)).is_none()
         });

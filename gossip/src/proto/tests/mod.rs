@@ -67,6 +67,15 @@ fn peer(i: usize, incarnation: Incarnation, seed: u64, now: Instant) -> Peer {
 }
 
 /// An envelope as peer (or puppet) `from` would send it.
+/// A push-pull reply carrying `members`: a full state to inject.
+fn full_state(members: Vec<Entry>) -> Body {
+    Body::PushPull {
+        join: false,
+        reply: true,
+        members,
+    }
+}
+
 fn envelope(from: usize, body: Body, updates: Vec<Update>) -> Envelope {
     Envelope {
         cluster: Config::for_test().cluster,
@@ -229,6 +238,21 @@ impl Net {
     /// with nothing left to gossip.
     fn joined(n: usize, seed: u64) -> Self {
         Self::joined_with(n, seed, &Config::for_test())
+    }
+
+    /// Three peers with `config`, joined through n0, then n2 crashed and
+    /// held dead by n0 and n1.
+    fn with_n2_dead(seed: u64, config: &Config) -> Self {
+        let mut net = Self::with_config(3, seed, config);
+        for i in 1..3 {
+            net.join(i, 0);
+        }
+        net.run_until(ms(3_000), "all Alive", |net| net.all_alive(&[0, 1, 2]));
+        net.crash(2);
+        net.run_until(ms(3_000), "n2 dead at both", |net| {
+            net.state_of(0, 2) == Some(State::Dead) && net.state_of(1, 2) == Some(State::Dead)
+        });
+        net
     }
 
     /// [`Net::joined`] with `config`.
