@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod error;
+pub mod links;
 pub mod proto;
 pub mod runner;
 pub mod transport;

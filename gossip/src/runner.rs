@@ -21,6 +21,7 @@ use ringkv_ring::NodeId;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
+use crate::links::Links;
 use crate::proto::codec;
 use crate::proto::member::{Member, Meta};
 use crate::proto::swim::{Channel, Event, Stats, Swim};
@@ -161,6 +162,9 @@ pub struct TransportStats {
     /// allow them (a client sending peer requests); counted by the
     /// runner's owner, which dispatches requests.
     pub rpc_refused_role: AtomicU64,
+    /// QUIC connections open on this peer's endpoint now (gossip, replica
+    /// requests and clients, either direction), as of the last refresh.
+    pub open_connections: AtomicU64,
 }
 
 /// What the runner's owner holds.
@@ -172,6 +176,8 @@ pub struct Handle {
     pub view: watch::Receiver<Arc<View>>,
     /// Transport counters.
     pub transport: Arc<TransportStats>,
+    /// The connection to each peer, for the replica pool to share.
+    pub links: Links,
 }
 
 enum Input {
@@ -214,12 +220,14 @@ pub fn spawn(
     let (view_tx, view_rx) = watch::channel(view);
     let transport = Arc::new(TransportStats::default());
     let runner = Runner::new(parts, cmd_rx, view_tx, transport.clone());
+    let links = runner.conns.clone();
     let task = tokio::spawn(runner.run(shutdown));
     (
         Handle {
             commands: cmd_tx,
             view: view_rx,
             transport,
+            links,
         },
         task,
     )
@@ -248,7 +256,8 @@ struct Runner {
     max_stream: usize,
     handshakes: HandshakeLimits,
     roles: Arc<Roles>,
-    conns: BTreeMap<SocketAddr, quinn::Connection>,
+    /// The connection to each peer, shared with the replica pool.
+    conns: Links,
     pending: BTreeMap<SocketAddr, VecDeque<(Channel, Vec<u8>)>>,
     inbox_tx: mpsc::Sender<Input>,
     inbox_rx: mpsc::Receiver<Input>,
@@ -276,6 +285,7 @@ impl Runner {
         stats: Arc<TransportStats>,
     ) -> Self {
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_MAX);
+        let me = parts.swim.me().id;
         Self {
             swim: parts.swim,
             endpoint: parts.endpoint,
@@ -284,7 +294,7 @@ impl Runner {
             max_stream: parts.max_stream_message,
             handshakes: parts.handshakes,
             roles: parts.roles,
-            conns: BTreeMap::new(),
+            conns: Links::new(me),
             pending: BTreeMap::new(),
             inbox_tx,
             inbox_rx,
@@ -493,6 +503,9 @@ impl Runner {
             // peer's work, and it grew with the cluster.
             self.refreshed = Some(now);
             self.refresh_due = false;
+            self.stats
+                .open_connections
+                .store(self.endpoint.open_connections() as u64, Ordering::Relaxed);
             let snap = Arc::new(snapshot(&self.swim, self.index));
             self.view_tx.send_if_modified(|v| {
                 *v = snap;
@@ -532,17 +545,14 @@ impl Runner {
         // traffic (client and replica requests), and an unused one ends by
         // itself at its idle timeout.
         if let Some(addr) = self.swim.member(id).map(|m| m.meta.addr) {
-            self.conns.remove(&addr);
+            self.conns.remove(addr);
         }
     }
 
     fn send(&mut self, to: SocketAddr, channel: Channel, bytes: Vec<u8>) {
-        if let Some(conn) = self.conns.get(&to) {
-            if conn.close_reason().is_none() {
-                send_on(conn, channel, bytes);
-                return;
-            }
-            self.conns.remove(&to);
+        if let Some(conn) = self.conns.get(to) {
+            send_on(&conn, channel, bytes);
+            return;
         }
         if !self.pending.contains_key(&to) {
             if self.pending.len() >= PENDING_ADDRS_MAX {
@@ -563,11 +573,7 @@ impl Runner {
     /// receiver acknowledged every byte: the peer may stop only after that,
     /// or the message dies with the endpoint.
     fn send_notice(&mut self, to: SocketAddr, bytes: Vec<u8>) {
-        let pooled = self
-            .conns
-            .get(&to)
-            .filter(|c| c.close_reason().is_none())
-            .cloned();
+        let pooled = self.conns.get(to);
         let endpoint = self.endpoint.clone();
         let config = self.client_config.clone();
         self.notices.spawn(async move {
@@ -633,6 +639,7 @@ impl Runner {
         let max = self.max_stream;
         let limits = self.handshakes.clone();
         let roles = self.roles.clone();
+        let links = self.conns.clone();
         tokio::spawn(async move {
             let warned = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let timeout = limits.handshake_timeout;
@@ -649,6 +656,7 @@ impl Runner {
                 let stats = stats.clone();
                 let warned = warned.clone();
                 let roles = roles.clone();
+                let links = links.clone();
                 tokio::spawn(async move {
                     let (connecting, slot) = slot;
                     let outcome = tokio::time::timeout(timeout, connecting).await;
@@ -657,10 +665,11 @@ impl Runner {
                         Ok(Ok(conn)) => {
                             let reader = Reader {
                                 inbox: inbox.clone(),
-                                requests: Some(requests),
+                                links,
+                                requests,
                                 stats,
                                 max,
-                                roles: Some(roles.clone()),
+                                roles: roles.clone(),
                             };
                             // Only a peer's connection may carry gossip
                             // back: a client's is never pooled.
@@ -687,16 +696,21 @@ impl Runner {
         });
     }
 
-    /// Reads a connection this endpoint dialled: the other side presented
-    /// a certificate of the cluster CA (the only one the client config
-    /// trusts), so it is a peer.
+    /// Reads a connection this endpoint dialled (the runner or the
+    /// replica pool): the other side presented a certificate of the
+    /// cluster CA (the only one the client config trusts). Its requests
+    /// are served as an accepted connection's are, since the other side
+    /// may use this connection for its own (one connection per pair,
+    /// [`Links`]), with the same role checks, again whenever the keys
+    /// change.
     fn spawn_reader(&self, conn: quinn::Connection) {
         let reader = Reader {
             inbox: self.inbox_tx.clone(),
-            requests: None,
+            links: self.conns.clone(),
+            requests: self.requests.clone(),
             stats: self.stats.clone(),
             max: self.max_stream,
-            roles: None,
+            roles: self.roles.clone(),
         };
         tokio::spawn(reader.read(conn));
     }
@@ -829,25 +843,27 @@ pub const KEY_REMOVED_REASON: &[u8] =
 /// What reading one connection needs.
 struct Reader {
     inbox: mpsc::Sender<Input>,
-    /// Where request streams go (accepted connections only).
-    requests: Option<mpsc::Sender<Request>>,
+    /// The connection table: a spare the other side is heard on may
+    /// become the link ([`Links::heard`]).
+    links: Links,
+    /// Where request streams go.
+    requests: mpsc::Sender<Request>,
     stats: Arc<TransportStats>,
     max: usize,
-    /// For accepted connections: tells a peer's from a client's. `None`
-    /// for connections this endpoint dialled (always peers).
-    roles: Option<Arc<Roles>>,
+    /// Tells a peer's connection from a client's (a dialled one is always
+    /// a peer's while its key is installed).
+    roles: Arc<Roles>,
 }
 
 impl Reader {
     /// The role of the other side of `conn`, now.
     fn role(&self, conn: &quinn::Connection) -> Role {
-        self.roles.as_ref().map_or(Role::Peer, |r| r.role_of(conn))
+        self.roles.role_of(conn)
     }
 
-    /// The keys' generation now (0 for fixed keys and dialled
-    /// connections).
+    /// The keys' generation now (0 for fixed keys).
     fn generation(&self) -> u64 {
-        self.roles.as_ref().map_or(0, |r| r.generation())
+        self.roles.generation()
     }
 
     /// Checks `role` again if the keys changed since `seen`: a
@@ -871,6 +887,13 @@ impl Reader {
             return false;
         }
         true
+    }
+
+    /// A peer was heard on `conn`: see [`Links::heard`].
+    fn heard(&self, addr: SocketAddr, from: Option<NodeId>, conn: &quinn::Connection) {
+        if let Some(from) = from {
+            self.links.heard(addr, from, conn);
+        }
     }
 
     /// Gossip from a connection that is not a peer's is dropped unread
@@ -907,6 +930,7 @@ impl Reader {
                         if !self.gossip_allowed(&role, &conn) {
                             continue;
                         }
+                        self.heard(addr, from, &conn);
                         if self.inbox.try_send(Input::Datagram(bytes.to_vec())).is_err() {
                             self.stats.inbox_dropped.fetch_add(1, Ordering::Relaxed);
                         }
@@ -922,6 +946,7 @@ impl Reader {
                             let _ = recv.stop(0u32.into());
                             continue;
                         }
+                        self.heard(addr, from, &conn);
                         let inbox = self.inbox.clone();
                         let stats = self.stats.clone();
                         let max = self.max;
@@ -938,14 +963,19 @@ impl Reader {
                     }
                     Err(_) => break,
                 },
-                b = conn.accept_bi(), if self.requests.is_some() => match b {
+                b = conn.accept_bi() => match b {
                     Ok((send, recv)) => {
                         if !self.recheck(&conn, &mut role, &mut seen) {
                             break;
                         }
-                        let (Some(requests), Some(from)) = (&self.requests, from) else { continue };
-                        let role = if role.is_peer() { Role::Peer } else { self.role(&conn) };
-                        let _ = requests.try_send(Request { from, role, addr, send, recv });
+                        let Some(from) = from else { continue };
+                        let role = if role.is_peer() {
+                            self.heard(addr, Some(from), &conn);
+                            Role::Peer
+                        } else {
+                            self.role(&conn)
+                        };
+                        let _ = self.requests.try_send(Request { from, role, addr, send, recv });
                     }
                     Err(_) => break,
                 },

@@ -451,32 +451,42 @@ pub const BIDI_STREAMS_MAX: u32 = 256;
 /// messages too large for a datagram (push-pull, joins) and leave notices,
 /// a few at a time. More wait for a slot; they are not refused. quinn
 /// allocates the state of every stream the peer may open when the
-/// connection starts, so this limit costs memory on each of the four
-/// connections a peer keeps to every other: at 256 (the bidirectional
-/// limit's value, used for both before) an idle peer of a 30-peer cluster
-/// held about 2 MB more than at 16 (docs/BENCHMARKS.md).
+/// connection starts, so this limit costs memory on every connection: at
+/// 256 (the bidirectional limit's value, used for both before) an idle
+/// peer of a 30-peer cluster held about 2 MB more than at 16
+/// (docs/BENCHMARKS.md).
 pub const UNI_STREAMS_MAX: u32 = 16;
 
-/// Transport parameters for the connections a peer dials: datagrams on
-/// (1 MiB receive buffer) for gossip, a keep-alive every 10 s of silence so
-/// idle peer links survive NAT and the 30 s idle timeout, and at most
-/// [`BIDI_STREAMS_MAX`] concurrent bidirectional and [`UNI_STREAMS_MAX`]
-/// unidirectional streams per connection from the peer.
+/// Transport parameters for the connections a client dials (CLI, bench,
+/// testbed): [`server_transport_config`]'s, and a keep-alive every 10 s of
+/// silence so a quiet client's connection survives NAT and the 30 s idle
+/// timeout.
 ///
-/// Only the dialer keeps a connection alive ([`server_transport_config`]
-/// sends none): one side's PING and the other's ACK refresh both idle
-/// timers, and with both sides pinging every 5 s, the two connections a
-/// peer keeps to every other (gossip and replica pool, each way) cost an
-/// idle peer dozens of wake-ups a second at 30 peers, growing with the
-/// cluster (docs/BENCHMARKS.md).
+/// Peers dial each other with [`link_transport_config`] instead.
 pub fn transport_config() -> quinn::TransportConfig {
     let mut config = server_transport_config();
     config.keep_alive_interval(Some(KEEP_ALIVE));
     config
 }
 
-/// [`transport_config`] for the connections a peer accepts: the same
-/// limits, no keep-alive of its own (the dialer sends them).
+/// Transport parameters for the links between peers, either way: no
+/// keep-alive. A peer holds one connection to each other peer, shared by
+/// gossip and replica requests ([`crate::links::Links`]); one that neither
+/// side uses any more (superseded by a newer one, or to a member that went
+/// away) must end by itself at the 30 s idle timeout. With the dialer's
+/// keep-alives (every 10 s, as before) such connections lived for ever: an
+/// idle peer of 30 held 148 on average, for 29 others, and their pings and
+/// timers woke it dozens of times a second (docs/BENCHMARKS.md). A link
+/// quiet for 30 s is dialled again when next used (one round trip).
+pub fn link_transport_config() -> quinn::TransportConfig {
+    server_transport_config()
+}
+
+/// Transport parameters for the connections a peer accepts: datagrams on
+/// (1 MiB receive buffer) for gossip, a 30 s idle timeout, at most
+/// [`BIDI_STREAMS_MAX`] concurrent bidirectional and [`UNI_STREAMS_MAX`]
+/// unidirectional streams per connection from the other side, and no
+/// keep-alive of its own (a client dialer sends them).
 pub fn server_transport_config() -> quinn::TransportConfig {
     let mut config = quinn::TransportConfig::default();
     config

@@ -283,6 +283,7 @@ fn record_gossip(st: &GossipStats, transport: &TransportStats) {
         .absolute(transport.connects_refused.load(Relaxed));
     metrics::counter!("ringkv_quic_retries_total")
         .absolute(transport.handshake_retries.load(Relaxed));
+    metrics::gauge!("ringkv_quic_connections").set(transport.open_connections.load(Relaxed) as f64);
 }
 
 /// This peer's health, incarnation, view agreement and ring rebuilds.

@@ -10,6 +10,8 @@ mod availability_tests;
 mod disk_tests;
 mod hints;
 #[cfg(test)]
+mod links_tests;
+#[cfg(test)]
 mod mutation_tests;
 pub(crate) mod plan;
 #[cfg(test)]

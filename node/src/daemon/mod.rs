@@ -25,7 +25,7 @@ use ringkv_gossip::proto::version::ProtocolRange;
 use ringkv_gossip::runner::{self, Handle, RunnerParts};
 use ringkv_gossip::transport::keyring::Keyring;
 use ringkv_gossip::transport::live::TlsKeys;
-use ringkv_gossip::transport::tls::{server_transport_config, transport_config};
+use ringkv_gossip::transport::tls::{link_transport_config, server_transport_config};
 use ringkv_gossip::{Config as GossipConfig, Meta, NodeId, NodeIdentity, NodeStatus, Swim};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -291,7 +291,8 @@ fn endpoint(
         .tls
         .client_config_up_to(protocol_max)
         .context("cannot build the TLS client config")?;
-    client.transport_config(Arc::new(transport_config()));
+    // No keep-alive: a link nobody uses idles out (`link_transport_config`).
+    client.transport_config(Arc::new(link_transport_config()));
     let endpoint = gossip_rt
         .block_on(async move {
             quinn::Endpoint::new_with_abstract_socket(
@@ -319,6 +320,7 @@ fn swim(
         max: protocol_max,
     }
     .advertise(&mut meta);
+    ringkv_gossip::links::advertise(&mut meta);
     let gossip = GossipConfig {
         cluster: opened.keyring.cluster_id(),
         protocol_max,
@@ -550,6 +552,7 @@ impl Serve {
             Duration::from_secs(2),
             handle.commands.clone(),
             handle.view.clone(),
+            handle.links.clone(),
         );
         let mut tasks = Tasks::new();
         let removals = Arc::new(crate::removenode::Removals::default());

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
+use ringkv_gossip::links::Links;
 use ringkv_gossip::transport::credentials::ClientCredentials;
 use ringkv_gossip::transport::tls::{client_config, peer_node_id, transport_config, SERVER_NAME};
 use ringkv_gossip::{ClusterKey, NodeId, NodeIdentity};
@@ -86,13 +87,18 @@ type OnConnect = Box<dyn Fn(&quinn::Connection) + Send + Sync>;
 /// The node ids a connection to an address may present (empty: any).
 type Expect = Box<dyn Fn(SocketAddr) -> Vec<NodeId> + Send + Sync>;
 
+/// Whether the peer at an address serves requests on a connection it
+/// dialled itself.
+type ServesBothWays = Box<dyn Fn(SocketAddr) -> bool + Send + Sync>;
+
 /// The client: cheap to share behind an `Arc`, safe to call from many
 /// tasks at once (each call is a stream of its own).
 pub(crate) struct Client {
     endpoint: quinn::Endpoint,
     config: quinn::ClientConfig,
     /// Open connections by peer; a broken one is dropped and redialled.
-    conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    /// A peer's pool shares its gossip runner's ([`Client::share`]).
+    conns: Links,
     /// One dial at a time per peer: calls that find no connection wait for
     /// the dial in progress and share what it made. Without it, a burst of
     /// calls to a peer not yet dialled (every request of a new cluster's
@@ -103,13 +109,16 @@ pub(crate) struct Client {
     on_connect: Option<OnConnect>,
     /// Who may answer at an address (a peer: the members there).
     expect: Option<Expect>,
+    /// Which peers take requests on a connection they dialled (`None`:
+    /// none; only a shared table holds such connections).
+    both_ways: Option<ServesBothWays>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("endpoint", &self.endpoint.local_addr().ok())
-            .field("conns", &self.conns.lock().map(|c| c.len()).ok())
+            .field("conns", &self.conns.len())
             .finish_non_exhaustive()
     }
 }
@@ -120,10 +129,11 @@ impl Client {
         Self {
             endpoint,
             config,
-            conns: Mutex::new(HashMap::new()),
+            conns: Links::default(),
             dialing: Mutex::new(HashMap::new()),
             on_connect: None,
             expect: None,
+            both_ways: None,
         }
     }
 
@@ -137,6 +147,23 @@ impl Client {
         f: impl Fn(SocketAddr) -> Vec<NodeId> + Send + Sync + 'static,
     ) -> Self {
         self.expect = Some(Box::new(f));
+        self
+    }
+
+    /// Uses `links` for its connections: a peer's pool shares the one
+    /// connection to each peer with its gossip runner, whichever side
+    /// dialled it (`ringkv_gossip::links`).
+    /// A connection the other side dialled is used only if `both_ways`
+    /// says that peer serves requests on it (older builds do not: the
+    /// call would wait for ever); otherwise one is dialled, which then
+    /// becomes the shared one.
+    pub(crate) fn share(
+        mut self,
+        links: Links,
+        both_ways: impl Fn(SocketAddr) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.conns = links;
+        self.both_ways = Some(Box::new(both_ways));
         self
     }
 
@@ -196,29 +223,21 @@ impl Client {
     /// dials afresh. It is not closed: a peer's gossip runner may carry
     /// traffic on it, and an unused connection ends at its idle timeout.
     pub(crate) fn forget(&self, peer: SocketAddr) {
-        self.lock().remove(&peer);
+        self.conns.remove(peer);
     }
 
     /// Drops `conn` from the cache if it is still the one for `peer` (a
     /// concurrent call may have dialled a newer one).
     fn forget_conn(&self, peer: SocketAddr, conn: &quinn::Connection) {
-        let mut conns = self.lock();
-        if conns.get(&peer).map(quinn::Connection::stable_id) == Some(conn.stable_id()) {
-            conns.remove(&peer);
-        }
+        self.conns.remove_if(peer, conn);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, quinn::Connection>> {
-        // The map stays consistent whatever panicked while holding it.
-        self.conns
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The cached connection to `peer`, if it is open.
+    /// The cached connection to `peer`, if it is open and `peer` serves
+    /// requests on it.
     fn cached_open(&self, peer: SocketAddr) -> Option<quinn::Connection> {
-        let cached = self.lock().get(&peer).cloned();
-        cached.filter(|c| c.close_reason().is_none())
+        let conn = self.conns.get(peer)?;
+        let usable = conn.side().is_client() || self.both_ways.as_ref().is_some_and(|f| f(peer));
+        usable.then_some(conn)
     }
 
     /// The connection to `peer`: the cached one if it is open, else one
@@ -266,7 +285,9 @@ impl Client {
                 )));
             }
         }
-        self.lock().insert(peer, conn.clone());
+        // The newest wins (one held that this call could not use, dialled
+        // by a peer that serves no requests on it, included).
+        self.conns.insert(peer, conn.clone());
         if let Some(f) = &self.on_connect {
             f(&conn);
         }
@@ -422,7 +443,7 @@ impl Client {
     /// The id of the cached connection to `peer`, if any.
     #[cfg(test)]
     fn cached(&self, peer: SocketAddr) -> Option<usize> {
-        self.lock().get(&peer).map(quinn::Connection::stable_id)
+        self.conns.get(peer).map(|c| c.stable_id())
     }
 }
 

@@ -1,12 +1,16 @@
 //! Connections to other peers for replica requests: the one
 //! [`Client`](crate::rpc::client::Client) on this peer's own QUIC endpoint,
-//! with a default timeout, handing every connection it dials to the gossip
-//! runner (which reads what the other side sends on it). A request that
-//! fails on a cached connection before it was sent is retried once on a
-//! fresh one (the peer may have restarted).
+//! with a default timeout. It shares the gossip runner's connection to
+//! each peer ([`Links`]): one connection per pair of peers, whichever side
+//! dialled it. One it dials goes into that table and to the runner, which
+//! reads what the other side sends on it (gossip, and requests). A request
+//! that fails on a cached connection before it was sent is retried once on
+//! a fresh one (the peer may have restarted).
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use ringkv_gossip::links::Links;
 
 use crate::rpc::api::Request;
 use crate::rpc::client::Client;
@@ -28,20 +32,28 @@ impl Peers {
         timeout: Duration,
         runner: tokio::sync::mpsc::Sender<ringkv_gossip::runner::Command>,
         view: tokio::sync::watch::Receiver<std::sync::Arc<ringkv_gossip::runner::View>>,
+        links: Links,
     ) -> Self {
-        let client = Client::new(endpoint, config)
-            .on_connect(move |conn| {
-                // The peer may send gossip back on this connection: have it read.
-                let _ = runner.try_send(ringkv_gossip::runner::Command::Adopt(conn.clone()));
-            })
-            .expect_peer(move |addr| {
-                view.borrow()
-                    .members
-                    .iter()
-                    .filter(|m| m.meta.addr == addr)
-                    .map(|m| m.id)
-                    .collect()
-            });
+        let members = view.clone();
+        let client =
+            Client::new(endpoint, config)
+                .share(links, move |addr| {
+                    members.borrow().members.iter().any(|m| {
+                        m.meta.addr == addr && ringkv_gossip::links::serves_both_ways(&m.meta)
+                    })
+                })
+                .on_connect(move |conn| {
+                    // The peer may send gossip back on this connection: have it read.
+                    let _ = runner.try_send(ringkv_gossip::runner::Command::Adopt(conn.clone()));
+                })
+                .expect_peer(move |addr| {
+                    view.borrow()
+                        .members
+                        .iter()
+                        .filter(|m| m.meta.addr == addr)
+                        .map(|m| m.id)
+                        .collect()
+                });
         Self { client, timeout }
     }
 
