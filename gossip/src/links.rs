@@ -16,17 +16,20 @@
 //! - **the newest offered wins.** The other side dialled because it holds
 //!   none of ours (it restarted, or dropped ours when our state changed);
 //!   the one nobody uses any more idles out.
-//! - **Two peers that dial each other at the same moment** each end up
-//!   sending on the connection the other dialled, and both would stay in
-//!   use for ever. So the one replaced is kept as a spare, and when the
-//!   other side is heard on the spare, the spare becomes the link if the
-//!   smaller node id dialled it ([`promotes`]). Both sides apply the same
-//!   rule, so they settle on the connection the smaller id dialled, and
-//!   the other idles out.
+//! - **Two dials at once** (the two peers dialling each other, or the
+//!   runner and the pool of one peer both dialling) can leave each side
+//!   sending on a different connection, and both would stay in use for
+//!   ever. So the one replaced is kept as a spare, and when the other side
+//!   is heard on its spare, the side with the larger node id follows it
+//!   (makes it its link), and the side with the smaller id does only if
+//!   it dialled that connection itself ([`promotes`]). The smaller side
+//!   thus moves only between its own dials, the larger follows whatever
+//!   the smaller sends on, and they settle on one; the other idles out.
 //!
-//! Only connections whose certificate was checked against the member at
-//! the address are offered here (the runner's `is_member_at`, the pool's
-//! `expect_peer`), so a spare is one of those too.
+//! Only connections whose certificate was checked are offered here (the
+//! runner's `is_member_at`, the pool's `expect_peer`: the certificate of a
+//! member the view holds at the address, or any cluster peer at an
+//! address with no member yet, a seed), so a spare is one of those too.
 //!
 //! Builds from before this served requests only on connections they had
 //! accepted, so a request on a connection such a peer dialled would wait
@@ -59,11 +62,12 @@ pub fn serves_both_ways(meta: &crate::Meta) -> bool {
 }
 
 /// Whether a spare connection between `me` and `peer` that the other side
-/// was heard on becomes the link (pure): when the smaller of the two ids
-/// dialled it. `dialled_by_me`: this side dialled it.
+/// was heard on becomes the link (pure): always on the side with the
+/// larger id, only its own dials on the side with the smaller.
+/// `dialled_by_me`: this side dialled it.
 #[must_use]
 pub fn promotes(me: NodeId, peer: NodeId, dialled_by_me: bool) -> bool {
-    me != peer && dialled_by_me == (me < peer)
+    me != peer && (me > peer || dialled_by_me)
 }
 
 /// An entry: the link, and the one it replaced (still open, maybe still
@@ -72,6 +76,9 @@ pub fn promotes(me: NodeId, peer: NodeId, dialled_by_me: bool) -> bool {
 struct Entry {
     link: quinn::Connection,
     spare: Option<quinn::Connection>,
+    /// The peer serves requests only on connections it accepted (an
+    /// older build): a connection it dialled is never promoted over ours.
+    own_dials_only: bool,
 }
 
 /// The table: cheap to clone, safe to use from both runtimes.
@@ -114,12 +121,33 @@ impl Links {
     /// Makes `conn` the connection to `addr` (the newest wins); the one
     /// it replaces, if open, becomes the spare.
     pub fn insert(&self, addr: SocketAddr, conn: quinn::Connection) {
+        self.put(addr, conn, false);
+    }
+
+    /// [`insert`](Self::insert) of a connection this peer dialled because
+    /// the peer at `addr` serves requests only on connections it accepted
+    /// (an older build): from now on, until the entry is removed, a
+    /// connection that peer dialled is never promoted over this one.
+    pub fn insert_own_dial(&self, addr: SocketAddr, conn: quinn::Connection) {
+        self.put(addr, conn, true);
+    }
+
+    fn put(&self, addr: SocketAddr, conn: quinn::Connection, own_dials_only: bool) {
         let mut links = self.lock();
-        let spare = links
-            .remove(&addr)
-            .map(|e| e.link)
-            .filter(|old| old.close_reason().is_none() && old.stable_id() != conn.stable_id());
-        links.insert(addr, Entry { link: conn, spare });
+        let (spare, pinned) = match links.remove(&addr) {
+            Some(e) => (Some(e.link), e.own_dials_only),
+            None => (None, false),
+        };
+        let spare =
+            spare.filter(|old| old.close_reason().is_none() && old.stable_id() != conn.stable_id());
+        links.insert(
+            addr,
+            Entry {
+                link: conn,
+                spare,
+                own_dials_only: own_dials_only || pinned,
+            },
+        );
     }
 
     /// The other side (node `peer`) was heard on `conn` from `addr`: if
@@ -135,7 +163,8 @@ impl Links {
             .spare
             .as_ref()
             .is_some_and(|s| s.stable_id() == conn.stable_id());
-        if is_spare && promotes(me, peer, conn.side().is_client()) {
+        let ours = conn.side().is_client();
+        if is_spare && (ours || !entry.own_dials_only) && promotes(me, peer, ours) {
             if let Some(spare) = entry.spare.take() {
                 let link = std::mem::replace(&mut entry.link, spare);
                 entry.spare = (link.close_reason().is_none()).then_some(link);
@@ -181,19 +210,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn both_sides_of_a_simultaneous_dial_settle_on_the_smaller_ids_connection() {
+    fn the_larger_id_follows_and_the_smaller_keeps_to_its_own_dials() {
         let (small, large) = (NodeId([1; 16]), NodeId([9; 16]));
-        // Each side ends up sending on the connection the other dialled
-        // and hears the other on its own dial, its spare.
-        // The smaller side promotes its own dial; the larger does not
-        // (it hears the smaller on the smaller's dial, its link already).
+        // The smaller side moves only to its own dials.
         assert!(promotes(small, large, true));
-        assert!(!promotes(large, small, true));
-        // A spare the other side dialled: promoted by the larger side
-        // only when the smaller dialled it.
-        assert!(promotes(large, small, false));
         assert!(!promotes(small, large, false));
+        // The larger follows whatever the smaller is heard on.
+        assert!(promotes(large, small, true));
+        assert!(promotes(large, small, false));
         // Never towards itself.
         assert!(!promotes(small, small, true));
+    }
+
+    /// Two connections X and Y between `small` and `large`; each side
+    /// holds one as its link and the other as its spare, and sends on its
+    /// link. Steps: every side hears the other on the connection the other
+    /// sends on and applies the rule, until nothing changes. Returns the
+    /// links.
+    fn settle(small_link: char, large_link: char, small_dialled: [char; 2]) -> (char, char) {
+        let (small, large) = (NodeId([1; 16]), NodeId([9; 16]));
+        let (mut s, mut l) = (small_link, large_link);
+        for _ in 0..4 {
+            // large hears small on s.
+            if l != s && promotes(large, small, !small_dialled.contains(&s)) {
+                l = s;
+            }
+            // small hears large on l.
+            if s != l && promotes(small, large, small_dialled.contains(&l)) {
+                s = l;
+            }
+        }
+        (s, l)
+    }
+
+    #[test]
+    fn two_connections_between_a_pair_settle_on_one_whatever_each_side_holds() {
+        // Who dialled X and Y (the small side dialled those listed), and
+        // which each side holds: every case ends on one connection.
+        for small_dialled in [vec!['X'], vec!['Y'], vec!['X', 'Y'], vec![]] {
+            let dialled = [
+                small_dialled.first().copied().unwrap_or('-'),
+                small_dialled.get(1).copied().unwrap_or('-'),
+            ];
+            for (s, l) in [('X', 'Y'), ('Y', 'X'), ('X', 'X'), ('Y', 'Y')] {
+                let (s2, l2) = settle(s, l, dialled);
+                assert_eq!(
+                    s2, l2,
+                    "small dialled {small_dialled:?}, held small {s} large {l}"
+                );
+            }
+        }
     }
 }

@@ -95,9 +95,10 @@ pub enum Command {
     /// Fresh seed addresses (seed names resolved again): see
     /// [`Swim::handle_seeds`].
     Seeds(Vec<SocketAddr>),
-    /// Read datagrams and stream messages from a connection dialed by
-    /// someone else on this endpoint (the replica pool): a peer may send
-    /// gossip back on any connection between the two.
+    /// Read datagrams, stream messages and requests from a connection
+    /// dialed by someone else on this endpoint (the replica pool): it is
+    /// the shared link to that peer ([`Links`]), which the other side may
+    /// use for its gossip and its requests.
     Adopt(quinn::Connection),
 }
 
@@ -155,8 +156,8 @@ pub struct TransportStats {
     /// came on a connection whose certificate is not a peer's (a client
     /// credential).
     pub gossip_refused_role: AtomicU64,
-    /// Accepted connections closed because, once the keyring changed,
-    /// their certificate no longer verified (a removed key's).
+    /// Connections (accepted or dialled) closed because, once the keyring
+    /// changed, their certificate no longer verified (a removed key's).
     pub connections_closed_rekeyed: AtomicU64,
     /// Requests refused because the connection's certificate does not
     /// allow them (a client sending peer requests); counted by the
@@ -833,9 +834,16 @@ fn send_on(conn: &quinn::Connection, channel: Channel, bytes: Vec<u8>) {
     });
 }
 
+/// How long a connection whose key was removed stays open, unread, before
+/// it is closed: for this peer's own requests on it to finish (a replica
+/// call takes milliseconds), well inside the other side's call timeouts
+/// (2 s for replica calls), which its retry must fit in.
+const REKEY_CLOSE_GRACE: Duration = Duration::from_millis(500);
+
 /// The reason a peer gives when it closes a connection whose certificate
-/// no longer verifies because the keyring changed. It closes before it
-/// dispatches the request that arrived, so a caller may send that request
+/// no longer verifies because the keyring changed. It stops reading the
+/// connection before it dispatches the request that arrived, and closes
+/// it [`REKEY_CLOSE_GRACE`] later, so a caller may send that request
 /// again on a fresh connection (`node`'s RPC client does, once).
 pub const KEY_REMOVED_REASON: &[u8] =
     b"the key this connection was authenticated under is no longer installed";
@@ -882,8 +890,19 @@ impl Reader {
             self.stats
                 .connections_closed_rekeyed
                 .fetch_add(1, Ordering::Relaxed);
-            debug!(peer = %conn.remote_address(), "closed a connection whose key was removed");
-            conn.close(0u32.into(), KEY_REMOVED_REASON);
+            debug!(peer = %conn.remote_address(), "closing a connection whose key was removed");
+            // Nothing more that comes on it is read or served (the reader
+            // stops), and nothing more is sent on it (it leaves the
+            // table). This peer's own calls on it may be in flight, now
+            // that one connection per pair carries both sides' requests:
+            // they get a moment to finish before the close, which the
+            // other side's client retries on a fresh connection.
+            self.links.remove_if(conn.remote_address(), conn);
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(REKEY_CLOSE_GRACE).await;
+                conn.close(0u32.into(), KEY_REMOVED_REASON);
+            });
             return false;
         }
         true

@@ -437,9 +437,10 @@ pub fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
     Some(node_id_of_public_key(&public_key))
 }
 
-/// How often the dialing side of an otherwise quiet connection sends a
-/// keep-alive: well inside the 30 s idle timeout and the usual NAT
-/// mapping lifetimes.
+/// How often a client (CLI, bench, testbed) sends a keep-alive on an
+/// otherwise quiet connection: well inside the 30 s idle timeout and the
+/// usual NAT mapping lifetimes. Peer links send none
+/// ([`link_transport_config`]).
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// Concurrent request streams a peer may open on one connection: replica

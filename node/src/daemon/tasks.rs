@@ -143,23 +143,27 @@ pub(super) fn join_watch(tasks: &mut Tasks, handle: Handle, seeds: Vec<SocketAdd
     });
 }
 
-/// Drops pooled replica connections to members that died, left or came
-/// back with a new incarnation: a connection to a dead process looks open
-/// until its idle timeout, and requests on it would only time out.
+/// Drops the shared connection (gossip and replica requests, `links.rs`)
+/// to a member that came back with a new incarnation or moved: it may be
+/// a new process behind the address, and a connection to a dead process
+/// looks open until its idle timeout, so requests on it would only time
+/// out. A change of state alone (suspect, dead, left) keeps it: the
+/// runner drops it on a death or a leave, and a suspect's next direct
+/// probe should not wait for a handshake.
 pub(super) fn pool_invalidation(
     tasks: &mut Tasks,
     mut view: watch::Receiver<Arc<View>>,
     kv: Arc<Kv>,
 ) {
     tasks.spawn("pool invalidation", async move {
-        let mut seen: BTreeMap<NodeId, (u64, State, SocketAddr)> = BTreeMap::new();
+        let mut seen: BTreeMap<NodeId, (u64, SocketAddr)> = BTreeMap::new();
         loop {
             let current = view.borrow_and_update().clone();
             for m in &current.members {
-                let now = (m.incarnation, m.state, m.meta.addr);
+                let now = (m.incarnation, m.meta.addr);
                 if let Some(before) = seen.insert(m.id, now) {
                     if before != now {
-                        kv.peers.forget(before.2);
+                        kv.peers.forget(before.1);
                     }
                 }
             }

@@ -87,9 +87,9 @@ type OnConnect = Box<dyn Fn(&quinn::Connection) + Send + Sync>;
 /// The node ids a connection to an address may present (empty: any).
 type Expect = Box<dyn Fn(SocketAddr) -> Vec<NodeId> + Send + Sync>;
 
-/// Whether the peer at an address serves requests on a connection it
-/// dialled itself.
-type ServesBothWays = Box<dyn Fn(SocketAddr) -> bool + Send + Sync>;
+/// Whether the peer at an address, behind a connection, serves requests
+/// on a connection it dialled itself.
+type ServesBothWays = Box<dyn Fn(SocketAddr, &quinn::Connection) -> bool + Send + Sync>;
 
 /// The client: cheap to share behind an `Arc`, safe to call from many
 /// tasks at once (each call is a stream of its own).
@@ -160,7 +160,7 @@ impl Client {
     pub(crate) fn share(
         mut self,
         links: Links,
-        both_ways: impl Fn(SocketAddr) -> bool + Send + Sync + 'static,
+        both_ways: impl Fn(SocketAddr, &quinn::Connection) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.conns = links;
         self.both_ways = Some(Box::new(both_ways));
@@ -220,8 +220,9 @@ impl Client {
     }
 
     /// Drops the cached connection to `peer`, if any, so the next call
-    /// dials afresh. It is not closed: a peer's gossip runner may carry
-    /// traffic on it, and an unused connection ends at its idle timeout.
+    /// dials afresh (for a peer's pool, the link shared with the gossip
+    /// runner: both dial afresh). It is not closed: requests in flight on
+    /// it finish, and a peer link nobody uses ends at its idle timeout.
     pub(crate) fn forget(&self, peer: SocketAddr) {
         self.conns.remove(peer);
     }
@@ -236,7 +237,8 @@ impl Client {
     /// requests on it.
     fn cached_open(&self, peer: SocketAddr) -> Option<quinn::Connection> {
         let conn = self.conns.get(peer)?;
-        let usable = conn.side().is_client() || self.both_ways.as_ref().is_some_and(|f| f(peer));
+        let usable =
+            conn.side().is_client() || self.both_ways.as_ref().is_some_and(|f| f(peer, &conn));
         usable.then_some(conn)
     }
 
@@ -285,9 +287,14 @@ impl Client {
                 )));
             }
         }
-        // The newest wins (one held that this call could not use, dialled
-        // by a peer that serves no requests on it, included).
-        self.conns.insert(peer, conn.clone());
+        // The newest wins. One held that this call could not use was
+        // dialled by a peer that serves no requests on it (an older
+        // build): from now on ours is kept over the ones it dials.
+        if self.conns.get(peer).is_some() {
+            self.conns.insert_own_dial(peer, conn.clone());
+        } else {
+            self.conns.insert(peer, conn.clone());
+        }
         if let Some(f) = &self.on_connect {
             f(&conn);
         }
@@ -343,14 +350,19 @@ impl Client {
         // under was removed: the request was not dispatched, so it is
         // sent once more on a fresh connection (under the current key).
         let mut retry_removed_key = true;
+        // A cached connection the peer no longer knew (it answered with a
+        // stateless reset: it had dropped the connection at its idle
+        // timeout as this call went out): nothing was processed there, so
+        // the request is sent once more on a fresh connection.
+        let mut retry_reset = true;
         loop {
-            let (conn, mut send, mut recv) = loop {
+            let (conn, mut send, mut recv, cached) = loop {
                 let (conn, cached) = match timeout_at(deadline, self.connection(peer)).await {
                     Ok(r) => r?,
                     Err(_) => return Err(no_connection(peer, timeout)),
                 };
                 match timeout_at(deadline, conn.open_bi()).await {
-                    Ok(Ok((send, recv))) => break (conn, send, recv),
+                    Ok(Ok((send, recv))) => break (conn, send, recv, cached),
                     Ok(Err(e)) => {
                         self.forget_conn(peer, &conn);
                         if !cached || retried {
@@ -387,6 +399,10 @@ impl Client {
                     self.forget_conn(peer, &conn);
                     if retry_removed_key && closed_for_removed_key(&conn) {
                         retry_removed_key = false;
+                        continue;
+                    }
+                    if retry_reset && cached && was_reset(&conn) {
+                        retry_reset = false;
                         continue;
                     }
                     return Err(e);
@@ -475,6 +491,14 @@ impl Drop for DialGate<'_> {
 
 /// Whether the peer closed `conn` because the key it was authenticated
 /// under was removed (before dispatching anything that came on it).
+/// Whether the peer answered `conn` with a stateless reset: it holds no
+/// state for it (dropped at its idle timeout), so it processed nothing
+/// that arrived since. (A restarted process's resets are not recognized:
+/// its reset key is new.)
+fn was_reset(conn: &quinn::Connection) -> bool {
+    matches!(conn.close_reason(), Some(quinn::ConnectionError::Reset))
+}
+
 fn closed_for_removed_key(conn: &quinn::Connection) -> bool {
     matches!(
         conn.close_reason(),

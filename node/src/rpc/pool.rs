@@ -35,25 +35,40 @@ impl Peers {
         links: Links,
     ) -> Self {
         let members = view.clone();
-        let client =
-            Client::new(endpoint, config)
-                .share(links, move |addr| {
-                    members.borrow().members.iter().any(|m| {
-                        m.meta.addr == addr && ringkv_gossip::links::serves_both_ways(&m.meta)
-                    })
+        let client = Client::new(endpoint, config)
+            .share(links, move |addr, conn| {
+                // The member this connection's certificate names, at
+                // that address (not any member ever seen there: an
+                // older build may have taken a dead member's address).
+                let id = ringkv_gossip::transport::tls::peer_node_id(conn);
+                members.borrow().members.iter().any(|m| {
+                    Some(m.id) == id
+                        && m.meta.addr == addr
+                        && ringkv_gossip::links::serves_both_ways(&m.meta)
                 })
-                .on_connect(move |conn| {
-                    // The peer may send gossip back on this connection: have it read.
-                    let _ = runner.try_send(ringkv_gossip::runner::Command::Adopt(conn.clone()));
-                })
-                .expect_peer(move |addr| {
-                    view.borrow()
-                        .members
-                        .iter()
-                        .filter(|m| m.meta.addr == addr)
-                        .map(|m| m.id)
-                        .collect()
-                });
+            })
+            .on_connect(move |conn| {
+                // The peer may send gossip and requests on this shared
+                // connection: have it read. Never dropped: a link
+                // nobody reads would leave its requests unanswered.
+                let adopt = ringkv_gossip::runner::Command::Adopt(conn.clone());
+                if let Err(tokio::sync::mpsc::error::TrySendError::Full(adopt)) =
+                    runner.try_send(adopt)
+                {
+                    let runner = runner.clone();
+                    tokio::spawn(async move {
+                        let _ = runner.send(adopt).await;
+                    });
+                }
+            })
+            .expect_peer(move |addr| {
+                view.borrow()
+                    .members
+                    .iter()
+                    .filter(|m| m.meta.addr == addr)
+                    .map(|m| m.id)
+                    .collect()
+            });
         Self { client, timeout }
     }
 
