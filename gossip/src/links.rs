@@ -17,14 +17,15 @@
 //!   none of ours (it restarted, or dropped ours when our state changed);
 //!   the one nobody uses any more idles out.
 //! - **Two dials at once** (the two peers dialling each other, or the
-//!   runner and the pool of one peer both dialling) can leave each side
-//!   sending on a different connection, and both would stay in use for
-//!   ever. So the one replaced is kept as a spare, and when the other side
-//!   is heard on its spare, the side with the larger node id follows it
-//!   (makes it its link), and the side with the smaller id does only if
-//!   it dialled that connection itself ([`promotes`]). The smaller side
-//!   thus moves only between its own dials, the larger follows whatever
-//!   the smaller sends on, and they settle on one; the other idles out.
+//!   runner and the pool of one peer both dialling, or both after a
+//!   partition) can leave each side sending on a different connection,
+//!   and both would stay in use for ever. So the side with the larger
+//!   node id follows the other: when it hears the smaller side on another
+//!   connection it knows (one it held before), that one becomes its link
+//!   ([`follows`]). The smaller side never changes its link on hearing,
+//!   only by its own inserts, so there is nothing to flap between: the
+//!   pair settles on the smaller side's link with its next message, and
+//!   the other connections idle out.
 //!
 //! Only connections whose certificate was checked are offered here (the
 //! runner's `is_member_at`, the pool's `expect_peer`: the certificate of a
@@ -39,7 +40,7 @@
 //! otherwise, as before). The tag changed no message: tags are part of
 //! every version's metadata.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -61,31 +62,37 @@ pub fn serves_both_ways(meta: &crate::Meta) -> bool {
     meta.tags.get(SHARED_TAG).is_some_and(|v| v == "1")
 }
 
-/// Whether a spare connection between `me` and `peer` that the other side
-/// was heard on becomes the link (pure): always on the side with the
-/// larger id, only its own dials on the side with the smaller.
-/// `dialled_by_me`: this side dialled it.
+/// Whether the side `me` of a pair, hearing `peer` on a connection it
+/// knows that is not its link, makes that connection its link (pure):
+/// only the side with the larger id follows, and only to a connection it
+/// dialled itself or one a peer dialled that serves requests both ways
+/// (an older build's would be unusable for requests, and the pool would
+/// dial again at once). `dialled_by_me`: this side dialled it.
 #[must_use]
-pub fn promotes(me: NodeId, peer: NodeId, dialled_by_me: bool) -> bool {
-    me != peer && (me > peer || dialled_by_me)
+pub fn follows(me: NodeId, peer: NodeId, dialled_by_me: bool, peer_two_way: bool) -> bool {
+    me > peer && (dialled_by_me || peer_two_way)
 }
 
-/// An entry: the link, and the one it replaced (still open, maybe still
+/// Connections to one peer remembered besides the link, newest first:
+/// the ones the link replaced that may still be open and used.
+const KNOWN_MAX: usize = 4;
+
+/// An entry: the link, and others it replaced (still open, maybe still
 /// used by the other side).
 #[derive(Debug)]
 struct Entry {
     link: quinn::Connection,
-    spare: Option<quinn::Connection>,
-    /// The peer serves requests only on connections it accepted (an
-    /// older build): a connection it dialled is never promoted over ours.
-    own_dials_only: bool,
+    known: Vec<quinn::Connection>,
 }
 
 /// The table: cheap to clone, safe to use from both runtimes.
 #[derive(Debug, Clone, Default)]
 pub struct Links {
     links: Arc<Mutex<HashMap<SocketAddr, Entry>>>,
-    /// This peer (`None`: a client's table, which never promotes).
+    /// Members that serve requests both ways ([`SHARED_TAG`]), as the
+    /// runner last saw them.
+    two_way: Arc<Mutex<HashSet<NodeId>>>,
+    /// This peer (`None`: a client's table, which never follows).
     me: Option<NodeId>,
 }
 
@@ -95,6 +102,7 @@ impl Links {
     pub fn new(me: NodeId) -> Self {
         Self {
             links: Arc::default(),
+            two_way: Arc::default(),
             me: Some(me),
         }
     }
@@ -119,55 +127,60 @@ impl Links {
     }
 
     /// Makes `conn` the connection to `addr` (the newest wins); the one
-    /// it replaces, if open, becomes the spare.
+    /// it replaces, if open, is remembered.
     pub fn insert(&self, addr: SocketAddr, conn: quinn::Connection) {
-        self.put(addr, conn, false);
-    }
-
-    /// [`insert`](Self::insert) of a connection this peer dialled because
-    /// the peer at `addr` serves requests only on connections it accepted
-    /// (an older build): from now on, until the entry is removed, a
-    /// connection that peer dialled is never promoted over this one.
-    pub fn insert_own_dial(&self, addr: SocketAddr, conn: quinn::Connection) {
-        self.put(addr, conn, true);
-    }
-
-    fn put(&self, addr: SocketAddr, conn: quinn::Connection, own_dials_only: bool) {
         let mut links = self.lock();
-        let (spare, pinned) = match links.remove(&addr) {
-            Some(e) => (Some(e.link), e.own_dials_only),
-            None => (None, false),
+        let mut known = match links.remove(&addr) {
+            Some(e) => {
+                let mut known = e.known;
+                known.insert(0, e.link);
+                known
+            }
+            None => Vec::new(),
         };
-        let spare =
-            spare.filter(|old| old.close_reason().is_none() && old.stable_id() != conn.stable_id());
-        links.insert(
-            addr,
-            Entry {
-                link: conn,
-                spare,
-                own_dials_only: own_dials_only || pinned,
-            },
-        );
+        known.retain(|c| c.close_reason().is_none() && c.stable_id() != conn.stable_id());
+        known.truncate(KNOWN_MAX);
+        links.insert(addr, Entry { link: conn, known });
+    }
+
+    /// Which members serve requests both ways (the runner sets it when
+    /// the view changes).
+    pub fn set_two_way(&self, members: HashSet<NodeId>) {
+        *self.two_way.lock().unwrap_or_else(PoisonError::into_inner) = members;
     }
 
     /// The other side (node `peer`) was heard on `conn` from `addr`: if
-    /// `conn` is the spare there and [`promotes`] says so, it becomes the
-    /// link (and the link the spare).
+    /// `conn` is a known connection there other than the link and
+    /// [`follows`] says so, it becomes the link (the link is remembered).
     pub fn heard(&self, addr: SocketAddr, peer: NodeId, conn: &quinn::Connection) {
         let Some(me) = self.me else { return };
+        if me <= peer {
+            return;
+        }
+        let two_way = self
+            .two_way
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&peer);
         let mut links = self.lock();
         let Some(entry) = links.get_mut(&addr) else {
             return;
         };
-        let is_spare = entry
-            .spare
-            .as_ref()
-            .is_some_and(|s| s.stable_id() == conn.stable_id());
-        let ours = conn.side().is_client();
-        if is_spare && (ours || !entry.own_dials_only) && promotes(me, peer, ours) {
-            if let Some(spare) = entry.spare.take() {
-                let link = std::mem::replace(&mut entry.link, spare);
-                entry.spare = (link.close_reason().is_none()).then_some(link);
+        if entry.link.stable_id() == conn.stable_id() {
+            return;
+        }
+        let Some(i) = entry
+            .known
+            .iter()
+            .position(|c| c.stable_id() == conn.stable_id())
+        else {
+            return;
+        };
+        if follows(me, peer, conn.side().is_client(), two_way) {
+            let heard = entry.known.remove(i);
+            let link = std::mem::replace(&mut entry.link, heard);
+            if link.close_reason().is_none() {
+                entry.known.insert(0, link);
             }
         }
     }
@@ -209,55 +222,51 @@ impl Links {
 mod tests {
     use super::*;
 
+    const SMALL: NodeId = NodeId([1; 16]);
+    const LARGE: NodeId = NodeId([9; 16]);
+
     #[test]
-    fn the_larger_id_follows_and_the_smaller_keeps_to_its_own_dials() {
-        let (small, large) = (NodeId([1; 16]), NodeId([9; 16]));
-        // The smaller side moves only to its own dials.
-        assert!(promotes(small, large, true));
-        assert!(!promotes(small, large, false));
-        // The larger follows whatever the smaller is heard on.
-        assert!(promotes(large, small, true));
-        assert!(promotes(large, small, false));
-        // Never towards itself.
-        assert!(!promotes(small, small, true));
+    fn only_the_larger_id_follows_and_never_to_an_old_builds_dial() {
+        assert!(follows(LARGE, SMALL, true, true));
+        assert!(follows(LARGE, SMALL, false, true));
+        assert!(follows(LARGE, SMALL, true, false));
+        // An older build's dial carries no requests from us.
+        assert!(!follows(LARGE, SMALL, false, false));
+        // The smaller never moves on hearing.
+        assert!(!follows(SMALL, LARGE, true, true));
+        assert!(!follows(SMALL, LARGE, false, true));
+        assert!(!follows(SMALL, SMALL, true, true));
     }
 
-    /// Two connections X and Y between `small` and `large`; each side
-    /// holds one as its link and the other as its spare, and sends on its
-    /// link. Steps: every side hears the other on the connection the other
-    /// sends on and applies the rule, until nothing changes. Returns the
-    /// links.
-    fn settle(small_link: char, large_link: char, small_dialled: [char; 2]) -> (char, char) {
-        let (small, large) = (NodeId([1; 16]), NodeId([9; 16]));
-        let (mut s, mut l) = (small_link, large_link);
-        for _ in 0..4 {
-            // large hears small on s.
-            if l != s && promotes(large, small, !small_dialled.contains(&s)) {
-                l = s;
-            }
-            // small hears large on l.
-            if s != l && promotes(small, large, small_dialled.contains(&l)) {
-                s = l;
+    /// A pair with connections 0..k between them; each side holds a link
+    /// and knows all of them. Messages the smaller side sent earlier on
+    /// other connections (`stray`) arrive first, then the smaller side's
+    /// current traffic; the larger side applies [`follows`] to each. The
+    /// larger side's final link.
+    fn larger_after(small_link: usize, stray: &[usize], small_dialled: &[usize]) -> usize {
+        let mut large_link = usize::MAX;
+        for &c in stray.iter().chain([&small_link]) {
+            if c != large_link && follows(LARGE, SMALL, !small_dialled.contains(&c), true) {
+                large_link = c;
             }
         }
-        (s, l)
+        large_link
     }
 
     #[test]
-    fn two_connections_between_a_pair_settle_on_one_whatever_each_side_holds() {
-        // Who dialled X and Y (the small side dialled those listed), and
-        // which each side holds: every case ends on one connection.
-        for small_dialled in [vec!['X'], vec!['Y'], vec!['X', 'Y'], vec![]] {
-            let dialled = [
-                small_dialled.first().copied().unwrap_or('-'),
-                small_dialled.get(1).copied().unwrap_or('-'),
-            ];
-            for (s, l) in [('X', 'Y'), ('Y', 'X'), ('X', 'X'), ('Y', 'Y')] {
-                let (s2, l2) = settle(s, l, dialled);
-                assert_eq!(
-                    s2, l2,
-                    "small dialled {small_dialled:?}, held small {s} large {l}"
-                );
+    fn the_pair_settles_on_the_smaller_sides_link_whatever_came_before() {
+        // Three connections (runner and pool of one side and the other
+        // side's runner all dialled), any of them the smaller side's link,
+        // any earlier stray traffic on the others.
+        for small_link in 0..3 {
+            for stray in [vec![], vec![0], vec![2, 1], vec![1, 0, 2, 1]] {
+                for small_dialled in [vec![], vec![0], vec![1, 2], vec![0, 1, 2]] {
+                    assert_eq!(
+                        larger_after(small_link, &stray, &small_dialled),
+                        small_link,
+                        "stray {stray:?}, small dialled {small_dialled:?}"
+                    );
+                }
             }
         }
     }

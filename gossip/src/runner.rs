@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -489,6 +489,13 @@ impl Runner {
         if changed || stale {
             self.index += 1;
             self.refreshed = Some(now);
+            self.conns.set_two_way(
+                self.swim
+                    .members()
+                    .filter(|m| crate::links::serves_both_ways(&m.meta))
+                    .map(|m| m.id)
+                    .collect(),
+            );
             let _ = self
                 .view_tx
                 .send(Arc::new(snapshot(&self.swim, self.index)));
@@ -642,7 +649,7 @@ impl Runner {
         let roles = self.roles.clone();
         let links = self.conns.clone();
         tokio::spawn(async move {
-            let warned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let warned = Arc::new(AtomicBool::new(false));
             let timeout = limits.handshake_timeout;
             let handshakes = Arc::new(std::sync::Mutex::new(Handshakes::new(limits)));
             while let Some(incoming) = endpoint.accept().await {
@@ -848,6 +855,16 @@ const REKEY_CLOSE_GRACE: Duration = Duration::from_millis(500);
 pub const KEY_REMOVED_REASON: &[u8] =
     b"the key this connection was authenticated under is no longer installed";
 
+/// The connection one reader reads.
+struct Link {
+    conn: quinn::Connection,
+    /// Its remote address when the reader started (the table's key).
+    addr: SocketAddr,
+    /// Set once its key was removed: one-way messages still being read
+    /// are dropped.
+    revoked: Arc<AtomicBool>,
+}
+
 /// What reading one connection needs.
 struct Reader {
     inbox: mpsc::Sender<Input>,
@@ -879,33 +896,40 @@ impl Reader {
     /// not keep the rights it had (review of the rotation, finding 2).
     /// `false` once its certificate verifies under no installed key: the
     /// connection is closed and counted.
-    fn recheck(&self, conn: &quinn::Connection, role: &mut Role, seen: &mut u64) -> bool {
+    fn recheck(&self, link: &Link, role: &mut Role, seen: &mut u64) -> bool {
         let now = self.generation();
         if now == *seen {
             return true;
         }
         *seen = now;
-        *role = self.role(conn);
+        *role = self.role(&link.conn);
         if *role == Role::Nobody {
-            self.stats
-                .connections_closed_rekeyed
-                .fetch_add(1, Ordering::Relaxed);
-            debug!(peer = %conn.remote_address(), "closing a connection whose key was removed");
-            // Nothing more that comes on it is read or served (the reader
-            // stops), and nothing more is sent on it (it leaves the
-            // table). This peer's own calls on it may be in flight, now
-            // that one connection per pair carries both sides' requests:
-            // they get a moment to finish before the close, which the
-            // other side's client retries on a fresh connection.
-            self.links.remove_if(conn.remote_address(), conn);
-            let conn = conn.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(REKEY_CLOSE_GRACE).await;
-                conn.close(0u32.into(), KEY_REMOVED_REASON);
-            });
+            self.revoke(link);
             return false;
         }
         true
+    }
+
+    /// Ends a connection whose certificate verifies under no installed key
+    /// (counted). Nothing more that comes on it is read or served (the
+    /// reader stops, and one-way messages still being read are dropped),
+    /// and nothing more is sent on it (it leaves the table). This peer's
+    /// own calls on it may be in flight, now that one connection per pair
+    /// carries both sides' requests: they get [`REKEY_CLOSE_GRACE`] to
+    /// finish before the close, which the other side's client retries on
+    /// a fresh connection.
+    fn revoke(&self, link: &Link) {
+        self.stats
+            .connections_closed_rekeyed
+            .fetch_add(1, Ordering::Relaxed);
+        debug!(peer = %link.addr, "closing a connection whose key was removed");
+        link.revoked.store(true, Ordering::Relaxed);
+        self.links.remove_if(link.addr, &link.conn);
+        let conn = link.conn.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REKEY_CLOSE_GRACE).await;
+            conn.close(0u32.into(), KEY_REMOVED_REASON);
+        });
     }
 
     /// A peer was heard on `conn`: see [`Links::heard`].
@@ -934,16 +958,27 @@ impl Reader {
     async fn read(self, conn: quinn::Connection) {
         let from = peer_node_id(&conn);
         let addr = conn.remote_address();
+        let link = Link {
+            conn: conn.clone(),
+            addr,
+            revoked: Arc::new(AtomicBool::new(false)),
+        };
         // Verified once per connection (a peer's certificate never
         // expires) and again whenever the keyring changes; a client's
         // also on every request, which sees expiry.
         let mut seen = self.generation();
         let mut role = self.role(&conn);
+        if role == Role::Nobody {
+            // The key it was made under went between its handshake and
+            // now (a dialled link is adopted a moment after).
+            self.revoke(&link);
+            return;
+        }
         loop {
             tokio::select! {
                 d = conn.read_datagram() => match d {
                     Ok(bytes) => {
-                        if !self.recheck(&conn, &mut role, &mut seen) {
+                        if !self.recheck(&link, &mut role, &mut seen) {
                             break;
                         }
                         if !self.gossip_allowed(&role, &conn) {
@@ -958,7 +993,7 @@ impl Reader {
                 },
                 s = conn.accept_uni() => match s {
                     Ok(mut recv) => {
-                        if !self.recheck(&conn, &mut role, &mut seen) {
+                        if !self.recheck(&link, &mut role, &mut seen) {
                             break;
                         }
                         if !self.gossip_allowed(&role, &conn) {
@@ -969,8 +1004,12 @@ impl Reader {
                         let inbox = self.inbox.clone();
                         let stats = self.stats.clone();
                         let max = self.max;
+                        let revoked = link.revoked.clone();
                         tokio::spawn(async move {
                             match recv.read_to_end(max).await {
+                                Ok(_) if revoked.load(Ordering::Relaxed) => {
+                                    debug!("dropped a stream message from a connection whose key was removed");
+                                }
                                 Ok(bytes) => {
                                     if inbox.try_send(Input::Stream(bytes)).is_err() {
                                         stats.inbox_dropped.fetch_add(1, Ordering::Relaxed);
@@ -984,7 +1023,7 @@ impl Reader {
                 },
                 b = conn.accept_bi() => match b {
                     Ok((send, recv)) => {
-                        if !self.recheck(&conn, &mut role, &mut seen) {
+                        if !self.recheck(&link, &mut role, &mut seen) {
                             break;
                         }
                         let Some(from) = from else { continue };

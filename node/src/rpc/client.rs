@@ -156,7 +156,8 @@ impl Client {
     /// A connection the other side dialled is used only if `both_ways`
     /// says that peer serves requests on it (older builds do not: the
     /// call would wait for ever); otherwise one is dialled, which then
-    /// becomes the shared one.
+    /// becomes the shared one (and the table never follows that peer
+    /// back to one it dialled, `Links::heard`).
     pub(crate) fn share(
         mut self,
         links: Links,
@@ -287,17 +288,13 @@ impl Client {
                 )));
             }
         }
-        // The newest wins. One held that this call could not use was
-        // dialled by a peer that serves no requests on it (an older
-        // build): from now on ours is kept over the ones it dials.
-        if self.conns.get(peer).is_some() {
-            self.conns.insert_own_dial(peer, conn.clone());
-        } else {
-            self.conns.insert(peer, conn.clone());
-        }
+        // Handed to the reader first, then shared (the newest wins, also
+        // over one held that this call could not use): the other side may
+        // send on it as soon as it is the link.
         if let Some(f) = &self.on_connect {
             f(&conn);
         }
+        self.conns.insert(peer, conn.clone());
         Ok(conn)
     }
 
@@ -972,7 +969,8 @@ mod tests {
             .await
             .expect("answers");
         assert_eq!(got, 1);
-        let first = client.cached(addr).expect("a cached connection");
+        // Held, so that its id is not reused by the next allocation.
+        let first = client.conns.get(addr).expect("a cached connection");
 
         // The same address, a new process (endpoint) behind it.
         server.close(0u32.into(), b"restart");
@@ -988,7 +986,11 @@ mod tests {
             .expect("answers");
         assert_eq!(got, 2, "the answer came from the restarted server");
         let second = client.cached(addr).expect("a cached connection");
-        assert_ne!(first, second, "a new connection to the restarted server");
+        assert_ne!(
+            first.stable_id(),
+            second,
+            "a new connection to the restarted server"
+        );
         client.close();
         server.close(0u32.into(), b"done");
         task.abort();
