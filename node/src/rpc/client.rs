@@ -490,8 +490,11 @@ impl Drop for DialGate<'_> {
 /// under was removed (before dispatching anything that came on it).
 /// Whether the peer answered `conn` with a stateless reset: it holds no
 /// state for it (dropped at its idle timeout), so it processed nothing
-/// that arrived since. (A restarted process's resets are not recognized:
-/// its reset key is new.)
+/// that arrived since. The retry on it relies on a restarted process's
+/// resets not being recognized (each process draws a new reset key): a
+/// reset from a new process behind the address would not prove that the
+/// old one had not applied the request. A reset key kept across restarts
+/// must revisit this.
 fn was_reset(conn: &quinn::Connection) -> bool {
     matches!(conn.close_reason(), Some(quinn::ConnectionError::Reset))
 }
