@@ -895,7 +895,7 @@ impl Reader {
     /// connection authenticated under a key that was removed since must
     /// not keep the rights it had (review of the rotation, finding 2).
     /// `false` once its certificate verifies under no installed key: the
-    /// connection is closed and counted.
+    /// caller [revokes](Reader::revoke) the connection.
     fn recheck(&self, link: &Link, role: &mut Role, seen: &mut u64) -> bool {
         let now = self.generation();
         if now == *seen {
@@ -903,11 +903,7 @@ impl Reader {
         }
         *seen = now;
         *role = self.role(&link.conn);
-        if *role == Role::Nobody {
-            self.revoke(link);
-            return false;
-        }
-        true
+        *role != Role::Nobody
     }
 
     /// Ends a connection whose certificate verifies under no installed key
@@ -918,7 +914,15 @@ impl Reader {
     /// carries both sides' requests: they get [`REKEY_CLOSE_GRACE`] to
     /// finish before the close, which the other side's client retries on
     /// a fresh connection.
-    fn revoke(&self, link: &Link) {
+    ///
+    /// `held` is the request that arrived on it and is not served: it
+    /// stays open, unanswered, until the close. Dropped at once, its
+    /// stream would end cleanly with no bytes, which the caller reads as
+    /// an empty (malformed) answer and does not retry; held, the caller
+    /// sees the connection closed with [`KEY_REMOVED_REASON`] and sends
+    /// it again (issue 15: the cause of the five-peer rotation test's
+    /// "no answer" failures).
+    fn revoke(&self, link: &Link, held: Option<(quinn::SendStream, quinn::RecvStream)>) {
         self.stats
             .connections_closed_rekeyed
             .fetch_add(1, Ordering::Relaxed);
@@ -929,6 +933,8 @@ impl Reader {
         tokio::spawn(async move {
             tokio::time::sleep(REKEY_CLOSE_GRACE).await;
             conn.close(0u32.into(), KEY_REMOVED_REASON);
+            // Dropped after the close: no stream end goes out before it.
+            drop(held);
         });
     }
 
@@ -971,7 +977,7 @@ impl Reader {
         if role == Role::Nobody {
             // The key it was made under went between its handshake and
             // now (a dialled link is adopted a moment after).
-            self.revoke(&link);
+            self.revoke(&link, None);
             return;
         }
         loop {
@@ -979,6 +985,7 @@ impl Reader {
                 d = conn.read_datagram() => match d {
                     Ok(bytes) => {
                         if !self.recheck(&link, &mut role, &mut seen) {
+                            self.revoke(&link, None);
                             break;
                         }
                         if !self.gossip_allowed(&role, &conn) {
@@ -994,6 +1001,7 @@ impl Reader {
                 s = conn.accept_uni() => match s {
                     Ok(mut recv) => {
                         if !self.recheck(&link, &mut role, &mut seen) {
+                            self.revoke(&link, None);
                             break;
                         }
                         if !self.gossip_allowed(&role, &conn) {
@@ -1024,6 +1032,7 @@ impl Reader {
                 b = conn.accept_bi() => match b {
                     Ok((send, recv)) => {
                         if !self.recheck(&link, &mut role, &mut seen) {
+                            self.revoke(&link, Some((send, recv)));
                             break;
                         }
                         let Some(from) = from else { continue };

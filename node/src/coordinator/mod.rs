@@ -706,7 +706,10 @@ impl Kv {
             Ok(bytes) => {
                 match codec::decode::<Reply<ReadAnswer>>(&bytes, crate::rpc::api::REPLY_MAX) {
                     Ok(Reply::Ok(answer)) => Answer::Ok(answer),
-                    _ => Answer::Unknown,
+                    other => {
+                        debug!(replica = %r.name, bytes = bytes.len(), reply = ?other.err(), "replica read not answered");
+                        Answer::Unknown
+                    }
                 }
             }
             Err(e) => e.into_answer(&r.name),
