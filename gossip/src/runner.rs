@@ -163,6 +163,10 @@ pub struct TransportStats {
     /// allow them (a client sending peer requests); counted by the
     /// runner's owner, which dispatches requests.
     pub rpc_refused_role: AtomicU64,
+    /// Requests refused unread because the owner's queue of requests was
+    /// full (every slot of requests in progress busy): reset with
+    /// [`REQUEST_BUSY`].
+    pub rpc_refused_busy: AtomicU64,
     /// QUIC connections open on this peer's endpoint now (gossip, replica
     /// requests and clients, either direction), as of the last refresh.
     pub open_connections: AtomicU64,
@@ -855,6 +859,13 @@ const REKEY_CLOSE_GRACE: Duration = Duration::from_millis(500);
 pub const KEY_REMOVED_REASON: &[u8] =
     b"the key this connection was authenticated under is no longer installed";
 
+/// The stream error code of a request refused unread because the peer
+/// was at its limit of requests in progress and queued: nothing of it was
+/// handled, so the caller may send it again (`node`'s RPC client reports
+/// it as overloaded). Without it, a dropped stream would end cleanly with
+/// no bytes, which reads as an empty, malformed answer.
+pub const REQUEST_BUSY: u32 = 0x4255;
+
 /// The connection one reader reads.
 struct Link {
     conn: quinn::Connection,
@@ -1042,7 +1053,12 @@ impl Reader {
                         } else {
                             self.role(&conn)
                         };
-                        let _ = self.requests.try_send(Request { from, role, addr, send, recv });
+                        if let Err(e) = self.requests.try_send(Request { from, role, addr, send, recv }) {
+                            let Request { mut send, mut recv, .. } = e.into_inner();
+                            self.stats.rpc_refused_busy.fetch_add(1, Ordering::Relaxed);
+                            let _ = send.reset(REQUEST_BUSY.into());
+                            let _ = recv.stop(REQUEST_BUSY.into());
+                        }
                     }
                     Err(_) => break,
                 },

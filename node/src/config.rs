@@ -102,6 +102,12 @@ pub(crate) struct NodeArgs {
     /// more Initials from it are ignored until one finishes.
     #[arg(long, env = "RINGKV_HANDSHAKES_PER_SOURCE", value_parser = clap::value_parser!(u32).range(1..=4096))]
     handshakes_per_source: Option<u32>,
+    /// Most requests (from peers and clients over QUIC) in progress at
+    /// once (default 1024, 1 to 65536); a quarter as many more wait, and
+    /// beyond that new ones are refused unread as overloaded, so callers
+    /// may retry them. See docs/security.md.
+    #[arg(long, env = "RINGKV_REQUESTS_MAX", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    requests_max: Option<u32>,
     /// Seed of the peer's random choices (default: from the OS).
     #[arg(long, env = "RINGKV_SEED")]
     seed: Option<u64>,
@@ -135,7 +141,7 @@ pub(crate) struct NodeArgs {
     /// underscores: data, listen, advertise, join = [..], name, weight,
     /// zone, dead_grace = "30s", tombstone_grace = "1d", max_clock_offset =
     /// "500ms", min_free_space = "64MB", handshakes_max,
-    /// handshakes_per_source, cluster_key_file, admin,
+    /// handshakes_per_source, requests_max, cluster_key_file, admin,
     /// admin_token_file, admin_header_timeout = "10s",
     /// admin_max_connections, metrics_key_names = true,
     /// seed, resp, resp_password, resp_consistency = "quorum",
@@ -225,6 +231,7 @@ struct FileConfig {
     min_free_space: Option<String>,
     handshakes_max: Option<u32>,
     handshakes_per_source: Option<u32>,
+    requests_max: Option<u32>,
     #[serde(default)]
     handoff: HandoffFile,
     resp: Option<String>,
@@ -271,6 +278,8 @@ pub struct Settings {
     /// Limits on incoming QUIC handshakes (`--handshakes-max`,
     /// `--handshakes-per-source`; validated).
     pub(crate) handshakes: HandshakeLimits,
+    /// Most requests in progress at once (`--requests-max`; validated).
+    pub(crate) requests_max: usize,
     /// Handoff and anti-entropy.
     pub(crate) handoff: HandoffConfig,
     /// The RESP server, when served (validated).
@@ -409,6 +418,12 @@ impl Settings {
             )?
             .unwrap_or(crate::disk::MIN_FREE_DEFAULT),
             handshakes,
+            requests_max: requests_max(layer(
+                args.requests_max,
+                file.requests_max,
+                "requests_max",
+                typed,
+            )?)?,
             handoff: handoff_config(&args.handoff, file.handoff)?,
             resp,
             key,
@@ -446,6 +461,19 @@ fn handshake_limits(args: &NodeArgs, file: &FileConfig) -> Result<HandshakeLimit
         .validate()
         .map_err(|e| anyhow::anyhow!("handshake limits: {}: {}", e.field, e.reason))?;
     Ok(limits)
+}
+
+/// The default of `--requests-max`.
+pub(crate) const REQUESTS_MAX_DEFAULT: usize = 1024;
+/// The largest `--requests-max`.
+const REQUESTS_MAX_MAX: usize = 65_536;
+
+fn requests_max(given: Option<u32>) -> Result<usize> {
+    let n = given.map_or(REQUESTS_MAX_DEFAULT, |n| n as usize);
+    if n == 0 || n > REQUESTS_MAX_MAX {
+        bail!("requests_max {n} is out of range: 1 to {REQUESTS_MAX_MAX}");
+    }
+    Ok(n)
 }
 
 fn max_clock_offset(given: Option<Duration>) -> Result<Duration> {

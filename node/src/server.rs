@@ -18,8 +18,6 @@ use crate::rpc::codec;
 use crate::shared::Kv;
 use crate::status::{self, RingState};
 
-/// Most client and replica requests a peer works on at once.
-const REQUESTS_MAX: usize = 1024;
 /// Longest a peer works on one request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -29,10 +27,12 @@ pub(crate) async fn serve_requests(
     ring: watch::Receiver<Arc<RingState>>,
     kv: Arc<Kv>,
     handoff: Arc<Handoff>,
+    requests_max: usize,
 ) {
-    // At most this many requests in progress; beyond, the loop waits and
-    // the runner's bounded hand-off drops new streams (backpressure).
-    let slots = Arc::new(tokio::sync::Semaphore::new(REQUESTS_MAX));
+    // At most this many requests in progress (`--requests-max`); beyond,
+    // the loop waits and the runner's bounded hand-off refuses new
+    // streams unread, as busy (backpressure the caller can retry).
+    let slots = Arc::new(tokio::sync::Semaphore::new(requests_max));
     while let Some(req) = requests.recv().await {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             break;

@@ -265,6 +265,8 @@ fn record_gossip(st: &GossipStats, transport: &TransportStats) {
         .absolute(transport.handshake_failures.load(Relaxed));
     metrics::counter!("ringkv_rpc_refused_total", "reason" => "role")
         .absolute(transport.rpc_refused_role.load(Relaxed));
+    metrics::counter!("ringkv_rpc_refused_total", "reason" => "busy")
+        .absolute(transport.rpc_refused_busy.load(Relaxed));
     metrics::counter!("ringkv_gossip_refused_total", "reason" => "role")
         .absolute(transport.gossip_refused_role.load(Relaxed));
     metrics::counter!("ringkv_connections_closed_total", "reason" => "key_removed")

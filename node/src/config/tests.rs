@@ -179,6 +179,34 @@ fn handshake_limits_layer_and_are_checked_together() {
 }
 
 #[test]
+fn requests_max_layers_and_is_bounded() {
+    let base = || args(&["--data", "/d", "--listen", "127.0.0.1:0"]);
+    let s = Settings::layered(&base(), FileConfig::default()).expect("settings");
+    assert_eq!(s.requests_max, REQUESTS_MAX_DEFAULT);
+    let s = Settings::layered(&base(), file("requests_max = 64\n")).expect("settings");
+    assert_eq!(s.requests_max, 64);
+    let s = Settings::layered(
+        &args(&[
+            "--data",
+            "/d",
+            "--listen",
+            "127.0.0.1:0",
+            "--requests-max",
+            "8",
+        ]),
+        file("requests_max = 64\n"),
+    )
+    .expect("settings");
+    assert_eq!(s.requests_max, 8);
+    for bad in ["requests_max = 0\n", "requests_max = 65537\n"] {
+        let err = Settings::layered(&base(), file(bad)).expect_err(bad);
+        assert!(format!("{err:#}").contains("requests_max"), "{err:#}");
+    }
+    let argv = ["ringkv", "--requests-max", "0"];
+    assert!(Cli::try_parse_from(argv).is_err(), "--requests-max 0");
+}
+
+#[test]
 fn join_takes_host_names_and_refuses_what_is_not_host_and_port() {
     let s = Settings::layered(
         &args(&[

@@ -532,7 +532,9 @@ impl Serve {
             gossip_rt,
             faults,
         } = self;
-        let (req_tx, req_rx) = tokio::sync::mpsc::channel(256);
+        // A quarter of --requests-max wait for a slot; the rest are
+        // refused unread as busy (gossip runner, `REQUEST_BUSY`).
+        let (req_tx, req_rx) = tokio::sync::mpsc::channel((settings.requests_max / 4).max(1));
         let roles = Arc::new(ringkv_gossip::transport::credentials::Roles::live(
             opened.tls.clone(),
         ));
@@ -599,6 +601,7 @@ impl Serve {
                 ring_rx.clone(),
                 kv.clone(),
                 handoff.clone(),
+                settings.requests_max,
             ),
         );
         if let (Some(listener), Some(addr)) = (admin, addrs.admin) {

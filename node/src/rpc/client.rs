@@ -380,12 +380,16 @@ impl Client {
             let exchange = async {
                 send.write_all(&body).await.map_err(|e| match e {
                     quinn::WriteError::ConnectionLost(c) => connection_failed(peer, &c, true),
+                    quinn::WriteError::Stopped(code) if code == BUSY => busy(peer),
                     other => lost(peer, &other.to_string()),
                 })?;
                 send.finish().map_err(|e| lost(peer, &e.to_string()))?;
                 recv.read_to_end(REPLY_MAX).await.map_err(|e| match e {
                     quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(c)) => {
                         connection_failed(peer, &c, true)
+                    }
+                    quinn::ReadToEndError::Read(quinn::ReadError::Reset(code)) if code == BUSY => {
+                        busy(peer)
                     }
                     other => lost(peer, &other.to_string()),
                 })
@@ -562,7 +566,7 @@ impl AsAccess for Access {
     }
 }
 
-/// Why a peer refused a connection, when it said: kept at the root of a
+/// Why a peer refused a connection or a request, when it said: kept at the root of a
 /// [`PeerError`]'s error so a client from outside can report it by kind.
 #[derive(Debug, thiserror::Error)]
 enum Refusal {
@@ -571,7 +575,9 @@ enum Refusal {
     #[error("{0}")]
     Credentials(String),
     /// The peer refused the connection (`CONNECTION_REFUSED`): every
-    /// handshake slot was busy. Nothing was handled.
+    /// handshake slot was busy; or it reset the request with
+    /// [`BUSY`]: every slot of requests in progress was busy. Nothing was
+    /// handled.
     #[error("{0}")]
     Overloaded(String),
 }
@@ -630,6 +636,17 @@ fn connection_failed(peer: SocketAddr, e: &quinn::ConnectionError, sent: bool) -
     } else {
         PeerError::Unreachable(anyhow!("cannot connect to {peer}: {e}"))
     }
+}
+
+/// [`ringkv_gossip::runner::REQUEST_BUSY`], as a stream code.
+const BUSY: quinn::VarInt = quinn::VarInt::from_u32(ringkv_gossip::runner::REQUEST_BUSY);
+
+/// The peer refused the request unread: every slot of requests in
+/// progress was busy and its queue full (nothing was handled).
+fn busy(peer: SocketAddr) -> PeerError {
+    PeerError::Unreachable(anyhow::Error::new(Refusal::Overloaded(format!(
+        "peer {peer} is at its limit of requests in progress and refused this one unread (nothing was handled): retry later, or raise its --requests-max"
+    ))))
 }
 
 fn lost(peer: SocketAddr, detail: &str) -> PeerError {
@@ -922,6 +939,89 @@ mod tests {
             })
             .expect_err("no such member");
         assert!(!refused_as_unknown(&known), "{known:#}");
+        client.close();
+        let _ = peer.shutdown(std::future::ready(())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_at_its_request_limit_refuses_more_as_overloaded_and_recovers() {
+        // Beyond its requests in progress and queued, a peer used to drop
+        // a request's streams: the stream ended cleanly with no bytes,
+        // which the caller read as a malformed answer of unknown outcome.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("p1").display().to_string();
+        let flags = [
+            "--data",
+            &data,
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "p1",
+            "--requests-max",
+            "2",
+        ];
+        let settings =
+            Settings::from_flags(flags.iter().map(ToString::to_string)).expect("settings");
+        let peer = daemon::start(settings, Listeners::default())
+            .await
+            .expect("the peer starts");
+        let addr = peer.addrs().quic;
+        let text = std::fs::read_to_string(dir.path().join("p1").join("cluster.key"))
+            .expect("the cluster key");
+        let key = ClusterKey::parse(text.trim()).expect("a cluster key");
+        let client = Client::for_cluster(&key, addr).expect("a client");
+        let _: MembersReply = client
+            .call(addr, &Request::Members, CALL)
+            .await
+            .expect("the peer answers");
+        let (conn, _) = client.connection(addr).await.expect("the connection");
+        // Requests whose end never comes hold their slots (the peer waits
+        // up to 10 s for it). With --requests-max 2, at most 2 are in
+        // progress, 1 waits for a slot and 1 is queued: of these 8, at
+        // least 4 are refused, and so is the next request, which comes
+        // after them on the same connection.
+        let mut stuck = Vec::new();
+        for _ in 0..8 {
+            let (mut send, recv) = conn.open_bi().await.expect("a stream");
+            send.write_all(&[0]).await.expect("one byte");
+            stuck.push((send, recv));
+        }
+        let refused = match client
+            .call::<MembersReply>(addr, &Request::Members, CALL)
+            .await
+        {
+            Err(CallError::Peer(PeerError::Unreachable(e))) => with_kind(e),
+            other => panic!("refused as unreachable (nothing handled): {other:?}"),
+        };
+        let kind = refused.downcast_ref::<RequestError>().map(|r| r.kind);
+        assert_eq!(kind, Some(ErrorKind::Overloaded), "{refused:#}");
+        assert!(
+            format!("{refused:#}").contains("--requests-max"),
+            "{refused:#}"
+        );
+        assert!(
+            peer.transport()
+                .rpc_refused_busy
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 5,
+            "counted"
+        );
+
+        // Once the stuck requests end, the peer serves again.
+        for (mut send, _recv) in stuck {
+            let _ = send.reset(0u32.into());
+        }
+        let deadline = StdInstant::now() + Duration::from_secs(10);
+        loop {
+            match client
+                .call::<MembersReply>(addr, &Request::Members, CALL)
+                .await
+            {
+                Ok(_) => break,
+                Err(e) => assert!(StdInstant::now() < deadline, "not served again: {e:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         client.close();
         let _ = peer.shutdown(std::future::ready(())).await;
     }
