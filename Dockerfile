@@ -12,8 +12,10 @@ ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
 # The base images; deploy/image-test.sh replaces them with stand-ins made
 # from Debian's packages where no image registry can be reached.
-ARG BUILDER_IMAGE=rust:${RUST_VERSION}-${DEBIAN_RELEASE}
-ARG RUNTIME_IMAGE=debian:${DEBIAN_RELEASE}-slim
+# Fully qualified, so that podman and buildah need no short-name
+# configuration (or prompt) to find them.
+ARG BUILDER_IMAGE=docker.io/library/rust:${RUST_VERSION}-${DEBIAN_RELEASE}
+ARG RUNTIME_IMAGE=docker.io/library/debian:${DEBIAN_RELEASE}-slim
 
 FROM ${BUILDER_IMAGE} AS builder
 WORKDIR /src

@@ -45,14 +45,7 @@ log() { printf '== %s\n' "$*"; }
 fail() { printf 'image test FAILED: %s\n' "$*" >&2; exit 1; }
 
 apt_install() {
-  local apt_log
-  apt_log=$(mktemp)
-  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; } >"$apt_log" 2>&1; then
-    cat "$apt_log" >&2
-    rm -f "$apt_log"
-    fail "cannot install $* with apt-get"
-  fi
-  rm -f "$apt_log"
+  deploy/apt-install.sh "the image test needs it" "$@" || fail "cannot install $* with apt-get"
 }
 
 if [ -z "$engine" ]; then
@@ -141,13 +134,13 @@ trap 'exit 129' HUP
 # ---- base images ----------------------------------------------------------
 rust_version=$(sed -n 's/^ARG RUST_VERSION=//p' Dockerfile)
 debian_release=$(sed -n 's/^ARG DEBIAN_RELEASE=//p' Dockerfile)
-builder_image="rust:${rust_version}-${debian_release}"
-runtime_image="debian:${debian_release}-slim"
+builder_image="docker.io/library/rust:${rust_version}-${debian_release}"
+runtime_image="docker.io/library/debian:${debian_release}-slim"
 
 if [ "$local_bases" = 0 ]; then
-  if ! timeout 300 "${E[@]}" pull -q "$runtime_image" >/dev/null 2>&1 \
-    || ! timeout 600 "${E[@]}" pull -q "$builder_image" >/dev/null 2>&1; then
-    log "cannot pull $builder_image and $runtime_image: building stand-ins from Debian's packages"
+  if ! timeout 300 "${E[@]}" pull -q "$runtime_image" >"$work/pull.log" 2>&1 \
+    || ! timeout 600 "${E[@]}" pull -q "$builder_image" >>"$work/pull.log" 2>&1; then
+    log "cannot pull $builder_image and $runtime_image ($(tail -n 1 "$work/pull.log" | cut -c1-200)): building stand-ins from Debian's packages"
     local_bases=1
   fi
 fi

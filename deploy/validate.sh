@@ -16,11 +16,7 @@ if ! command -v kubernetes-validate >/dev/null 2>&1; then
   if command -v pip3 >/dev/null 2>&1; then pip=pip3; else pip=pip; fi
   if ! command -v "$pip" >/dev/null 2>&1; then
     echo "pip is missing: installing python3-pip with apt-get" >&2
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip; } >"$pip_log" 2>&1; then
-      cat "$pip_log" >&2
-      echo "cannot install python3-pip: the manifest check needs pip" >&2
-      exit 1
-    fi
+    deploy/apt-install.sh "the manifest check needs pip" python3-pip
     pip=pip3
   fi
   # Debian's system Python refuses global installs (PEP 668) unless told.
