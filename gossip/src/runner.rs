@@ -167,6 +167,9 @@ pub struct TransportStats {
     /// full (every slot of requests in progress busy): reset with
     /// [`REQUEST_BUSY`].
     pub rpc_refused_busy: AtomicU64,
+    /// Requests being worked on now (each holds one of `--requests-max`
+    /// slots); kept by the runner's owner.
+    pub requests_in_progress: AtomicU64,
     /// QUIC connections open on this peer's endpoint now (gossip, replica
     /// requests and clients, either direction), as of the last refresh.
     pub open_connections: AtomicU64,
@@ -852,12 +855,32 @@ fn send_on(conn: &quinn::Connection, channel: Channel, bytes: Vec<u8>) {
 const REKEY_CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 /// The reason a peer gives when it closes a connection whose certificate
-/// no longer verifies because the keyring changed. It stops reading the
-/// connection before it dispatches the request that arrived, and closes
-/// it [`REKEY_CLOSE_GRACE`] later, so a caller may send that request
-/// again on a fresh connection (`node`'s RPC client does, once).
+/// no longer verifies because the keyring changed, [`REKEY_CLOSE_GRACE`]
+/// after it stopped serving it. A request cut off by that close may have
+/// been handled: only [`REQUEST_KEY_REMOVED`] says it was not.
 pub const KEY_REMOVED_REASON: &[u8] =
     b"the key this connection was authenticated under is no longer installed";
+
+/// The stream error code of a request refused unread because the key its
+/// connection was authenticated under was removed (every request that
+/// arrives on such a connection until it closes): nothing of it was
+/// handled, so the caller may send it again on a fresh connection under
+/// its current key (`node`'s RPC client does, once).
+pub const REQUEST_KEY_REMOVED: u32 = 0x4b52;
+
+/// The stream error code of a request refused unread because the peer is
+/// shutting down (its request server is gone), or because the request did
+/// not arrive whole in time: nothing of it was handled.
+pub const REQUEST_NOT_SERVED: u32 = 0x4e53;
+
+/// Refuses a request unread with the stream error `code`, so the caller
+/// knows nothing of it was handled. (Dropped instead, its stream would end
+/// cleanly with no bytes, which reads as an empty, malformed answer of
+/// unknown outcome.)
+pub fn refuse(mut send: quinn::SendStream, mut recv: quinn::RecvStream, code: u32) {
+    let _ = send.reset(code.into());
+    let _ = recv.stop(code.into());
+}
 
 /// The stream error code of a request refused unread because the peer
 /// was at its limit of requests in progress and queued: nothing of it was
@@ -923,16 +946,15 @@ impl Reader {
     /// and nothing more is sent on it (it leaves the table). This peer's
     /// own calls on it may be in flight, now that one connection per pair
     /// carries both sides' requests: they get [`REKEY_CLOSE_GRACE`] to
-    /// finish before the close, which the other side's client retries on
-    /// a fresh connection.
+    /// finish before the close.
     ///
-    /// `held` is the request that arrived on it and is not served: it
-    /// stays open, unanswered, until the close. Dropped at once, its
-    /// stream would end cleanly with no bytes, which the caller reads as
-    /// an empty (malformed) answer and does not retry; held, the caller
-    /// sees the connection closed with [`KEY_REMOVED_REASON`] and sends
-    /// it again (issue 15: the cause of the five-peer rotation test's
-    /// "no answer" failures).
+    /// `held` is the request that arrived on it, not served; it and every
+    /// request that arrives until the close are refused with
+    /// [`REQUEST_KEY_REMOVED`], which the other side's client sends again
+    /// on a fresh connection. (Dropped, `held` used to end cleanly with no
+    /// bytes, which the caller read as an empty answer and did not retry:
+    /// issue 15, the cause of the five-peer rotation test's "no answer"
+    /// failures.)
     fn revoke(&self, link: &Link, held: Option<(quinn::SendStream, quinn::RecvStream)>) {
         self.stats
             .connections_closed_rekeyed
@@ -941,11 +963,17 @@ impl Reader {
         link.revoked.store(true, Ordering::Relaxed);
         self.links.remove_if(link.addr, &link.conn);
         let conn = link.conn.clone();
+        if let Some((send, recv)) = held {
+            refuse(send, recv, REQUEST_KEY_REMOVED);
+        }
         tokio::spawn(async move {
-            tokio::time::sleep(REKEY_CLOSE_GRACE).await;
+            let refusing = async {
+                while let Ok((send, recv)) = conn.accept_bi().await {
+                    refuse(send, recv, REQUEST_KEY_REMOVED);
+                }
+            };
+            let _ = tokio::time::timeout(REKEY_CLOSE_GRACE, refusing).await;
             conn.close(0u32.into(), KEY_REMOVED_REASON);
-            // Dropped after the close: no stream end goes out before it.
-            drop(held);
         });
     }
 
@@ -1046,18 +1074,25 @@ impl Reader {
                             self.revoke(&link, Some((send, recv)));
                             break;
                         }
-                        let Some(from) = from else { continue };
+                        let Some(from) = from else {
+                            refuse(send, recv, REQUEST_NOT_SERVED);
+                            continue;
+                        };
                         let role = if role.is_peer() {
                             self.heard(addr, Some(from), &conn);
                             Role::Peer
                         } else {
                             self.role(&conn)
                         };
-                        if let Err(e) = self.requests.try_send(Request { from, role, addr, send, recv }) {
-                            let Request { mut send, mut recv, .. } = e.into_inner();
-                            self.stats.rpc_refused_busy.fetch_add(1, Ordering::Relaxed);
-                            let _ = send.reset(REQUEST_BUSY.into());
-                            let _ = recv.stop(REQUEST_BUSY.into());
+                        match self.requests.try_send(Request { from, role, addr, send, recv }) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(r)) => {
+                                self.stats.rpc_refused_busy.fetch_add(1, Ordering::Relaxed);
+                                refuse(r.send, r.recv, REQUEST_BUSY);
+                            }
+                            Err(mpsc::error::TrySendError::Closed(r)) => {
+                                refuse(r.send, r.recv, REQUEST_NOT_SERVED);
+                            }
                         }
                     }
                     Err(_) => break,

@@ -103,9 +103,9 @@ pub(crate) struct NodeArgs {
     #[arg(long, env = "RINGKV_HANDSHAKES_PER_SOURCE", value_parser = clap::value_parser!(u32).range(1..=4096))]
     handshakes_per_source: Option<u32>,
     /// Most requests (from peers and clients over QUIC) in progress at
-    /// once (default 1024, 1 to 65536); a quarter as many more wait, and
-    /// beyond that new ones are refused unread as overloaded, so callers
-    /// may retry them. See docs/security.md.
+    /// once (default 1024, 1 to 65536); about a quarter as many more wait,
+    /// and beyond that new ones are refused unread as overloaded, so
+    /// callers may retry them. See docs/daemon.md.
     #[arg(long, env = "RINGKV_REQUESTS_MAX", value_parser = clap::value_parser!(u32).range(1..=65_536))]
     requests_max: Option<u32>,
     /// Seed of the peer's random choices (default: from the OS).

@@ -21,6 +21,27 @@ use crate::status::{self, RingState};
 /// Longest a peer works on one request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// One request holding a slot, counted in
+/// `TransportStats::requests_in_progress` while it lives.
+struct InProgress(Arc<ringkv_gossip::runner::TransportStats>);
+
+impl InProgress {
+    fn start(stats: Arc<ringkv_gossip::runner::TransportStats>) -> Self {
+        stats
+            .requests_in_progress
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0
+            .requests_in_progress
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 pub(crate) async fn serve_requests(
     mut requests: mpsc::Receiver<StreamRequest>,
     handle: Handle,
@@ -42,8 +63,10 @@ pub(crate) async fn serve_requests(
         let kv = kv.clone();
         let handoff = handoff.clone();
         let transport = handle.transport.clone();
+        let in_progress = InProgress::start(transport.clone());
         tokio::spawn(async move {
             let _permit = permit;
+            let _in_progress = in_progress;
             let StreamRequest {
                 mut send,
                 mut recv,
@@ -53,6 +76,12 @@ pub(crate) async fn serve_requests(
             } = req;
             let read = recv.read_to_end(api::REQUEST_MAX);
             let Ok(Ok(body)) = tokio::time::timeout(Duration::from_secs(10), read).await else {
+                // Not whole within 10 s, or too long: refused unread.
+                ringkv_gossip::runner::refuse(
+                    send,
+                    recv,
+                    ringkv_gossip::runner::REQUEST_NOT_SERVED,
+                );
                 return;
             };
             let reply = match codec::decode::<api::Request>(&body, api::REQUEST_MAX) {

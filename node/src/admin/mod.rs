@@ -286,6 +286,8 @@ fn record_gossip(st: &GossipStats, transport: &TransportStats) {
     metrics::counter!("ringkv_quic_retries_total")
         .absolute(transport.handshake_retries.load(Relaxed));
     metrics::gauge!("ringkv_quic_connections").set(transport.open_connections.load(Relaxed) as f64);
+    metrics::gauge!("ringkv_requests_in_progress")
+        .set(transport.requests_in_progress.load(Relaxed) as f64);
 }
 
 /// This peer's health, incarnation, view agreement and ring rebuilds.
