@@ -848,8 +848,9 @@ fn send_on(conn: &quinn::Connection, channel: Channel, bytes: Vec<u8>) {
     });
 }
 
-/// How long a connection whose key was removed stays open, unread, before
-/// it is closed: for this peer's own requests on it to finish (a replica
+/// How long a connection whose key was removed stays open before it is
+/// closed (its requests refused with [`REQUEST_KEY_REMOVED`], nothing else
+/// read): for this peer's own requests on it to finish (a replica
 /// call takes milliseconds), well inside the other side's call timeouts
 /// (2 s for replica calls), which its retry must fit in.
 const REKEY_CLOSE_GRACE: Duration = Duration::from_millis(500);

@@ -455,10 +455,10 @@ async fn a_connection_opened_under_a_removed_key_loses_its_rights() {
         .call::<MembersReply>(addrs[0], &Request::Members, CALL)
         .await;
     let e = after.expect_err("still served after the removal");
-    // Issue 15: the request that found the key removed is held open
-    // until the connection closes with the key-removed reason, so the
-    // client sends it again on a fresh connection (which the old key
-    // cannot open) instead of reading an empty answer.
+    // Issue 15: the request that found the key removed is refused
+    // unread with REQUEST_KEY_REMOVED, so the client sends it again on a
+    // fresh connection (which the old key cannot open) instead of
+    // reading an empty answer.
     let message = format!("{e:#}");
     assert!(!message.contains("empty"), "{message}");
     assert!(message.contains("credentials refused"), "{message}");

@@ -507,8 +507,6 @@ impl Drop for DialGate<'_> {
     }
 }
 
-/// Whether the peer closed `conn` because the key it was authenticated
-/// under was removed (before dispatching anything that came on it).
 /// Whether the peer answered `conn` with a stateless reset: it holds no
 /// state for it (dropped at its idle timeout), so it processed nothing
 /// that arrived since. The retry on it relies on a restarted process's
@@ -690,7 +688,7 @@ impl Refused {
                 "peer {peer} refused the request unread, twice, because the key of the connection was removed (nothing was handled)"
             ),
             Self::NotServed => anyhow!(
-                "peer {peer} did not serve the request (nothing was handled): it is shutting down, or the request did not reach it whole in time"
+                "peer {peer} did not serve the request (nothing was handled): it is shutting down, or the request did not reach it whole within 10 s, or was too long"
             ),
         })
     }
