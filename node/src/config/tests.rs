@@ -185,18 +185,15 @@ fn requests_max_layers_and_is_bounded() {
     assert_eq!(s.requests_max, REQUESTS_MAX_DEFAULT);
     let s = Settings::layered(&base(), file("requests_max = 64\n")).expect("settings");
     assert_eq!(s.requests_max, 64);
-    let s = Settings::layered(
-        &args(&[
-            "--data",
-            "/d",
-            "--listen",
-            "127.0.0.1:0",
-            "--requests-max",
-            "8",
-        ]),
-        file("requests_max = 64\n"),
-    )
-    .expect("settings");
+    let flag = args(&[
+        "--data",
+        "/d",
+        "--listen",
+        "127.0.0.1:0",
+        "--requests-max",
+        "8",
+    ]);
+    let s = Settings::layered(&flag, file("requests_max = 64\n")).expect("settings");
     assert_eq!(s.requests_max, 8);
     for bad in ["requests_max = 0\n", "requests_max = 65537\n"] {
         let err = Settings::layered(&base(), file(bad)).expect_err(bad);

@@ -915,22 +915,27 @@ mod tests {
         task.abort();
     }
 
-    fn settings(dir: &Path) -> Settings {
+    /// An in-process peer `p1` in `dir` (with `extra` flags), its QUIC
+    /// address and the cluster key it generated.
+    async fn one_peer(dir: &Path, extra: &[&str]) -> (daemon::Peer, SocketAddr, ClusterKey) {
         let data = dir.join("p1").display().to_string();
         let flags = ["--data", &data, "--listen", "127.0.0.1:0", "--name", "p1"];
-        Settings::from_flags(flags.iter().map(ToString::to_string)).expect("settings")
+        let settings = Settings::from_flags(flags.iter().chain(extra).map(ToString::to_string))
+            .expect("settings");
+        let peer = daemon::start(settings, Listeners::default())
+            .await
+            .expect("the peer starts");
+        let addr = peer.addrs().quic;
+        let text =
+            std::fs::read_to_string(dir.join("p1").join("cluster.key")).expect("the cluster key");
+        let key = ClusterKey::parse(text.trim()).expect("a cluster key");
+        (peer, addr, key)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_calls_to_a_peer_share_one_connection() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let peer = daemon::start(settings(dir.path()), Listeners::default())
-            .await
-            .expect("the peer starts");
-        let addr = peer.addrs().quic;
-        let text = std::fs::read_to_string(dir.path().join("p1").join("cluster.key"))
-            .expect("the cluster key");
-        let key = ClusterKey::parse(text.trim()).expect("a cluster key");
+        let (peer, addr, key) = one_peer(dir.path(), &[]).await;
         let client = Client::for_cluster(&key, addr).expect("a client");
         let mut ids = Vec::new();
         for _ in 0..2 {
@@ -954,13 +959,7 @@ mod tests {
         assert_eq!(last.len(), 2, "a format byte and a one-byte variant index");
         let future = vec![last[0], last[1] + 1];
         let dir = tempfile::tempdir().expect("temp dir");
-        let peer = daemon::start(settings(dir.path()), Listeners::default())
-            .await
-            .expect("the peer starts");
-        let addr = peer.addrs().quic;
-        let text = std::fs::read_to_string(dir.path().join("p1").join("cluster.key"))
-            .expect("the cluster key");
-        let key = ClusterKey::parse(text.trim()).expect("a cluster key");
+        let (peer, addr, key) = one_peer(dir.path(), &[]).await;
         let client = Client::for_cluster(&key, addr).expect("a client");
         let err = match client.call_body::<()>(addr, future, CALL).await {
             Err(CallError::Answered(e)) => anyhow::Error::from(e),
@@ -994,26 +993,7 @@ mod tests {
         // a request's streams: the stream ended cleanly with no bytes,
         // which the caller read as a malformed answer of unknown outcome.
         let dir = tempfile::tempdir().expect("temp dir");
-        let data = dir.path().join("p1").display().to_string();
-        let flags = [
-            "--data",
-            &data,
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            "p1",
-            "--requests-max",
-            "2",
-        ];
-        let settings =
-            Settings::from_flags(flags.iter().map(ToString::to_string)).expect("settings");
-        let peer = daemon::start(settings, Listeners::default())
-            .await
-            .expect("the peer starts");
-        let addr = peer.addrs().quic;
-        let text = std::fs::read_to_string(dir.path().join("p1").join("cluster.key"))
-            .expect("the cluster key");
-        let key = ClusterKey::parse(text.trim()).expect("a cluster key");
+        let (peer, addr, key) = one_peer(dir.path(), &["--requests-max", "2"]).await;
         let client = Arc::new(Client::for_cluster(&key, addr).expect("a client"));
         let _: MembersReply = client
             .call(addr, &Request::Members, CALL)
