@@ -874,6 +874,12 @@ pub const REQUEST_KEY_REMOVED: u32 = 0x4b52;
 /// not arrive whole in time: nothing of it was handled.
 pub const REQUEST_NOT_SERVED: u32 = 0x4e53;
 
+/// The stream error code of a request refused unread because the peer
+/// was at its limit of requests in progress and queued: nothing of it was
+/// handled, so the caller may send it again (`node`'s RPC client reports
+/// it as overloaded).
+pub const REQUEST_BUSY: u32 = 0x4255;
+
 /// Refuses a request unread with the stream error `code`, so the caller
 /// knows nothing of it was handled. (Dropped instead, its stream would end
 /// cleanly with no bytes, which reads as an empty, malformed answer of
@@ -882,13 +888,6 @@ pub fn refuse(mut send: quinn::SendStream, mut recv: quinn::RecvStream, code: u3
     let _ = send.reset(code.into());
     let _ = recv.stop(code.into());
 }
-
-/// The stream error code of a request refused unread because the peer
-/// was at its limit of requests in progress and queued: nothing of it was
-/// handled, so the caller may send it again (`node`'s RPC client reports
-/// it as overloaded). Without it, a dropped stream would end cleanly with
-/// no bytes, which reads as an empty, malformed answer.
-pub const REQUEST_BUSY: u32 = 0x4255;
 
 /// The connection one reader reads.
 struct Link {

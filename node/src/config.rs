@@ -106,7 +106,7 @@ pub(crate) struct NodeArgs {
     /// once (default 1024, 1 to 65536); about a quarter as many more wait,
     /// and beyond that new ones are refused unread as overloaded, so
     /// callers may retry them. See docs/daemon.md.
-    #[arg(long, env = "RINGKV_REQUESTS_MAX", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    #[arg(long, env = "RINGKV_REQUESTS_MAX", value_parser = clap::value_parser!(u32).range(1..=i64::from(REQUESTS_MAX_MAX)))]
     requests_max: Option<u32>,
     /// Seed of the peer's random choices (default: from the OS).
     #[arg(long, env = "RINGKV_SEED")]
@@ -466,14 +466,16 @@ fn handshake_limits(args: &NodeArgs, file: &FileConfig) -> Result<HandshakeLimit
 /// The default of `--requests-max`.
 pub(crate) const REQUESTS_MAX_DEFAULT: usize = 1024;
 /// The largest `--requests-max`.
-const REQUESTS_MAX_MAX: usize = 65_536;
+const REQUESTS_MAX_MAX: u32 = 65_536;
 
+/// `--requests-max` (the flag's range is checked by clap; a file value
+/// here).
 fn requests_max(given: Option<u32>) -> Result<usize> {
-    let n = given.map_or(REQUESTS_MAX_DEFAULT, |n| n as usize);
-    if n == 0 || n > REQUESTS_MAX_MAX {
-        bail!("requests_max {n} is out of range: 1 to {REQUESTS_MAX_MAX}");
+    match given {
+        None => Ok(REQUESTS_MAX_DEFAULT),
+        Some(n) if (1..=REQUESTS_MAX_MAX).contains(&n) => Ok(n as usize),
+        Some(n) => bail!("requests_max {n} is out of range: 1 to {REQUESTS_MAX_MAX}"),
     }
-    Ok(n)
 }
 
 fn max_clock_offset(given: Option<Duration>) -> Result<Duration> {

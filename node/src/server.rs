@@ -21,22 +21,31 @@ use crate::status::{self, RingState};
 /// Longest a peer works on one request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One request holding a slot, counted in
+/// One of the `--requests-max` slots, held by one request: counted in
 /// `TransportStats::requests_in_progress` while it lives.
-struct InProgress(Arc<ringkv_gossip::runner::TransportStats>);
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    stats: Arc<ringkv_gossip::runner::TransportStats>,
+}
 
-impl InProgress {
-    fn start(stats: Arc<ringkv_gossip::runner::TransportStats>) -> Self {
+impl Slot {
+    fn new(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        stats: Arc<ringkv_gossip::runner::TransportStats>,
+    ) -> Self {
         stats
             .requests_in_progress
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Self(stats)
+        Self {
+            _permit: permit,
+            stats,
+        }
     }
 }
 
-impl Drop for InProgress {
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0
+        self.stats
             .requests_in_progress
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -63,10 +72,9 @@ pub(crate) async fn serve_requests(
         let kv = kv.clone();
         let handoff = handoff.clone();
         let transport = handle.transport.clone();
-        let in_progress = InProgress::start(transport.clone());
+        let slot = Slot::new(permit, transport.clone());
         tokio::spawn(async move {
-            let _permit = permit;
-            let _in_progress = in_progress;
+            let _slot = slot;
             let StreamRequest {
                 mut send,
                 mut recv,

@@ -380,27 +380,29 @@ impl Client {
                 }
             };
             let exchange = async {
-                send.write_all(&body).await.map_err(|e| match e {
-                    quinn::WriteError::Stopped(code) if Refused::of(code).is_some() => {
-                        Exchange::Refused(Refused::of(code).expect("a refusal code"))
-                    }
-                    quinn::WriteError::ConnectionLost(c) => {
-                        Exchange::Failed(connection_failed(peer, &c, true))
-                    }
-                    other => Exchange::Failed(lost(peer, &other.to_string())),
+                send.write_all(&body).await.map_err(|e| {
+                    let code = match &e {
+                        quinn::WriteError::Stopped(code) => Some(*code),
+                        _ => None,
+                    };
+                    Exchange::of(code, || match e {
+                        quinn::WriteError::ConnectionLost(c) => connection_failed(peer, &c, true),
+                        other => lost(peer, &other.to_string()),
+                    })
                 })?;
                 send.finish()
                     .map_err(|e| Exchange::Failed(lost(peer, &e.to_string())))?;
-                recv.read_to_end(REPLY_MAX).await.map_err(|e| match e {
-                    quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))
-                        if Refused::of(code).is_some() =>
-                    {
-                        Exchange::Refused(Refused::of(code).expect("a refusal code"))
-                    }
-                    quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(c)) => {
-                        Exchange::Failed(connection_failed(peer, &c, true))
-                    }
-                    other => Exchange::Failed(lost(peer, &other.to_string())),
+                recv.read_to_end(REPLY_MAX).await.map_err(|e| {
+                    let code = match &e {
+                        quinn::ReadToEndError::Read(quinn::ReadError::Reset(code)) => Some(*code),
+                        _ => None,
+                    };
+                    Exchange::of(code, || match e {
+                        quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(c)) => {
+                            connection_failed(peer, &c, true)
+                        }
+                        other => lost(peer, &other.to_string()),
+                    })
                 })
             };
             match timeout_at(deadline, exchange).await {
@@ -408,7 +410,7 @@ impl Client {
                 Ok(Err(Exchange::Refused(why))) => {
                     // Refused unread: the connection itself is fine,
                     // unless its key was removed.
-                    if why == Refused::KeyRemoved {
+                    if why == StreamRefusal::KeyRemoved {
                         self.forget_conn(peer, &conn);
                         if retry_removed_key {
                             retry_removed_key = false;
@@ -583,7 +585,7 @@ enum Refusal {
     Credentials(String),
     /// The peer refused the connection (`CONNECTION_REFUSED`): every
     /// handshake slot was busy; or it reset the request with
-    /// [`Refused::Busy`]: every slot of requests in progress was busy. Nothing was
+    /// [`StreamRefusal::Busy`]: every slot of requests in progress was busy. Nothing was
     /// handled.
     #[error("{0}")]
     Overloaded(String),
@@ -648,7 +650,7 @@ fn connection_failed(peer: SocketAddr, e: &quinn::ConnectionError, sent: bool) -
 /// How one exchange on a stream failed.
 enum Exchange {
     /// The peer refused the request unread, saying why (a stream code).
-    Refused(Refused),
+    Refused(StreamRefusal),
     /// Anything else.
     Failed(PeerError),
 }
@@ -656,7 +658,7 @@ enum Exchange {
 /// Why a peer refused a request unread (the stream codes of
 /// `ringkv_gossip::runner`): nothing of it was handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refused {
+enum StreamRefusal {
     /// [`ringkv_gossip::runner::REQUEST_BUSY`]: every slot of requests in
     /// progress busy, and its queue full.
     Busy,
@@ -668,7 +670,16 @@ enum Refused {
     NotServed,
 }
 
-impl Refused {
+impl Exchange {
+    /// [`Exchange::Refused`] if the peer ended the stream with one of the
+    /// refusal codes (`code`), else [`Exchange::Failed`] with `failed()`.
+    fn of(code: Option<quinn::VarInt>, failed: impl FnOnce() -> PeerError) -> Self {
+        code.and_then(StreamRefusal::of)
+            .map_or_else(|| Self::Failed(failed()), Self::Refused)
+    }
+}
+
+impl StreamRefusal {
     fn of(code: quinn::VarInt) -> Option<Self> {
         use ringkv_gossip::runner::{REQUEST_BUSY, REQUEST_KEY_REMOVED, REQUEST_NOT_SERVED};
         match u32::try_from(code.into_inner()).ok()? {
